@@ -1,0 +1,299 @@
+//! The user-flow API connector (DESIGN 2.1): `POST /b2c/api-connector`.
+//!
+//! B2C posts a flat JSON object whose `step` says where in the journey it is. Every answer is a
+//! well-formed B2C answer: continue, block page, or (at `PostAttributeCollection`) validation
+//! error. Nothing a caller sends can produce a 500.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{request_id, AppState, DecisionNote};
+use crate::domain::{EmailAddress, Identity, Refusal, SignInEvidence};
+use crate::engine::{Answer, LinkRequest};
+use crate::messages;
+
+/// The answer version B2C expects in every answer.
+pub const API_VERSION: &str = "1.0.0";
+/// Claim carrying the customer account number back to B2C.
+pub const CLAIM_ACCOUNT_NUMBER: &str = "extension_CustomerAccountNumber";
+/// Claim carrying the outcome (`Linked`, `Created`, `AlreadyLinked`).
+pub const CLAIM_OUTCOME: &str = "extension_AutoLinkOutcome";
+/// Claim carrying a refusal's code at the token step, where B2C cannot block.
+pub const CLAIM_ERROR: &str = "extension_AutoLinkError";
+
+/// The steps of a user flow at which B2C calls a connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Social sign-up, after the identity provider returns.
+    PostFederationSignup,
+    /// Any sign-up, after the attribute page, before the account is created.
+    PostAttributeCollection,
+    /// Sign-up and sign-in, before the token is issued (also spelt `PreTokenApplicationClaims`).
+    PreTokenIssuance,
+}
+
+impl Step {
+    /// Parses the `step` field (case-insensitively; both spellings of the token step).
+    pub fn parse(step: &str) -> Option<Step> {
+        let step = step.trim();
+        [
+            ("PostFederationSignup", Step::PostFederationSignup),
+            ("PostAttributeCollection", Step::PostAttributeCollection),
+            ("PreTokenIssuance", Step::PreTokenIssuance),
+            ("PreTokenApplicationClaims", Step::PreTokenIssuance),
+        ]
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(step))
+        .map(|(_, s)| s)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::PostFederationSignup => "PostFederationSignup",
+            Step::PostAttributeCollection => "PostAttributeCollection",
+            Step::PreTokenIssuance => "PreTokenIssuance",
+        }
+    }
+}
+
+/// The fields of a connector request that autolink reads; any may be missing, the rest of the
+/// object (collected and custom attributes) is ignored.
+#[derive(Debug, Deserialize)]
+struct ConnectorBody {
+    email: Option<String>,
+    identities: Option<Vec<IdentityEntry>>,
+    #[serde(rename = "givenName")]
+    given_name: Option<String>,
+    surname: Option<String>,
+    #[serde(rename = "objectId")]
+    object_id: Option<String>,
+    step: Option<String>,
+    client_id: Option<String>,
+    #[serde(rename = "clientId")]
+    client_id_camel: Option<String>,
+    ui_locales: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IdentityEntry {
+    #[serde(rename = "signInType")]
+    sign_in_type: Option<String>,
+    issuer: Option<String>,
+}
+
+/// Why a request could not be read (for the log line; the caller sees `InvalidRequest`).
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("the content type is not application/json")]
+    ContentType,
+    #[error("the body is larger than the limit")]
+    TooLarge,
+    #[error("the body could not be read: {0}")]
+    Body(String),
+    #[error("the body is not a JSON object of the connector's shape: {0}")]
+    Json(String),
+    #[error("unknown or missing step {0:?}")]
+    Step(Option<String>),
+}
+
+/// `POST /b2c/api-connector`.
+pub async fn api_connector(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let request_id = request_id(&req);
+    let body = match read_request(&req, payload, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(why) => {
+            log::info!("request_id={request_id} api-connector: {why}");
+            return noted(block(Refusal::InvalidRequest, "en"), "unreadable request");
+        }
+    };
+    let language = messages::language(body.ui_locales.as_deref());
+    let Some(step) = body.step.as_deref().and_then(Step::parse) else {
+        let why = Unreadable::Step(body.step.clone());
+        log::info!("request_id={request_id} api-connector: {why}");
+        return noted(block(Refusal::InvalidRequest, language), "unknown step");
+    };
+    let request = link_request(&request_id, step, body, &state.tenant_issuer);
+    let redacted = request
+        .email
+        .as_deref()
+        .and_then(|e| EmailAddress::parse(e).ok())
+        .map(|e| e.redacted())
+        .unwrap_or_else(|| "-".into());
+
+    let engine = state.engine.clone();
+    let work = {
+        let request = request.clone();
+        web::block(move || match step {
+            Step::PreTokenIssuance => engine.link(&request),
+            _ => engine.check(&request),
+        })
+    };
+    let answer: Option<Answer> = match actix_web::rt::time::timeout(state.request_timeout, work).await {
+        Ok(Ok(Ok(answer))) => Some(answer),
+        Ok(Ok(Err(error))) => {
+            log::warn!("request_id={request_id} api-connector: storage failed: {error}");
+            None
+        }
+        Ok(Err(_)) => {
+            log::error!("request_id={request_id} api-connector: worker failed");
+            None
+        }
+        Err(_) => {
+            log::warn!("request_id={request_id} api-connector: database did not answer in time");
+            None
+        }
+    };
+    let answer = answer.unwrap_or(Err(Refusal::ServiceUnavailable));
+    let note = match &answer {
+        Ok(r) => format!(
+            "step={} channel={} outcome={} email={redacted}",
+            step.name(),
+            r.channel,
+            r.outcome.as_str()
+        ),
+        Err(refusal) => format!("step={} outcome=Refused code={} email={redacted}", step.name(), refusal.code()),
+    };
+    noted(render(step, &answer, language), &note)
+}
+
+/// Reads and parses the body: JSON content type, size limit, JSON object.
+async fn read_request(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<ConnectorBody, Unreadable> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case("+json"))
+        });
+    if !json {
+        return Err(Unreadable::ContentType);
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Unreadable::Body(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(Unreadable::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    // serde's messages may quote values (an email); keep only the position for the log.
+    serde_json::from_slice(&body).map_err(|e| Unreadable::Json(format!("{:?} at line {} column {}", e.classify(), e.line(), e.column())))
+}
+
+fn link_request(request_id: &str, step: Step, body: ConnectorBody, tenant_issuer: &str) -> LinkRequest {
+    let evidence = match &body.identities {
+        Some(entries) => SignInEvidence::from_identities(
+            entries
+                .iter()
+                .map(|e| (e.sign_in_type.as_deref().unwrap_or_default(), e.issuer.as_deref())),
+        ),
+        None => SignInEvidence::Missing,
+    };
+    let identity = match step {
+        Step::PreTokenIssuance => body
+            .object_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(|subject| Identity { issuer: tenant_issuer.to_string(), subject: subject.to_string() }),
+        _ => None,
+    };
+    LinkRequest {
+        request_id: request_id.to_string(),
+        source: "api-connector",
+        step: Some(step.name().to_string()),
+        client_id: body.client_id.or(body.client_id_camel),
+        email: body.email,
+        evidence,
+        // User flows cannot carry a provider's verified flag; only the rules of section 5 apply.
+        email_verified: None,
+        identity,
+        given_name: body.given_name,
+        surname: body.surname,
+    }
+}
+
+/// Renders the engine's answer in the wire format the step allows.
+fn render(step: Step, answer: &Answer, language: &str) -> HttpResponse {
+    match (step, answer) {
+        (Step::PreTokenIssuance, Ok(resolution)) => {
+            let mut claims = Map::new();
+            if let Some(number) = &resolution.account_number {
+                claims.insert(CLAIM_ACCOUNT_NUMBER.into(), Value::String(number.clone()));
+            }
+            claims.insert(CLAIM_OUTCOME.into(), Value::String(resolution.outcome.as_str().into()));
+            continue_with(claims)
+        }
+        // The token step cannot block: continue without an account number, with the code.
+        (Step::PreTokenIssuance, Err(refusal)) => {
+            let mut claims = Map::new();
+            claims.insert(CLAIM_ERROR.into(), Value::String(refusal.code().into()));
+            continue_with(claims)
+        }
+        (_, Ok(_)) => continue_with(Map::new()),
+        (Step::PostAttributeCollection, Err(refusal)) if refusal.user_can_fix() => {
+            validation_error(*refusal, language)
+        }
+        (_, Err(refusal)) => block(*refusal, language),
+    }
+}
+
+fn continue_with(claims: Map<String, Value>) -> HttpResponse {
+    let mut body = Map::new();
+    body.insert("version".into(), Value::String(API_VERSION.into()));
+    body.insert("action".into(), Value::String("Continue".into()));
+    body.extend(claims);
+    HttpResponse::Ok().json(Value::Object(body))
+}
+
+fn block(refusal: Refusal, language: &str) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "version": API_VERSION,
+        "action": "ShowBlockPage",
+        "userMessage": messages::message(refusal, language),
+        "code": refusal.code(),
+    }))
+}
+
+fn validation_error(refusal: Refusal, language: &str) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({
+        "version": API_VERSION,
+        "status": 400,
+        "action": "ValidationError",
+        "userMessage": messages::message(refusal, language),
+        "code": refusal.code(),
+    }))
+}
+
+fn noted(mut response: HttpResponse, note: &str) -> HttpResponse {
+    response.extensions_mut().insert(DecisionNote(note.to_string()));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_spellings_of_the_token_step_parse() {
+        assert_eq!(Step::parse("PreTokenIssuance"), Some(Step::PreTokenIssuance));
+        assert_eq!(Step::parse("PreTokenApplicationClaims"), Some(Step::PreTokenIssuance));
+        assert_eq!(Step::parse("postattributecollection"), Some(Step::PostAttributeCollection));
+        assert_eq!(Step::parse("PostFederationSignup"), Some(Step::PostFederationSignup));
+        assert_eq!(Step::parse("Other"), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! The `autolink` command line.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::engine::Answer;
+use crate::import::{self, Format, ImportError, OnError};
+use crate::startup::{self, Application};
+
+/// Links Azure AD B2C identities to the customer accounts a store already holds.
+#[derive(Debug, Parser)]
+#[command(name = "autolink", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Every key can also be set as AUTOLINK_<KEY> (nested keys with
+    /// a double underscore, e.g. AUTOLINK_LINKING__ENABLED=false).
+    #[arg(long, global = true, env = "AUTOLINK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (applies migrations first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Customer records.
+    Customers {
+        /// What to do with customers.
+        #[command(subcommand)]
+        command: CustomersCommand,
+    },
+    /// What would happen for this email on this channel, without writing (the decision is audited).
+    Preview {
+        /// Channel id from the configuration.
+        #[arg(long)]
+        channel: String,
+        /// Email address.
+        #[arg(long)]
+        email: String,
+    },
+    /// Read a secret from standard input and print its argon2id hash, for `password_hash` and
+    /// `token_hash` in the configuration.
+    HashSecret,
+}
+
+/// `customers` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CustomersCommand {
+    /// Import customers from CSV (with a header) or JSON lines; upserts by account number.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// The format (default: from the file name; .jsonl/.ndjson/.json are JSON lines).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Import the good rows and skip the bad ones (default: reject the whole file).
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("autolink: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::HashSecret = cli.command {
+        let mut secret = String::new();
+        std::io::stdin().lock().read_line(&mut secret)?;
+        let secret = secret.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!secret.is_empty(), "no secret on standard input");
+        println!("{}", crate::auth::hash_secret(secret).map_err(anyhow::Error::msg)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(settings),
+        Command::Migrate => {
+            startup::open_database(&settings)?;
+            println!("migrations applied to {}", crate::storage::redact_url(&settings.database_url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Customers { command: CustomersCommand::Import { file, format, skip_invalid } } => {
+            let db = startup::open_database(&settings)?;
+            let format = format.unwrap_or_else(|| Format::from_path(&file));
+            let on_error = if skip_invalid { OnError::SkipInvalid } else { OnError::RejectFile };
+            let started = std::time::Instant::now();
+            match import::import_file(&db, &file, format, on_error) {
+                Ok(report) => {
+                    for error in &report.errors {
+                        eprintln!("line {}: skipped: {}", error.line, error.reason);
+                    }
+                    println!(
+                        "imported {} rows in {:.2}s: {} inserted, {} updated, {} unchanged, {} skipped",
+                        report.rows,
+                        started.elapsed().as_secs_f64(),
+                        report.counts.inserted,
+                        report.counts.updated,
+                        report.counts.unchanged,
+                        report.error_count
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(ImportError::Rejected(report)) => {
+                    for error in &report.errors {
+                        eprintln!("line {}: {}", error.line, error.reason);
+                    }
+                    if report.error_count > report.errors.len() as u64 {
+                        eprintln!("... and {} more", report.error_count - report.errors.len() as u64);
+                    }
+                    eprintln!(
+                        "rejected: {} of {} rows are bad; nothing was imported (use --skip-invalid to import the good rows)",
+                        report.error_count, report.rows
+                    );
+                    Ok(ExitCode::from(2))
+                }
+                Err(other) => Err(other.into()),
+            }
+        }
+        Command::Preview { channel, email } => {
+            let db = startup::open_database(&settings)?;
+            let (engine, audit) = startup::build_engine(&settings, db)?;
+            let request_id = uuid::Uuid::new_v4().simple().to_string();
+            let answer = engine.preview(&request_id, &channel, &email)?;
+            drop(engine);
+            audit.join();
+            println!("{}", serde_json::to_string_pretty(&answer_json(&answer))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HashSecret => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The JSON shape printed by `preview`.
+pub fn answer_json(answer: &Answer) -> serde_json::Value {
+    match answer {
+        Ok(r) => serde_json::json!({
+            "channel": r.channel,
+            "outcome": r.outcome.as_str(),
+            "customerAccountNumber": r.account_number,
+        }),
+        Err(refusal) => serde_json::json!({
+            "outcome": "Refused",
+            "code": refusal.code(),
+            "error": refusal.error_name(),
+        }),
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    actix_web::rt::System::new().block_on(async move {
+        let mut app = Application::build(&settings)?;
+        let generated = app.take_generated();
+        let mut out = std::io::stdout().lock();
+        if !generated.is_empty() {
+            write!(out, "{}", generated.announcement())?;
+        }
+        let host = settings.bind.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+        writeln!(out, "autolink listening on http://{host}:{}", app.port())?;
+        out.flush()?;
+        drop(out);
+        app.run_until_stopped().await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

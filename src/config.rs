@@ -1,0 +1,435 @@
+//! Configuration: typed settings layered from defaults, a TOML file and `AUTOLINK_*` variables.
+//!
+//! Environment variables override the file; nested keys use a double underscore
+//! (`AUTOLINK_LINKING__ENABLED=false`). The keys of DESIGN section 8 are stable.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::channel::{Channel, ChannelDirectory, CustomerType};
+use crate::domain::verification::VerificationPolicy;
+
+/// Id of the channel used when the configuration names none.
+pub const DEMO_CHANNEL_ID: &str = "web";
+/// Legal entity of that channel.
+pub const DEMO_LEGAL_ENTITY: &str = "USRT";
+/// Issuer used for connector identities when `tenant_issuer` is not configured.
+pub const UNCONFIGURED_TENANT_ISSUER: &str = "urn:autolink:unconfigured-tenant";
+
+/// All settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on.
+    pub bind: String,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// Channel for client ids that map to no channel.
+    pub default_channel: Option<String>,
+    /// Issuer of the identities that connector calls name by `objectId`; equal to the token's `iss`.
+    pub tenant_issuer: String,
+    /// HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Linking rules.
+    pub linking: LinkingSettings,
+    /// Channels.
+    pub channels: Vec<ChannelSettings>,
+    /// How B2C authenticates.
+    pub auth: AuthSettings,
+    /// Administrator credentials.
+    pub admin: AdminSettings,
+    /// Pool and time limits.
+    pub database: DatabaseSettings,
+    /// Request limits.
+    pub limits: LimitSettings,
+    /// Customers autolink creates.
+    pub customers: CustomerSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            database_url: "sqlite://autolink.db".into(),
+            default_channel: None,
+            tenant_issuer: UNCONFIGURED_TENANT_ISSUER.into(),
+            workers: None,
+            linking: LinkingSettings::default(),
+            channels: Vec::new(),
+            auth: AuthSettings::default(),
+            admin: AdminSettings::default(),
+            database: DatabaseSettings::default(),
+            limits: LimitSettings::default(),
+            customers: CustomerSettings::default(),
+        }
+    }
+}
+
+/// `[linking]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkingSettings {
+    /// The environment-wide switch.
+    pub enabled: bool,
+    /// The tenant keeps "Email Address, Requires verification = Yes" for local accounts.
+    pub local_accounts_verify_email: bool,
+    /// Social providers whose email counts as verified.
+    pub email_verifying_idps: Vec<String>,
+    /// Treat a request without `identities` as a local account.
+    pub treat_missing_identities_as_local: bool,
+    /// Link to a customer whose identities were linked under another email (off: refuse with
+    /// `LinkRequiresReview`).
+    pub allow_link_after_email_change: bool,
+}
+
+impl Default for LinkingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            local_accounts_verify_email: true,
+            email_verifying_idps: vec!["google.com".into()],
+            treat_missing_identities_as_local: true,
+            allow_link_after_email_change: false,
+        }
+    }
+}
+
+impl LinkingSettings {
+    /// The verification facts for the pure rules.
+    pub fn verification_policy(&self) -> VerificationPolicy {
+        VerificationPolicy {
+            local_accounts_verify_email: self.local_accounts_verify_email,
+            email_verifying_idps: self
+                .email_verifying_idps
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect(),
+            treat_missing_identities_as_local: self.treat_missing_identities_as_local,
+        }
+    }
+}
+
+/// `[[channels]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// Channel id.
+    pub id: String,
+    /// Legal entity (compared upper-case).
+    pub legal_entity: String,
+    /// `B2B` or `B2C`.
+    pub customer_type: CustomerType,
+    /// Relying-party client ids of this channel.
+    #[serde(default)]
+    pub client_ids: Vec<String>,
+    /// Overrides `[linking] enabled` for this channel.
+    #[serde(default)]
+    pub linking_enabled: Option<bool>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HTTP Basic.
+    pub basic: Option<BasicSettings>,
+}
+
+/// `[auth.basic]`: a user name and either a password hash (PHC string, argon2id) or, for
+/// development, the password itself.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicSettings {
+    /// User name.
+    pub username: String,
+    /// PHC hash of the password.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// The password in clear, for development only.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for BasicSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicSettings")
+            .field("username", &self.username)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `[admin]`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// PHC hash of the admin bearer token.
+    pub token_hash: Option<String>,
+    /// The token in clear, for development only.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("token_hash", &self.token_hash.as_ref().map(|_| "***"))
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// Most pooled connections.
+    pub pool_size: u32,
+    /// How long a request waits for a pooled connection, in milliseconds.
+    pub checkout_timeout_ms: u64,
+    /// The whole database part of a request must finish within this many milliseconds, or the
+    /// request fails closed (block page; continue with an error at the token step).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { pool_size: 8, checkout_timeout_ms: 1000, request_timeout_ms: 1500 }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Largest request body accepted from B2C, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024 }
+    }
+}
+
+/// `[customers]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomerSettings {
+    /// Prefix of account numbers autolink gives the customers it creates.
+    pub account_number_prefix: String,
+}
+
+impl Default for CustomerSettings {
+    fn default() -> Self {
+        Self { account_number_prefix: "AL".into() }
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or a variable could not be read or has the wrong shape.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// The values are inconsistent.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Top-level keys that environment variables may set. Other `AUTOLINK_*` variables
+/// (`AUTOLINK_CONFIG`, `AUTOLINK_TEST_POSTGRES_URL`, ...) are not settings.
+const ENV_KEYS: &[&str] = &[
+    "bind",
+    "database_url",
+    "default_channel",
+    "tenant_issuer",
+    "workers",
+    "linking",
+    "channels",
+    "auth",
+    "admin",
+    "database",
+    "limits",
+    "customers",
+];
+
+impl Settings {
+    /// Loads defaults, then the file (when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::figment(file).extract::<Settings>().map_err(|e| ConfigError::Load(Box::new(e)))?.finish()
+    }
+
+    /// The layered sources, for callers that add their own layer (tests).
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(
+            Env::prefixed("AUTOLINK_")
+                .split("__")
+                .filter(|key| {
+                    let top = key.as_str().split('.').next().unwrap_or_default();
+                    ENV_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+                }),
+        )
+    }
+
+    /// Fills the zero-configuration defaults and checks the values.
+    pub fn finish(mut self) -> Result<Settings, ConfigError> {
+        if self.channels.is_empty() {
+            self.channels.push(ChannelSettings {
+                id: DEMO_CHANNEL_ID.into(),
+                legal_entity: DEMO_LEGAL_ENTITY.into(),
+                customer_type: CustomerType::B2C,
+                client_ids: Vec::new(),
+                linking_enabled: None,
+            });
+            if self.default_channel.is_none() {
+                self.default_channel = Some(DEMO_CHANNEL_ID.into());
+            }
+        }
+        self.channel_directory()?;
+        if let Some(basic) = &self.auth.basic {
+            if basic.username.trim().is_empty() {
+                return Err(ConfigError::Invalid("auth.basic.username is empty".into()));
+            }
+            if basic.password_hash.is_some() == basic.password.is_some() {
+                return Err(ConfigError::Invalid(
+                    "auth.basic needs exactly one of password_hash and password".into(),
+                ));
+            }
+        }
+        if self.admin.token_hash.is_some() && self.admin.token.is_some() {
+            return Err(ConfigError::Invalid(
+                "admin needs at most one of token_hash and token".into(),
+            ));
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError::Invalid("database.pool_size must be at least 1".into()));
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("limits.max_body_bytes must be at least 1024".into()));
+        }
+        if self.tenant_issuer.trim().is_empty() {
+            return Err(ConfigError::Invalid("tenant_issuer is empty".into()));
+        }
+        Ok(self)
+    }
+
+    /// The channels as the domain sees them.
+    pub fn channel_directory(&self) -> Result<ChannelDirectory, ConfigError> {
+        let channels = self
+            .channels
+            .iter()
+            .map(|c| Channel {
+                id: c.id.clone(),
+                legal_entity: c.legal_entity.trim().to_ascii_uppercase(),
+                customer_type: c.customer_type,
+                client_ids: c.client_ids.clone(),
+                linking_enabled: c.linking_enabled,
+            })
+            .collect();
+        ChannelDirectory::new(channels, self.default_channel.as_deref())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// Whether the configuration names the tenant issuer.
+    pub fn tenant_issuer_configured(&self) -> bool {
+        self.tenant_issuer != UNCONFIGURED_TENANT_ISSUER
+    }
+
+    /// The SQLite file path when the database is SQLite.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match crate::storage::Backend::from_url(&self.database_url) {
+            Ok(crate::storage::Backend::Sqlite(path)) => Some(PathBuf::from(path)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_configuration_has_one_default_b2c_channel() {
+        let settings = Settings::default().finish().unwrap();
+        assert_eq!(settings.bind, "127.0.0.1:8080");
+        assert_eq!(settings.database_url, "sqlite://autolink.db");
+        let dir = settings.channel_directory().unwrap();
+        let channel = dir.resolve(Some("any-client")).unwrap();
+        assert_eq!(channel.id, DEMO_CHANNEL_ID);
+        assert_eq!(channel.customer_type, CustomerType::B2C);
+    }
+
+    #[test]
+    fn the_file_and_the_environment_layer_over_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "autolink.toml",
+                r#"
+                bind = "0.0.0.0:9000"
+                default_channel = "b2b"
+                [linking]
+                email_verifying_idps = ["google.com", "facebook.com"]
+                [[channels]]
+                id = "b2b"
+                legal_entity = "usrt"
+                customer_type = "B2B"
+                client_ids = ["93fd07aa-333c-409d-955d-96008fd08dd9"]
+                linking_enabled = false
+                [auth.basic]
+                username = "b2c"
+                password = "secret"
+                "#,
+            )?;
+            jail.set_env("AUTOLINK_BIND", "127.0.0.1:9001");
+            jail.set_env("AUTOLINK_LINKING__ENABLED", "false");
+            jail.set_env("AUTOLINK_CONFIG", "ignored.toml");
+            let settings = Settings::load(Some(Path::new("autolink.toml"))).unwrap();
+            assert_eq!(settings.bind, "127.0.0.1:9001");
+            assert!(!settings.linking.enabled);
+            assert_eq!(settings.linking.email_verifying_idps.len(), 2);
+            let dir = settings.channel_directory().unwrap();
+            let channel = dir.resolve(Some("93FD07AA-333C-409D-955D-96008FD08DD9")).unwrap();
+            assert_eq!(channel.legal_entity, "USRT");
+            assert_eq!(channel.linking_enabled, Some(false));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("autolink.toml", "bnid = \"0.0.0.0:9000\"\n")?;
+            assert!(Settings::load(Some(Path::new("autolink.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn basic_auth_needs_exactly_one_secret() {
+        let mut settings = Settings::default();
+        settings.auth.basic = Some(BasicSettings {
+            username: "b2c".into(),
+            password_hash: Some("$argon2id$x".into()),
+            password: Some("y".into()),
+        });
+        assert!(settings.finish().is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let basic = BasicSettings {
+            username: "b2c".into(),
+            password_hash: None,
+            password: Some("hunter2".into()),
+        };
+        assert!(!format!("{basic:?}").contains("hunter2"));
+    }
+}

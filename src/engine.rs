@@ -1,0 +1,417 @@
+//! The decision engine: gathers facts from storage, asks the pure rules, applies the decision in
+//! one transaction, and audits it. Every wire format calls this; none re-implements a rule.
+//!
+//! All functions here block (database I/O); HTTP handlers call them through `web::block`.
+
+use rand::Rng;
+
+use crate::domain::rules::{self, Decision, ExistingLink, Facts};
+use crate::domain::verification::{self, Verification, VerificationPolicy};
+use crate::domain::{Channel, ChannelDirectory, EmailAddress, Identity, Refusal, SignInEvidence};
+use crate::storage::audit::{AuditEvent, AuditWriter};
+use crate::storage::customers::{self, NewCustomer};
+use crate::storage::links::{self, NewLink};
+use crate::storage::{self, Db, DbConn, StorageError};
+
+/// How often a write is attempted when it loses a race (a unique violation) before giving up.
+const MAX_ATTEMPTS: usize = 4;
+
+/// The rule settings the engine applies.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The environment-wide linking switch.
+    pub linking_enabled: bool,
+    /// Link although the customer's identities were linked under another email.
+    pub allow_link_after_email_change: bool,
+    /// What counts as a verified email.
+    pub verification: VerificationPolicy,
+    /// Prefix of account numbers of customers autolink creates.
+    pub account_number_prefix: String,
+}
+
+/// What a request asks the engine.
+#[derive(Debug, Clone)]
+pub struct LinkRequest {
+    /// Request id (log, audit, response header).
+    pub request_id: String,
+    /// Endpoint or command, for the audit (`api-connector`, `cli-preview`, ...).
+    pub source: &'static str,
+    /// Connector step, for the audit.
+    pub step: Option<String>,
+    /// Relying-party client id; selects the channel.
+    pub client_id: Option<String>,
+    /// The email claim as sent.
+    pub email: Option<String>,
+    /// What kind of account vouches for the email.
+    pub evidence: SignInEvidence,
+    /// An explicit `emailVerified` flag, when the caller sends one.
+    pub email_verified: Option<bool>,
+    /// The identity; required to link, absent on the checks before the account exists.
+    pub identity: Option<Identity>,
+    /// Given name, for a customer autolink creates.
+    pub given_name: Option<String>,
+    /// Surname, for a customer autolink creates.
+    pub surname: Option<String>,
+}
+
+/// What happened (or, for checks and previews, what would happen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The identity was linked to an existing customer.
+    Linked,
+    /// A customer was created and the identity linked to it.
+    Created,
+    /// The identity was linked already.
+    AlreadyLinked,
+    /// A check: the identity would be linked to an existing customer.
+    WouldLink,
+    /// A check: a customer would be created.
+    WouldCreate,
+}
+
+impl Outcome {
+    /// The name sent to B2C and written to the audit.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Linked => "Linked",
+            Outcome::Created => "Created",
+            Outcome::AlreadyLinked => "AlreadyLinked",
+            Outcome::WouldLink => "WouldLink",
+            Outcome::WouldCreate => "WouldCreate",
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The customer account number (absent for `WouldCreate`).
+    pub account_number: Option<String>,
+    /// The channel id.
+    pub channel: String,
+}
+
+/// The engine's answer: a resolution or a refusal. Storage failures are the `Err` of the outer
+/// `Result` of each method.
+pub type Answer = Result<Resolution, Refusal>;
+
+/// The decision engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    db: Db,
+    channels: ChannelDirectory,
+    settings: EngineSettings,
+    audit: AuditWriter,
+}
+
+/// Everything learnt about a request before the decision.
+struct Prepared<'a> {
+    channel: &'a Channel,
+    email: EmailAddress,
+    verified: bool,
+}
+
+impl Engine {
+    /// Builds the engine.
+    pub fn new(db: Db, channels: ChannelDirectory, settings: EngineSettings, audit: AuditWriter) -> Self {
+        Self { db, channels, settings, audit }
+    }
+
+    /// The pool, for readiness checks.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The sign-up checks (before the B2C account exists): would the rules refuse? Writes
+    /// nothing but the audit event.
+    pub fn check(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
+        let answer = self.check_inner(request);
+        if let Ok(answer) = &answer {
+            self.audit.record(self.event(request, answer, None));
+        }
+        answer
+    }
+
+    fn check_inner(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
+        let prepared = match self.prepare(request) {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let mut conn = self.db.get()?;
+        let decision = self.decide(&mut conn, &prepared, None)?;
+        Ok(match decision {
+            Decision::Link { account_number, .. } => Ok(Resolution {
+                outcome: Outcome::WouldLink,
+                account_number: Some(account_number),
+                channel: prepared.channel.id.clone(),
+            }),
+            Decision::Create => Ok(Resolution {
+                outcome: Outcome::WouldCreate,
+                account_number: None,
+                channel: prepared.channel.id.clone(),
+            }),
+            Decision::AlreadyLinked(link) => Ok(Resolution {
+                outcome: Outcome::AlreadyLinked,
+                account_number: Some(link.account_number),
+                channel: prepared.channel.id.clone(),
+            }),
+            Decision::Refuse(refusal) => Err(refusal),
+        })
+    }
+
+    /// Links the identity (or resolves its existing link) and returns the account number.
+    pub fn link(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
+        let channel = match self.channels.resolve(request.client_id.as_deref()) {
+            Ok(c) => c,
+            Err(refusal) => return Ok(self.refuse(request, None, refusal)),
+        };
+        let Some(identity) = &request.identity else {
+            return Ok(self.refuse(request, Some(channel), Refusal::ObjectIdMissing));
+        };
+        // The sign-in hot path: an identity that is linked resolves without a write transaction.
+        let mut conn = self.db.get()?;
+        if let Some(link) = links::find_active(&mut conn, &identity.issuer, &identity.subject)? {
+            let answer = Ok(already_linked(channel, link));
+            self.audit.record(self.event(request, &answer, Some(channel)));
+            return Ok(answer);
+        }
+        let prepared = match self.prepare(request) {
+            Ok(p) => p,
+            Err(refusal) => return Ok(self.refuse(request, Some(channel), refusal)),
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = storage::write_transaction(&mut conn, |conn| {
+                self.link_in_transaction(conn, request, identity, &prepared)
+            });
+            match result {
+                Err(error) if error.is_unique_violation() && attempt < MAX_ATTEMPTS => {
+                    // Another request linked this identity or created this customer first; the
+                    // next attempt sees its row.
+                    log::debug!("request_id={} lost a race, retrying", request.request_id);
+                }
+                Err(error) => return Err(error),
+                Ok((answer, audited)) => {
+                    if !audited {
+                        self.audit.record(self.event(request, &answer, Some(channel)));
+                    }
+                    return Ok(answer);
+                }
+            }
+        }
+    }
+
+    /// Decides and writes inside the transaction. Returns the answer and whether its audit event
+    /// was written in the transaction.
+    fn link_in_transaction(
+        &self,
+        conn: &mut DbConn,
+        request: &LinkRequest,
+        identity: &Identity,
+        prepared: &Prepared<'_>,
+    ) -> Result<(Answer, bool), StorageError> {
+        let existing = links::find_active(conn, &identity.issuer, &identity.subject)?;
+        let channel = prepared.channel;
+        let decision = self.decide(conn, prepared, existing)?;
+        let now = storage::now();
+        let (customer_id, account_number, outcome) = match decision {
+            Decision::AlreadyLinked(link) => return Ok((Ok(already_linked(channel, link)), false)),
+            Decision::Refuse(refusal) => return Ok((Err(refusal), false)),
+            Decision::Link { customer_id, account_number } => {
+                (customer_id, account_number, Outcome::Linked)
+            }
+            Decision::Create => {
+                let account_number = self.new_account_number();
+                let guard = channel
+                    .linking_enabled(self.settings.linking_enabled)
+                    .then(|| customers::creation_key(&channel.legal_entity, prepared.email.key()));
+                let id = customers::insert(
+                    conn,
+                    &NewCustomer {
+                        account_number: &account_number,
+                        legal_entity: &channel.legal_entity,
+                        party_type: "person",
+                        is_b2b: false,
+                        primary_email: Some(prepared.email.as_str()),
+                        email_key: Some(prepared.email.key()),
+                        first_name: request.given_name.as_deref(),
+                        last_name: request.surname.as_deref(),
+                        origin: "autolink",
+                        creation_key: guard.as_deref(),
+                        created_at: now,
+                        updated_at: now,
+                    },
+                )?;
+                (id, account_number, Outcome::Created)
+            }
+        };
+        links::insert(
+            conn,
+            &NewLink {
+                issuer: &identity.issuer,
+                subject: &identity.subject,
+                customer_id,
+                sign_in_type: request.evidence.sign_in_type(),
+                identity_provider: request.evidence.provider(),
+                email_key: prepared.email.key(),
+                linked_by: "auto",
+                created_at: now,
+                updated_at: now,
+            },
+        )?;
+        let answer = Ok(Resolution {
+            outcome,
+            account_number: Some(account_number),
+            channel: channel.id.clone(),
+        });
+        storage::audit::insert(conn, &[self.event(request, &answer, Some(channel))])?;
+        Ok((answer, true))
+    }
+
+    /// What would happen for this email on this channel, assuming a verified email and a new
+    /// identity. Writes only the audit event.
+    pub fn preview(&self, request_id: &str, channel_id: &str, email: &str) -> Result<Answer, StorageError> {
+        let channel = self.channels.by_id(channel_id);
+        let request = LinkRequest {
+            request_id: request_id.to_string(),
+            source: "preview",
+            step: None,
+            client_id: channel.and_then(|c| c.client_ids.first().cloned()),
+            email: Some(email.to_string()),
+            evidence: SignInEvidence::Local,
+            email_verified: Some(true),
+            identity: None,
+            given_name: None,
+            surname: None,
+        };
+        let Some(channel) = channel else {
+            return Ok(self.refuse(&request, None, Refusal::UnknownChannel));
+        };
+        let prepared = match EmailAddress::parse(email) {
+            Ok(email) => Prepared { channel, email, verified: true },
+            Err(_) => return Ok(self.refuse(&request, Some(channel), Refusal::InvalidEmail)),
+        };
+        let mut conn = self.db.get()?;
+        let answer = match self.decide(&mut conn, &prepared, None)? {
+            Decision::Link { account_number, .. } => Ok(Resolution {
+                outcome: Outcome::WouldLink,
+                account_number: Some(account_number),
+                channel: channel.id.clone(),
+            }),
+            Decision::Create => Ok(Resolution {
+                outcome: Outcome::WouldCreate,
+                account_number: None,
+                channel: channel.id.clone(),
+            }),
+            Decision::AlreadyLinked(link) => Ok(already_linked(channel, link)),
+            Decision::Refuse(refusal) => Err(refusal),
+        };
+        self.audit.record(self.event(&request, &answer, Some(channel)));
+        Ok(answer)
+    }
+
+    /// Resolves the channel, parses the email and decides whether it is verified.
+    fn prepare(&self, request: &LinkRequest) -> Result<Prepared<'_>, Refusal> {
+        let channel = self.channels.resolve(request.client_id.as_deref())?;
+        let raw = request.email.as_deref().filter(|e| !e.trim().is_empty());
+        let raw = raw.ok_or(Refusal::EmailMissing)?;
+        let email = EmailAddress::parse(raw).map_err(|_| Refusal::InvalidEmail)?;
+        let verification = verification::verify(
+            &request.evidence,
+            request.email_verified,
+            &self.settings.verification,
+        );
+        if verification != Verification::Verified {
+            log::info!(
+                "request_id={} email {} not verified: {:?} ({})",
+                request.request_id,
+                email.redacted(),
+                verification,
+                request.evidence.sign_in_type()
+            );
+        }
+        Ok(Prepared { channel, email, verified: verification.is_verified() })
+    }
+
+    /// Loads the candidates (when the rules need them) and applies the rules.
+    fn decide(
+        &self,
+        conn: &mut DbConn,
+        prepared: &Prepared<'_>,
+        existing_link: Option<ExistingLink>,
+    ) -> Result<Decision, StorageError> {
+        let channel = prepared.channel;
+        let needs_candidates = existing_link.is_none()
+            && prepared.verified
+            && channel.linking_enabled(self.settings.linking_enabled);
+        let candidates = if needs_candidates {
+            customers::find_candidates(
+                conn,
+                &channel.legal_entity,
+                prepared.email.key(),
+                channel.customer_type == crate::domain::CustomerType::B2B,
+            )?
+        } else {
+            Vec::new()
+        };
+        Ok(rules::decide(&Facts {
+            channel,
+            linking_enabled: self.settings.linking_enabled,
+            allow_link_after_email_change: self.settings.allow_link_after_email_change,
+            email_verified: prepared.verified,
+            existing_link,
+            candidates: &candidates,
+        }))
+    }
+
+    fn refuse(&self, request: &LinkRequest, channel: Option<&Channel>, refusal: Refusal) -> Answer {
+        let answer = Err(refusal);
+        self.audit.record(self.event(request, &answer, channel));
+        answer
+    }
+
+    fn new_account_number(&self) -> String {
+        let n: u64 = rand::thread_rng().gen_range(0..1_000_000_000_000);
+        format!("{}{n:012}", self.settings.account_number_prefix)
+    }
+
+    fn event(&self, request: &LinkRequest, answer: &Answer, channel: Option<&Channel>) -> AuditEvent {
+        let channel = channel
+            .map(|c| c.id.clone())
+            .or_else(|| answer.as_ref().ok().map(|r| r.channel.clone()));
+        let (outcome, code, account_number) = match answer {
+            Ok(r) => (r.outcome.as_str(), None, r.account_number.clone()),
+            Err(refusal) => ("Refused", Some(refusal.code().to_string()), None),
+        };
+        let email_key = request
+            .email
+            .as_deref()
+            .and_then(|e| EmailAddress::parse(e).ok())
+            .map(|e| e.key().to_string());
+        AuditEvent {
+            at: storage::now(),
+            request_id: request.request_id.clone(),
+            actor: "b2c".into(),
+            source: request.source.into(),
+            step: request.step.clone(),
+            channel,
+            outcome: outcome.into(),
+            code,
+            email_key,
+            issuer: request.identity.as_ref().map(|i| i.issuer.clone()),
+            subject: request.identity.as_ref().map(|i| i.subject.clone()),
+            account_number,
+            detail: None,
+        }
+    }
+}
+
+fn already_linked(channel: &Channel, link: ExistingLink) -> Resolution {
+    Resolution {
+        outcome: Outcome::AlreadyLinked,
+        account_number: Some(link.account_number),
+        channel: channel.id.clone(),
+    }
+}

@@ -1,0 +1,24 @@
+//! autolink links the identities people create in Azure AD B2C to the customer accounts a store
+//! already holds, by matching a verified email address.
+//!
+//! - [`domain`]: emails, identities, channels, refusals and the linking rules (pure);
+//! - [`engine`]: gathers facts from storage, applies the rules, writes links, audits;
+//! - [`storage`]: diesel over SQLite and PostgreSQL;
+//! - [`api`]: the HTTP wire formats; [`auth`]: who may call;
+//! - [`config`], [`startup`], [`cli`]: settings, server assembly and the command line;
+//! - [`import`]: customer import; [`messages`]: what refused users read.
+
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod import;
+pub mod messages;
+pub mod startup;
+pub mod storage;

@@ -1,0 +1,5 @@
+//! The `autolink` command; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    autolink::cli::main()
+}

@@ -1,0 +1,214 @@
+//! Queries on customer records.
+
+use diesel::prelude::*;
+
+use super::schema::{customers, identity_links};
+use super::{DbConn, StorageError};
+use crate::domain::rules::Candidate;
+
+/// A customer record as stored.
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = customers)]
+pub struct Customer {
+    /// Database id.
+    pub id: i64,
+    /// Customer account number (unique).
+    pub account_number: String,
+    /// Legal entity, upper-case.
+    pub legal_entity: String,
+    /// `person` or `organization`.
+    pub party_type: String,
+    /// Whether the record is a B2B customer.
+    pub is_b2b: bool,
+    /// Primary email as given.
+    pub primary_email: Option<String>,
+    /// Normalised key of the primary email.
+    pub email_key: Option<String>,
+    /// First name.
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// `import`, `admin`, `prospect` or `autolink`.
+    pub origin: String,
+    /// Whether the record is active (inactive records are never candidates).
+    pub active: bool,
+    /// Set on records autolink created while linking was on (race guard).
+    pub creation_key: Option<String>,
+    /// Creation time (UTC).
+    pub created_at: chrono::NaiveDateTime,
+    /// Last change (UTC).
+    pub updated_at: chrono::NaiveDateTime,
+}
+
+/// A customer to insert.
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = customers)]
+pub struct NewCustomer<'a> {
+    /// Customer account number (unique).
+    pub account_number: &'a str,
+    /// Legal entity, upper-case.
+    pub legal_entity: &'a str,
+    /// `person` or `organization`.
+    pub party_type: &'a str,
+    /// B2B flag.
+    pub is_b2b: bool,
+    /// Primary email as given.
+    pub primary_email: Option<&'a str>,
+    /// Normalised key of the primary email.
+    pub email_key: Option<&'a str>,
+    /// First name.
+    pub first_name: Option<&'a str>,
+    /// Last name.
+    pub last_name: Option<&'a str>,
+    /// Where the record came from.
+    pub origin: &'a str,
+    /// Race guard, see [`Customer::creation_key`].
+    #[diesel(treat_none_as_null = true)]
+    pub creation_key: Option<&'a str>,
+    /// Creation time.
+    pub created_at: chrono::NaiveDateTime,
+    /// Last change.
+    pub updated_at: chrono::NaiveDateTime,
+}
+
+/// The race-guard key of a customer autolink creates for an email in a legal entity.
+pub fn creation_key(legal_entity: &str, email_key: &str) -> String {
+    format!("{legal_entity}|{email_key}")
+}
+
+/// The candidates of DESIGN section 1: active person records of the legal entity whose email key
+/// matches, restricted to B2B records when `b2b_only`. For a single candidate it also tells
+/// whether the customer holds active identities linked under another email.
+pub fn find_candidates(
+    conn: &mut DbConn,
+    legal_entity: &str,
+    email_key: &str,
+    b2b_only: bool,
+) -> Result<Vec<Candidate>, StorageError> {
+    let mut query = customers::table
+        .filter(customers::legal_entity.eq(legal_entity))
+        .filter(customers::email_key.eq(email_key))
+        .filter(customers::party_type.eq("person"))
+        .filter(customers::active.eq(true))
+        .select((customers::id, customers::account_number))
+        .order(customers::id)
+        .into_boxed();
+    if b2b_only {
+        query = query.filter(customers::is_b2b.eq(true));
+    }
+    let rows: Vec<(i64, String)> = query.load(conn)?;
+    let mut candidates: Vec<Candidate> = rows
+        .into_iter()
+        .map(|(customer_id, account_number)| Candidate {
+            customer_id,
+            account_number,
+            has_links_under_other_email: false,
+        })
+        .collect();
+    // Only a single candidate can be linked; with several the answer is a refusal anyway.
+    if let [one] = candidates.as_mut_slice() {
+        let other: i64 = identity_links::table
+            .filter(identity_links::customer_id.eq(one.customer_id))
+            .filter(identity_links::active.eq(true))
+            .filter(identity_links::email_key.ne(email_key))
+            .count()
+            .get_result(conn)?;
+        one.has_links_under_other_email = other > 0;
+    }
+    Ok(candidates)
+}
+
+/// Inserts a customer and returns its id.
+pub fn insert(conn: &mut DbConn, customer: &NewCustomer<'_>) -> Result<i64, StorageError> {
+    let id = diesel::insert_into(customers::table)
+        .values(customer)
+        .returning(customers::id)
+        .get_result(conn)?;
+    Ok(id)
+}
+
+/// A customer by account number.
+pub fn find_by_account_number(
+    conn: &mut DbConn,
+    account_number: &str,
+) -> Result<Option<Customer>, StorageError> {
+    Ok(customers::table
+        .filter(customers::account_number.eq(account_number))
+        .select(Customer::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Number of customer records.
+pub fn count(conn: &mut DbConn) -> Result<i64, StorageError> {
+    Ok(customers::table.count().get_result(conn)?)
+}
+
+/// What [`upsert_batch`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UpsertCounts {
+    /// New records.
+    pub inserted: u64,
+    /// Existing records whose fields changed.
+    pub updated: u64,
+    /// Existing records already equal to the row.
+    pub unchanged: u64,
+}
+
+/// Inserts or updates records by account number, in the caller's transaction. A record whose
+/// fields are already equal is left alone, so importing the same file twice changes nothing.
+pub fn upsert_batch(
+    conn: &mut DbConn,
+    rows: &[NewCustomer<'_>],
+) -> Result<UpsertCounts, StorageError> {
+    let numbers: Vec<&str> = rows.iter().map(|r| r.account_number).collect();
+    let existing: Vec<Customer> = customers::table
+        .filter(customers::account_number.eq_any(&numbers))
+        .select(Customer::as_select())
+        .load(conn)?;
+    let existing: std::collections::HashMap<&str, &Customer> =
+        existing.iter().map(|c| (c.account_number.as_str(), c)).collect();
+    let mut counts = UpsertCounts::default();
+    let mut fresh = Vec::new();
+    for row in rows {
+        match existing.get(row.account_number) {
+            None => fresh.push(row.clone()),
+            Some(current) if same_fields(current, row) => counts.unchanged += 1,
+            Some(current) => {
+                diesel::update(customers::table.find(current.id))
+                    .set((
+                        customers::legal_entity.eq(row.legal_entity),
+                        customers::party_type.eq(row.party_type),
+                        customers::is_b2b.eq(row.is_b2b),
+                        customers::primary_email.eq(row.primary_email),
+                        customers::email_key.eq(row.email_key),
+                        customers::first_name.eq(row.first_name),
+                        customers::last_name.eq(row.last_name),
+                        customers::updated_at.eq(row.updated_at),
+                    ))
+                    .execute(conn)?;
+                counts.updated += 1;
+            }
+        }
+    }
+    // SQLite allows at most 32766 bound parameters per statement; 12 per row.
+    for chunk in fresh.chunks(1000) {
+        // Multi-row inserts are backend-specific in diesel's MultiConnection.
+        let inserted = match conn {
+            DbConn::Sqlite(c) => diesel::insert_into(customers::table).values(chunk).execute(c)?,
+            DbConn::Postgres(c) => diesel::insert_into(customers::table).values(chunk).execute(c)?,
+        };
+        counts.inserted += inserted as u64;
+    }
+    Ok(counts)
+}
+
+fn same_fields(current: &Customer, row: &NewCustomer<'_>) -> bool {
+    current.legal_entity == row.legal_entity
+        && current.party_type == row.party_type
+        && current.is_b2b == row.is_b2b
+        && current.primary_email.as_deref() == row.primary_email
+        && current.email_key.as_deref() == row.email_key
+        && current.first_name.as_deref() == row.first_name
+        && current.last_name.as_deref() == row.last_name
+}

@@ -1,0 +1,95 @@
+//! Queries on identity links.
+
+use diesel::prelude::*;
+
+use super::schema::{customers, identity_links};
+use super::{DbConn, StorageError};
+use crate::domain::rules::ExistingLink;
+
+/// A link to insert.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = identity_links)]
+pub struct NewLink<'a> {
+    /// Identity issuer.
+    pub issuer: &'a str,
+    /// Identity subject (object id).
+    pub subject: &'a str,
+    /// The customer.
+    pub customer_id: i64,
+    /// `emailAddress`, `federated`, ...
+    pub sign_in_type: &'a str,
+    /// `local` or the social provider.
+    pub identity_provider: Option<&'a str>,
+    /// Normalised email key under which the identity is linked.
+    pub email_key: &'a str,
+    /// `auto` or `admin`.
+    pub linked_by: &'a str,
+    /// Creation time.
+    pub created_at: chrono::NaiveDateTime,
+    /// Last change.
+    pub updated_at: chrono::NaiveDateTime,
+}
+
+/// A link as listed.
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = identity_links)]
+pub struct Link {
+    /// Database id.
+    pub id: i64,
+    /// Identity issuer.
+    pub issuer: String,
+    /// Identity subject.
+    pub subject: String,
+    /// The customer.
+    pub customer_id: i64,
+    /// Sign-in type.
+    pub sign_in_type: String,
+    /// Identity provider.
+    pub identity_provider: Option<String>,
+    /// Email key at link time.
+    pub email_key: String,
+    /// `auto` or `admin`.
+    pub linked_by: String,
+    /// Whether the link is active.
+    pub active: bool,
+}
+
+/// The active link of an identity, with its customer's account number.
+pub fn find_active(
+    conn: &mut DbConn,
+    issuer: &str,
+    subject: &str,
+) -> Result<Option<ExistingLink>, StorageError> {
+    let row: Option<(i64, String)> = identity_links::table
+        .inner_join(customers::table)
+        .filter(identity_links::issuer.eq(issuer))
+        .filter(identity_links::subject.eq(subject))
+        .filter(identity_links::active.eq(true))
+        .select((customers::id, customers::account_number))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(customer_id, account_number)| ExistingLink { customer_id, account_number }))
+}
+
+/// Inserts a link. A second active link for the same identity is a unique violation.
+pub fn insert(conn: &mut DbConn, link: &NewLink<'_>) -> Result<(), StorageError> {
+    diesel::insert_into(identity_links::table).values(link).execute(conn)?;
+    Ok(())
+}
+
+/// The links of a customer, active or not, oldest first.
+pub fn list_for_customer(conn: &mut DbConn, customer_id: i64) -> Result<Vec<Link>, StorageError> {
+    Ok(identity_links::table
+        .filter(identity_links::customer_id.eq(customer_id))
+        .order(identity_links::id)
+        .select(Link::as_select())
+        .load(conn)?)
+}
+
+/// Number of active links.
+pub fn count_active(conn: &mut DbConn) -> Result<i64, StorageError> {
+    Ok(identity_links::table
+        .filter(identity_links::active.eq(true))
+        .count()
+        .get_result(conn)?)
+}

@@ -1,0 +1,332 @@
+//! Storage: one diesel code path over SQLite (the embedded default) and PostgreSQL.
+//!
+//! [`Db`] owns the r2d2 pool; query functions in the submodules take a `&mut DbConn` and never
+//! reach for the pool themselves. Backend-specific SQL is confined to `match` arms on [`DbConn`].
+
+pub mod audit;
+pub mod credentials;
+pub mod customers;
+pub mod links;
+pub mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::{SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    /// PostgreSQL, for production.
+    Postgres(PgConnection),
+    /// SQLite, the embedded default.
+    Sqlite(SqliteConnection),
+}
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database URL is not one this service understands.
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    /// No connection could be had in time (database down, pool exhausted).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] DieselError),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl StorageError {
+    /// Whether the error is a unique-constraint violation (a lost race, or a duplicate).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StorageError::Query(e) if is_unique_violation(e))
+    }
+}
+
+/// Whether a diesel error is a unique-constraint violation.
+pub fn is_unique_violation(error: &DieselError) -> bool {
+    matches!(error, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+}
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://PATH` (also `sqlite:PATH`); the path is a file.
+    Sqlite(String),
+    /// `postgres://` or `postgresql://`.
+    Postgres(String),
+}
+
+impl Backend {
+    /// Chooses the backend from the URL scheme.
+    pub fn from_url(url: &str) -> Result<Self, StorageError> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() || path == ":memory:" {
+                // Every pooled connection would get its own empty in-memory database.
+                return Err(StorageError::UnsupportedUrl(url.to_string()));
+            }
+            Ok(Backend::Sqlite(path.to_string()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres(url.to_string()))
+        } else {
+            Err(StorageError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+}
+
+/// Removes a password from a database URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Opens connections of the configured backend for r2d2.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    backend: Backend,
+    connect_timeout: Duration,
+}
+
+impl Manager {
+    fn connect(&self) -> ConnectionResult<DbConn> {
+        match &self.backend {
+            Backend::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(path)?;
+                // One statement each: the SQLite driver runs only the first of a batch in some
+                // versions, and a silently skipped PRAGMA is a silent data-safety change.
+                for pragma in [
+                    "PRAGMA busy_timeout = 5000",
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA synchronous = NORMAL",
+                    "PRAGMA foreign_keys = ON",
+                ] {
+                    conn.batch_execute(pragma)
+                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                }
+                Ok(DbConn::Sqlite(conn))
+            }
+            Backend::Postgres(url) => {
+                let url = with_connect_timeout(url, self.connect_timeout);
+                Ok(DbConn::Postgres(PgConnection::establish(&url)?))
+            }
+        }
+    }
+}
+
+/// Adds libpq's `connect_timeout` (whole seconds, at least 2 as libpq requires) unless set.
+fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_string();
+    }
+    let seconds = timeout.as_secs().max(2);
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}connect_timeout={seconds}")
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, r2d2::Error> {
+        Manager::connect(self).map_err(r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Most connections open at once.
+    pub max_size: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub checkout_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self { max_size: 8, checkout_timeout: Duration::from_millis(1000) }
+    }
+}
+
+/// The connection pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: r2d2::Pool<Manager>,
+    backend: &'static str,
+}
+
+/// A pooled connection.
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+impl Db {
+    /// Applies the migrations on one direct connection, then builds the pool. For SQLite the file
+    /// is created when missing (the embedded default); its folder must exist.
+    pub fn open(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
+        let backend = Backend::from_url(url)?;
+        if let Backend::Sqlite(path) = &backend {
+            if let Some(parent) = Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() && !parent.exists() {
+                    return Err(StorageError::Unavailable(format!(
+                        "the folder of the SQLite database {path:?} does not exist"
+                    )));
+                }
+            }
+        }
+        let manager = Manager { backend, connect_timeout: options.checkout_timeout };
+        let mut conn = manager
+            .connect()
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        run_migrations(&mut conn)?;
+        drop(conn);
+        Self::pool(manager, options)
+    }
+
+    /// Builds the pool without touching the database (no migrations); connections open lazily.
+    pub fn connect_lazy(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
+        let backend = Backend::from_url(url)?;
+        let manager = Manager { backend, connect_timeout: options.checkout_timeout };
+        Self::pool(manager, options)
+    }
+
+    fn pool(manager: Manager, options: &PoolOptions) -> Result<Self, StorageError> {
+        let backend = match manager.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        };
+        // min_idle 0 and build_unchecked: start without waiting for every connection, and keep
+        // running (answering "not ready") while the database is away.
+        let pool = r2d2::Pool::builder()
+            .max_size(options.max_size)
+            .min_idle(Some(0))
+            .connection_timeout(options.checkout_timeout)
+            .build_unchecked(manager);
+        Ok(Self { pool, backend })
+    }
+
+    /// A connection, or [`StorageError::Unavailable`] after the checkout timeout.
+    pub fn get(&self) -> Result<PooledConn, StorageError> {
+        self.pool.get().map_err(|e| StorageError::Unavailable(e.to_string()))
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Pool use: (connections open, connections idle, maximum).
+    pub fn pool_state(&self) -> (u32, u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections, self.pool.max_size())
+    }
+
+    /// Checks that the database answers.
+    pub fn ping(&self) -> Result<(), StorageError> {
+        let mut conn = self.get()?;
+        conn.batch_execute("SELECT 1")?;
+        Ok(())
+    }
+}
+
+/// Applies pending migrations of the connection's backend.
+pub fn run_migrations(conn: &mut DbConn) -> Result<(), StorageError> {
+    let result = match conn {
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
+        DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
+    };
+    result.map_err(|e| StorageError::Migration(e.to_string()))
+}
+
+/// Runs `f` in a write transaction. On SQLite the transaction starts `IMMEDIATE`, taking the write
+/// lock up front: a deferred transaction that reads and then writes can fail at once with
+/// `SQLITE_BUSY` when another writer committed in between, which busy_timeout does not cover.
+pub fn write_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<DieselError>,
+{
+    type Tm = <DbConn as Connection>::TransactionManager;
+    match conn {
+        DbConn::Sqlite(c) => {
+            diesel::connection::AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+        }
+        DbConn::Postgres(_) => Tm::begin_transaction(conn)?,
+    }
+    match f(conn) {
+        Ok(value) => {
+            Tm::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(error) => {
+            // The original error matters more than a failed rollback; a broken connection is
+            // dropped by the pool's validity check.
+            let _ = Tm::rollback_transaction(conn);
+            Err(error)
+        }
+    }
+}
+
+/// The current time, as stored.
+pub fn now() -> chrono::NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chooses_the_backend_from_the_scheme() {
+        assert_eq!(Backend::from_url("sqlite://a.db").unwrap(), Backend::Sqlite("a.db".into()));
+        assert_eq!(Backend::from_url("sqlite:///tmp/a.db").unwrap(), Backend::Sqlite("/tmp/a.db".into()));
+        assert!(matches!(Backend::from_url("postgres://u@h/db").unwrap(), Backend::Postgres(_)));
+        assert!(Backend::from_url("sqlite://:memory:").is_err());
+        assert!(Backend::from_url("mysql://x").is_err());
+        assert!(Backend::from_url("autolink.db").is_err());
+    }
+
+    #[test]
+    fn redacts_passwords_from_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn adds_a_connect_timeout_to_postgres_urls() {
+        assert_eq!(
+            with_connect_timeout("postgres://h/db", Duration::from_millis(500)),
+            "postgres://h/db?connect_timeout=2"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db?sslmode=require", Duration::from_secs(3)),
+            "postgres://h/db?sslmode=require&connect_timeout=3"
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! The diesel schema, kept by hand so it stays portable across SQLite and PostgreSQL.
+
+diesel::table! {
+    customers (id) {
+        id -> BigInt,
+        account_number -> Text,
+        legal_entity -> Text,
+        party_type -> Text,
+        is_b2b -> Bool,
+        primary_email -> Nullable<Text>,
+        email_key -> Nullable<Text>,
+        first_name -> Nullable<Text>,
+        last_name -> Nullable<Text>,
+        origin -> Text,
+        active -> Bool,
+        creation_key -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    identity_links (id) {
+        id -> BigInt,
+        issuer -> Text,
+        subject -> Text,
+        customer_id -> BigInt,
+        sign_in_type -> Text,
+        identity_provider -> Nullable<Text>,
+        email_key -> Text,
+        linked_by -> Text,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        request_id -> Text,
+        actor -> Text,
+        source -> Text,
+        step -> Nullable<Text>,
+        channel -> Nullable<Text>,
+        outcome -> Text,
+        code -> Nullable<Text>,
+        email_key -> Nullable<Text>,
+        issuer -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        account_number -> Nullable<Text>,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    service_credentials (kind) {
+        kind -> Text,
+        username -> Nullable<Text>,
+        secret_hash -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(identity_links -> customers (customer_id));
+diesel::allow_tables_to_appear_in_same_query!(customers, identity_links, audit_events, service_credentials);
