@@ -86,7 +86,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::io::stdin().lock().read_line(&mut secret)?;
         let secret = secret.trim_end_matches(['\r', '\n']);
         anyhow::ensure!(!secret.is_empty(), "no secret on standard input");
-        println!("{}", crate::auth::hash_secret(secret).map_err(anyhow::Error::msg)?);
+        println!(
+            "{}",
+            crate::auth::hash_secret(secret).map_err(anyhow::Error::msg)?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -94,13 +97,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(settings),
         Command::Migrate => {
             startup::open_database(&settings)?;
-            println!("migrations applied to {}", crate::storage::redact_url(&settings.database_url));
+            println!(
+                "migrations applied to {}",
+                crate::storage::redact_url(&settings.database_url)
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Customers { command: CustomersCommand::Import { file, format, skip_invalid } } => {
+        Command::Customers {
+            command:
+                CustomersCommand::Import {
+                    file,
+                    format,
+                    skip_invalid,
+                },
+        } => {
             let db = startup::open_database(&settings)?;
             let format = format.unwrap_or_else(|| Format::from_path(&file));
-            let on_error = if skip_invalid { OnError::SkipInvalid } else { OnError::RejectFile };
+            let on_error = if skip_invalid {
+                OnError::SkipInvalid
+            } else {
+                OnError::RejectFile
+            };
             let started = std::time::Instant::now();
             match import::import_file(&db, &file, format, on_error) {
                 Ok(report) => {
@@ -123,7 +140,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         eprintln!("line {}: {}", error.line, error.reason);
                     }
                     if report.error_count > report.errors.len() as u64 {
-                        eprintln!("... and {} more", report.error_count - report.errors.len() as u64);
+                        eprintln!(
+                            "... and {} more",
+                            report.error_count - report.errors.len() as u64
+                        );
                     }
                     eprintln!(
                         "rejected: {} of {} rows are bad; nothing was imported (use --skip-invalid to import the good rows)",
@@ -172,7 +192,11 @@ fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         if !generated.is_empty() {
             write!(out, "{}", generated.announcement())?;
         }
-        let host = settings.bind.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+        let host = settings
+            .bind
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or("127.0.0.1");
         writeln!(out, "autolink listening on http://{host}:{}", app.port())?;
         out.flush()?;
         drop(out);

@@ -197,7 +197,11 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { pool_size: 8, checkout_timeout_ms: 1000, request_timeout_ms: 1500 }
+        Self {
+            pool_size: 8,
+            checkout_timeout_ms: 1000,
+            request_timeout_ms: 1500,
+        }
     }
 }
 
@@ -211,7 +215,9 @@ pub struct LimitSettings {
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024 }
+        Self {
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -225,7 +231,9 @@ pub struct CustomerSettings {
 
 impl Default for CustomerSettings {
     fn default() -> Self {
-        Self { account_number_prefix: "AL".into() }
+        Self {
+            account_number_prefix: "AL".into(),
+        }
     }
 }
 
@@ -260,7 +268,10 @@ const ENV_KEYS: &[&str] = &[
 impl Settings {
     /// Loads defaults, then the file (when given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        Self::figment(file).extract::<Settings>().map_err(|e| ConfigError::Load(Box::new(e)))?.finish()
+        Self::figment(file)
+            .extract::<Settings>()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?
+            .finish()
     }
 
     /// The layered sources, for callers that add their own layer (tests).
@@ -269,14 +280,10 @@ impl Settings {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment.merge(
-            Env::prefixed("AUTOLINK_")
-                .split("__")
-                .filter(|key| {
-                    let top = key.as_str().split('.').next().unwrap_or_default();
-                    ENV_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
-                }),
-        )
+        figment.merge(Env::prefixed("AUTOLINK_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            ENV_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+        }))
     }
 
     /// Fills the zero-configuration defaults and checks the values.
@@ -310,10 +317,14 @@ impl Settings {
             ));
         }
         if self.database.pool_size == 0 {
-            return Err(ConfigError::Invalid("database.pool_size must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "database.pool_size must be at least 1".into(),
+            ));
         }
         if self.limits.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid("limits.max_body_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "limits.max_body_bytes must be at least 1024".into(),
+            ));
         }
         if self.tenant_issuer.trim().is_empty() {
             return Err(ConfigError::Invalid("tenant_issuer is empty".into()));
@@ -353,6 +364,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment's Jail returns its own large error type from test closures.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -396,7 +409,9 @@ mod tests {
             assert!(!settings.linking.enabled);
             assert_eq!(settings.linking.email_verifying_idps.len(), 2);
             let dir = settings.channel_directory().unwrap();
-            let channel = dir.resolve(Some("93FD07AA-333C-409D-955D-96008FD08DD9")).unwrap();
+            let channel = dir
+                .resolve(Some("93FD07AA-333C-409D-955D-96008FD08DD9"))
+                .unwrap();
             assert_eq!(channel.legal_entity, "USRT");
             assert_eq!(channel.linking_enabled, Some(false));
             Ok(())

@@ -114,8 +114,18 @@ struct Prepared<'a> {
 
 impl Engine {
     /// Builds the engine.
-    pub fn new(db: Db, channels: ChannelDirectory, settings: EngineSettings, audit: AuditWriter) -> Self {
-        Self { db, channels, settings, audit }
+    pub fn new(
+        db: Db,
+        channels: ChannelDirectory,
+        settings: EngineSettings,
+        audit: AuditWriter,
+    ) -> Self {
+        Self {
+            db,
+            channels,
+            settings,
+            audit,
+        }
     }
 
     /// The pool, for readiness checks.
@@ -173,7 +183,8 @@ impl Engine {
         let mut conn = self.db.get()?;
         if let Some(link) = links::find_active(&mut conn, &identity.issuer, &identity.subject)? {
             let answer = Ok(already_linked(channel, link));
-            self.audit.record(self.event(request, &answer, Some(channel)));
+            self.audit
+                .record(self.event(request, &answer, Some(channel)));
             return Ok(answer);
         }
         let prepared = match self.prepare(request) {
@@ -195,7 +206,8 @@ impl Engine {
                 Err(error) => return Err(error),
                 Ok((answer, audited)) => {
                     if !audited {
-                        self.audit.record(self.event(request, &answer, Some(channel)));
+                        self.audit
+                            .record(self.event(request, &answer, Some(channel)));
                     }
                     return Ok(answer);
                 }
@@ -219,9 +231,10 @@ impl Engine {
         let (customer_id, account_number, outcome) = match decision {
             Decision::AlreadyLinked(link) => return Ok((Ok(already_linked(channel, link)), false)),
             Decision::Refuse(refusal) => return Ok((Err(refusal), false)),
-            Decision::Link { customer_id, account_number } => {
-                (customer_id, account_number, Outcome::Linked)
-            }
+            Decision::Link {
+                customer_id,
+                account_number,
+            } => (customer_id, account_number, Outcome::Linked),
             Decision::Create => {
                 let account_number = self.new_account_number();
                 let guard = channel
@@ -272,7 +285,12 @@ impl Engine {
 
     /// What would happen for this email on this channel, assuming a verified email and a new
     /// identity. Writes only the audit event.
-    pub fn preview(&self, request_id: &str, channel_id: &str, email: &str) -> Result<Answer, StorageError> {
+    pub fn preview(
+        &self,
+        request_id: &str,
+        channel_id: &str,
+        email: &str,
+    ) -> Result<Answer, StorageError> {
         let channel = self.channels.by_id(channel_id);
         let request = LinkRequest {
             request_id: request_id.to_string(),
@@ -290,7 +308,11 @@ impl Engine {
             return Ok(self.refuse(&request, None, Refusal::UnknownChannel));
         };
         let prepared = match EmailAddress::parse(email) {
-            Ok(email) => Prepared { channel, email, verified: true },
+            Ok(email) => Prepared {
+                channel,
+                email,
+                verified: true,
+            },
             Err(_) => return Ok(self.refuse(&request, Some(channel), Refusal::InvalidEmail)),
         };
         let mut conn = self.db.get()?;
@@ -308,7 +330,8 @@ impl Engine {
             Decision::AlreadyLinked(link) => Ok(already_linked(channel, link)),
             Decision::Refuse(refusal) => Err(refusal),
         };
-        self.audit.record(self.event(&request, &answer, Some(channel)));
+        self.audit
+            .record(self.event(&request, &answer, Some(channel)));
         Ok(answer)
     }
 
@@ -332,7 +355,11 @@ impl Engine {
                 request.evidence.sign_in_type()
             );
         }
-        Ok(Prepared { channel, email, verified: verification.is_verified() })
+        Ok(Prepared {
+            channel,
+            email,
+            verified: verification.is_verified(),
+        })
     }
 
     /// Loads the candidates (when the rules need them) and applies the rules.
@@ -377,7 +404,12 @@ impl Engine {
         format!("{}{n:012}", self.settings.account_number_prefix)
     }
 
-    fn event(&self, request: &LinkRequest, answer: &Answer, channel: Option<&Channel>) -> AuditEvent {
+    fn event(
+        &self,
+        request: &LinkRequest,
+        answer: &Answer,
+        channel: Option<&Channel>,
+    ) -> AuditEvent {
         let channel = channel
             .map(|c| c.id.clone())
             .or_else(|| answer.as_ref().ok().map(|r| r.channel.clone()));

@@ -34,7 +34,12 @@ pub enum Format {
 impl Format {
     /// Guesses the format from the file name: `.jsonl`/`.ndjson`/`.json` are JSON lines.
     pub fn from_path(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
             _ => Format::Csv,
         }
@@ -139,38 +144,61 @@ pub const COLUMNS: [&str; 7] = [
 ];
 
 /// Imports a file.
-pub fn import_file(db: &Db, path: &Path, format: Format, on_error: OnError) -> Result<ImportReport, ImportError> {
-    let file = std::fs::File::open(path).map_err(|e| ImportError::File(format!("{}: {e}", path.display())))?;
-    import_reader(db, BufReader::with_capacity(1 << 16, file), format, on_error)
+pub fn import_file(
+    db: &Db,
+    path: &Path,
+    format: Format,
+    on_error: OnError,
+) -> Result<ImportReport, ImportError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| ImportError::File(format!("{}: {e}", path.display())))?;
+    import_reader(
+        db,
+        BufReader::with_capacity(1 << 16, file),
+        format,
+        on_error,
+    )
 }
 
 /// Imports from a reader, in one transaction.
-pub fn import_reader<R: Read>(db: &Db, reader: R, format: Format, on_error: OnError) -> Result<ImportReport, ImportError> {
+pub fn import_reader<R: Read>(
+    db: &Db,
+    reader: R,
+    format: Format,
+    on_error: OnError,
+) -> Result<ImportReport, ImportError> {
     let mut conn = db.get()?;
     let mut report = ImportReport::default();
     let result = storage::write_transaction(&mut conn, |conn| {
         let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
         let mut seen: HashSet<u64> = HashSet::new();
-        let mut flush = |batch: &mut Vec<Row>, report: &mut ImportReport| -> Result<(), ImportError> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let now = storage::now();
-            let rows: Vec<NewCustomer<'_>> = batch.iter().map(|r| r.as_new(now)).collect();
-            let counts = customers::upsert_batch(conn, &rows)?;
-            report.counts.inserted += counts.inserted;
-            report.counts.updated += counts.updated;
-            report.counts.unchanged += counts.unchanged;
-            batch.clear();
-            Ok(())
-        };
-        let mut on_row = |line: u64, raw: Result<RawRow, String>, report: &mut ImportReport, batch: &mut Vec<Row>| {
+        let mut flush =
+            |batch: &mut Vec<Row>, report: &mut ImportReport| -> Result<(), ImportError> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let now = storage::now();
+                let rows: Vec<NewCustomer<'_>> = batch.iter().map(|r| r.as_new(now)).collect();
+                let counts = customers::upsert_batch(conn, &rows)?;
+                report.counts.inserted += counts.inserted;
+                report.counts.updated += counts.updated;
+                report.counts.unchanged += counts.unchanged;
+                batch.clear();
+                Ok(())
+            };
+        let mut on_row = |line: u64,
+                          raw: Result<RawRow, String>,
+                          report: &mut ImportReport,
+                          batch: &mut Vec<Row>| {
             report.rows += 1;
             match raw.and_then(Row::validate).and_then(|row| {
                 if seen.insert(hash_of(&row.account_number)) {
                     Ok(row)
                 } else {
-                    Err(format!("account number {:?} appears more than once in the file", row.account_number))
+                    Err(format!(
+                        "account number {:?} appears more than once in the file",
+                        row.account_number
+                    ))
                 }
             }) {
                 Ok(row) => batch.push(row),
@@ -188,7 +216,10 @@ pub fn import_reader<R: Read>(db: &Db, reader: R, format: Format, on_error: OnEr
                     .trim(csv::Trim::All)
                     .flexible(false)
                     .from_reader(reader);
-                let headers = csv.headers().map_err(|e| ImportError::File(format!("cannot read the CSV header: {e}")))?.clone();
+                let headers = csv
+                    .headers()
+                    .map_err(|e| ImportError::File(format!("cannot read the CSV header: {e}")))?
+                    .clone();
                 check_header(&headers)?;
                 let mut record = csv::StringRecord::new();
                 loop {
@@ -196,7 +227,9 @@ pub fn import_reader<R: Read>(db: &Db, reader: R, format: Format, on_error: OnEr
                     match csv.read_record(&mut record) {
                         Ok(false) => break,
                         Ok(true) => {
-                            let raw = record.deserialize::<RawRow>(Some(&headers)).map_err(|e| csv_reason(&e));
+                            let raw = record
+                                .deserialize::<RawRow>(Some(&headers))
+                                .map_err(|e| csv_reason(&e));
                             on_row(line, raw, &mut report, &mut batch);
                         }
                         Err(e) => {
@@ -219,7 +252,11 @@ pub fn import_reader<R: Read>(db: &Db, reader: R, format: Format, on_error: OnEr
                         continue;
                     }
                     let raw = serde_json::from_str::<RawRow>(&text).map_err(|e| {
-                        format!("not a customer object: {:?} error at column {}", e.classify(), e.column())
+                        format!(
+                            "not a customer object: {:?} error at column {}",
+                            e.classify(),
+                            e.column()
+                        )
                     });
                     on_row(index as u64 + 1, raw, &mut report, &mut batch);
                     if batch.len() >= BATCH {
@@ -250,8 +287,16 @@ pub fn import_reader<R: Read>(db: &Db, reader: R, format: Format, on_error: OnEr
 
 fn check_header(headers: &csv::StringRecord) -> Result<(), ImportError> {
     let names: Vec<&str> = headers.iter().collect();
-    let missing: Vec<&str> = COLUMNS.iter().copied().filter(|c| !names.contains(c)).collect();
-    let unknown: Vec<&str> = names.iter().copied().filter(|n| !COLUMNS.contains(n)).collect();
+    let missing: Vec<&str> = COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !names.contains(c))
+        .collect();
+    let unknown: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !COLUMNS.contains(n))
+        .collect();
     if missing.is_empty() && unknown.is_empty() {
         return Ok(());
     }
@@ -265,7 +310,9 @@ fn check_header(headers: &csv::StringRecord) -> Result<(), ImportError> {
 
 fn csv_reason(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("expected {expected_len} fields, found {len}")
         }
         csv::ErrorKind::Deserialize { err, .. } => format!("{}", err.kind()),
@@ -281,20 +328,33 @@ fn hash_of(value: &str) -> u64 {
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 impl Row {
     fn validate(raw: RawRow) -> Result<Row, String> {
         let account_number = non_empty(raw.account_number).ok_or("account_number is empty")?;
-        if account_number.len() > 64 || account_number.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if account_number.len() > 64
+            || account_number
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err("account_number must be at most 64 characters without spaces".into());
         }
         let legal_entity = non_empty(raw.legal_entity).ok_or("legal_entity is empty")?;
-        if legal_entity.len() > 64 || legal_entity.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if legal_entity.len() > 64
+            || legal_entity
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err("legal_entity must be at most 64 characters without spaces".into());
         }
-        let party_type = match non_empty(raw.party_type).map(|p| p.to_ascii_lowercase()).as_deref() {
+        let party_type = match non_empty(raw.party_type)
+            .map(|p| p.to_ascii_lowercase())
+            .as_deref()
+        {
             Some("person") => "person",
             Some("organization" | "organisation") => "organization",
             _ => return Err("party_type must be person or organization".into()),
@@ -309,7 +369,9 @@ impl Row {
             None => false,
         };
         let primary_email = match non_empty(raw.primary_email) {
-            Some(email) => Some(EmailAddress::parse(&email).map_err(|e| format!("primary_email: {e}"))?),
+            Some(email) => {
+                Some(EmailAddress::parse(&email).map_err(|e| format!("primary_email: {e}"))?)
+            }
             None => None,
         };
         Ok(Row {

@@ -42,7 +42,10 @@ pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, Audi
         verification: settings.linking.verification_policy(),
         account_number_prefix: settings.customers.account_number_prefix.clone(),
     };
-    Ok((Engine::new(db, channels, engine_settings, audit), audit_handle))
+    Ok((
+        Engine::new(db, channels, engine_settings, audit),
+        audit_handle,
+    ))
 }
 
 impl Application {
@@ -59,7 +62,9 @@ impl Application {
             );
         }
         if !settings.linking.local_accounts_verify_email {
-            log::warn!("linking.local_accounts_verify_email is false: local accounts never link or create");
+            log::warn!(
+                "linking.local_accounts_verify_email is false: local accounts never link or create"
+            );
         }
         let state = web::Data::new(AppState {
             engine: Arc::new(engine),
@@ -82,7 +87,12 @@ impl Application {
             server = server.workers(workers.max(1));
         }
         let server = server.listen(listener)?.run();
-        Ok(Application { port, server, audit, generated })
+        Ok(Application {
+            port,
+            server,
+            audit,
+            generated,
+        })
     }
 
     /// The port actually bound (useful with port 0).

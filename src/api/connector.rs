@@ -135,7 +135,9 @@ pub async fn api_connector(
             _ => engine.check(&request),
         })
     };
-    let answer: Option<Answer> = match actix_web::rt::time::timeout(state.request_timeout, work).await {
+    let answer: Option<Answer> = match actix_web::rt::time::timeout(state.request_timeout, work)
+        .await
+    {
         Ok(Ok(Ok(answer))) => Some(answer),
         Ok(Ok(Err(error))) => {
             log::warn!("request_id={request_id} api-connector: storage failed: {error}");
@@ -158,7 +160,11 @@ pub async fn api_connector(
             r.channel,
             r.outcome.as_str()
         ),
-        Err(refusal) => format!("step={} outcome=Refused code={} email={redacted}", step.name(), refusal.code()),
+        Err(refusal) => format!(
+            "step={} outcome=Refused code={} email={redacted}",
+            step.name(),
+            refusal.code()
+        ),
     };
     noted(render(step, &answer, language), &note)
 }
@@ -191,16 +197,29 @@ async fn read_request(
         body.extend_from_slice(&chunk);
     }
     // serde's messages may quote values (an email); keep only the position for the log.
-    serde_json::from_slice(&body).map_err(|e| Unreadable::Json(format!("{:?} at line {} column {}", e.classify(), e.line(), e.column())))
+    serde_json::from_slice(&body).map_err(|e| {
+        Unreadable::Json(format!(
+            "{:?} at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
-fn link_request(request_id: &str, step: Step, body: ConnectorBody, tenant_issuer: &str) -> LinkRequest {
+fn link_request(
+    request_id: &str,
+    step: Step,
+    body: ConnectorBody,
+    tenant_issuer: &str,
+) -> LinkRequest {
     let evidence = match &body.identities {
-        Some(entries) => SignInEvidence::from_identities(
-            entries
-                .iter()
-                .map(|e| (e.sign_in_type.as_deref().unwrap_or_default(), e.issuer.as_deref())),
-        ),
+        Some(entries) => SignInEvidence::from_identities(entries.iter().map(|e| {
+            (
+                e.sign_in_type.as_deref().unwrap_or_default(),
+                e.issuer.as_deref(),
+            )
+        })),
         None => SignInEvidence::Missing,
     };
     let identity = match step {
@@ -209,7 +228,10 @@ fn link_request(request_id: &str, step: Step, body: ConnectorBody, tenant_issuer
             .as_deref()
             .map(str::trim)
             .filter(|id| !id.is_empty())
-            .map(|subject| Identity { issuer: tenant_issuer.to_string(), subject: subject.to_string() }),
+            .map(|subject| Identity {
+                issuer: tenant_issuer.to_string(),
+                subject: subject.to_string(),
+            }),
         _ => None,
     };
     LinkRequest {
@@ -235,7 +257,10 @@ fn render(step: Step, answer: &Answer, language: &str) -> HttpResponse {
             if let Some(number) = &resolution.account_number {
                 claims.insert(CLAIM_ACCOUNT_NUMBER.into(), Value::String(number.clone()));
             }
-            claims.insert(CLAIM_OUTCOME.into(), Value::String(resolution.outcome.as_str().into()));
+            claims.insert(
+                CLAIM_OUTCOME.into(),
+                Value::String(resolution.outcome.as_str().into()),
+            );
             continue_with(claims)
         }
         // The token step cannot block: continue without an account number, with the code.
@@ -280,7 +305,9 @@ fn validation_error(refusal: Refusal, language: &str) -> HttpResponse {
 }
 
 fn noted(mut response: HttpResponse, note: &str) -> HttpResponse {
-    response.extensions_mut().insert(DecisionNote(note.to_string()));
+    response
+        .extensions_mut()
+        .insert(DecisionNote(note.to_string()));
     response
 }
 
@@ -290,10 +317,22 @@ mod tests {
 
     #[test]
     fn both_spellings_of_the_token_step_parse() {
-        assert_eq!(Step::parse("PreTokenIssuance"), Some(Step::PreTokenIssuance));
-        assert_eq!(Step::parse("PreTokenApplicationClaims"), Some(Step::PreTokenIssuance));
-        assert_eq!(Step::parse("postattributecollection"), Some(Step::PostAttributeCollection));
-        assert_eq!(Step::parse("PostFederationSignup"), Some(Step::PostFederationSignup));
+        assert_eq!(
+            Step::parse("PreTokenIssuance"),
+            Some(Step::PreTokenIssuance)
+        );
+        assert_eq!(
+            Step::parse("PreTokenApplicationClaims"),
+            Some(Step::PreTokenIssuance)
+        );
+        assert_eq!(
+            Step::parse("postattributecollection"),
+            Some(Step::PostAttributeCollection)
+        );
+        assert_eq!(
+            Step::parse("PostFederationSignup"),
+            Some(Step::PostFederationSignup)
+        );
         assert_eq!(Step::parse("Other"), None);
     }
 }

@@ -69,7 +69,8 @@ pub async fn request_context(
     let path = req.path().to_string();
     let mut res = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(header::HeaderName::from_static("x-request-id"), value);
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
     }
     if log::log_enabled!(log::Level::Info) {
         let decision = res
@@ -108,7 +109,9 @@ async fn require_connector_auth(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return Ok(req.into_response(unauthorized("server misconfigured", "Basic")).map_into_right_body());
+        return Ok(req
+            .into_response(unauthorized("server misconfigured", "Basic"))
+            .map_into_right_body());
     };
     let presented = req
         .headers()
@@ -118,10 +121,17 @@ async fn require_connector_auth(
     let Some((user, password)) = presented else {
         log::warn!("{} {}: no HTTP Basic credentials", req.method(), req.path());
         return Ok(req
-            .into_response(unauthorized("HTTP Basic credentials are required", "Basic realm=\"autolink\""))
+            .into_response(unauthorized(
+                "HTTP Basic credentials are required",
+                "Basic realm=\"autolink\"",
+            ))
             .map_into_right_body());
     };
-    let ok = if state.credentials.connector_basic.verified_before(&user, &password) {
+    let ok = if state
+        .credentials
+        .connector_basic
+        .verified_before(&user, &password)
+    {
         true
     } else {
         let state = state.clone();
@@ -130,9 +140,16 @@ async fn require_connector_auth(
             .unwrap_or(false)
     };
     if !ok {
-        log::warn!("{} {}: wrong HTTP Basic credentials", req.method(), req.path());
+        log::warn!(
+            "{} {}: wrong HTTP Basic credentials",
+            req.method(),
+            req.path()
+        );
         return Ok(req
-            .into_response(unauthorized("the HTTP Basic credentials are not valid", "Basic realm=\"autolink\""))
+            .into_response(unauthorized(
+                "the HTTP Basic credentials are not valid",
+                "Basic realm=\"autolink\"",
+            ))
             .map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())

@@ -41,7 +41,9 @@ impl Generated {
              hashes are stored. Configure them in B2C (and your admin tools) now.\n",
         );
         if let Some((user, password)) = &self.connector {
-            text.push_str(&format!("  connector (HTTP Basic): username={user} password={password}\n"));
+            text.push_str(&format!(
+                "  connector (HTTP Basic): username={user} password={password}\n"
+            ));
         }
         if let Some(token) = &self.admin_token {
             text.push_str(&format!("  admin API (Bearer):     token={token}\n"));
@@ -64,23 +66,35 @@ pub enum CredentialError {
 /// Loads the credentials from the configuration, or from the database, generating any that are
 /// missing. Several instances starting together on one database agree on one set: the first
 /// insert wins and the others read it.
-pub fn load_or_generate(settings: &Settings, db: &Db) -> Result<(Credentials, Generated), CredentialError> {
+pub fn load_or_generate(
+    settings: &Settings,
+    db: &Db,
+) -> Result<(Credentials, Generated), CredentialError> {
     let mut generated = Generated::default();
     let connector_basic = match &settings.auth.basic {
         Some(basic) => {
             let hash = match (&basic.password_hash, &basic.password) {
                 (Some(hash), _) => hash.clone(),
-                (None, Some(password)) => hash_secret(password).map_err(CredentialError::Invalid)?,
-                (None, None) => return Err(CredentialError::Invalid("auth.basic has no password".into())),
+                (None, Some(password)) => {
+                    hash_secret(password).map_err(CredentialError::Invalid)?
+                }
+                (None, None) => {
+                    return Err(CredentialError::Invalid(
+                        "auth.basic has no password".into(),
+                    ))
+                }
             };
             BasicCredentials::new(basic.username.clone(), hash).map_err(CredentialError::Invalid)?
         }
         None => {
-            let (stored, fresh) = stored_or_generated(db, CONNECTOR_KIND, Some(GENERATED_CONNECTOR_USER))?;
+            let (stored, fresh) =
+                stored_or_generated(db, CONNECTOR_KIND, Some(GENERATED_CONNECTOR_USER))?;
             if let Some(secret) = fresh {
                 generated.connector = Some((GENERATED_CONNECTOR_USER.to_string(), secret));
             }
-            let user = stored.username.unwrap_or_else(|| GENERATED_CONNECTOR_USER.to_string());
+            let user = stored
+                .username
+                .unwrap_or_else(|| GENERATED_CONNECTOR_USER.to_string());
             BasicCredentials::new(user, stored.secret_hash).map_err(CredentialError::Invalid)?
         }
     };
@@ -94,7 +108,13 @@ pub fn load_or_generate(settings: &Settings, db: &Db) -> Result<(Credentials, Ge
         }
     };
     let admin_token = HashedSecret::new(admin_hash).map_err(CredentialError::Invalid)?;
-    Ok((Credentials { connector_basic, admin_token }, generated))
+    Ok((
+        Credentials {
+            connector_basic,
+            admin_token,
+        },
+        generated,
+    ))
 }
 
 /// The stored credential of a kind, generating and storing one when there is none. Returns the

@@ -51,7 +51,11 @@ impl HashedSecret {
         PasswordHash::new(&hash).map_err(|e| format!("not a valid password hash: {e}"))?;
         let mut cache_key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut cache_key);
-        Ok(Self { hash, cache_key, cache: RwLock::new(Vec::new()) })
+        Ok(Self {
+            hash,
+            cache_key,
+            cache: RwLock::new(Vec::new()),
+        })
     }
 
     fn fingerprint(&self, presented: &[u8]) -> [u8; 32] {
@@ -72,9 +76,9 @@ impl HashedSecret {
             Ok(cache) => cache,
             Err(poisoned) => poisoned.into_inner(),
         };
-        cache
-            .iter()
-            .fold(false, |found, known| found | bool::from(known.ct_eq(&fingerprint)))
+        cache.iter().fold(false, |found, known| {
+            found | bool::from(known.ct_eq(&fingerprint))
+        })
     }
 
     /// Checks `secret` against the hash (argon2, slow; call from a blocking thread) unless
@@ -83,7 +87,9 @@ impl HashedSecret {
         if self.verified_before(cache_input) {
             return true;
         }
-        let Ok(hash) = PasswordHash::new(&self.hash) else { return false };
+        let Ok(hash) = PasswordHash::new(&self.hash) else {
+            return false;
+        };
         if Argon2::default().verify_password(secret, &hash).is_err() {
             return false;
         }
@@ -111,7 +117,10 @@ pub struct BasicCredentials {
 impl BasicCredentials {
     /// From a user name and a PHC password hash.
     pub fn new(username: String, password_hash: String) -> Result<Self, String> {
-        Ok(Self { username, password: HashedSecret::new(password_hash)? })
+        Ok(Self {
+            username,
+            password: HashedSecret::new(password_hash)?,
+        })
     }
 
     /// The user name.
@@ -136,7 +145,9 @@ impl BasicCredentials {
     /// Fast path: true when these exact credentials were verified before.
     pub fn verified_before(&self, username: &str, password: &str) -> bool {
         self.username_matches(username)
-            & self.password.verified_before(&Self::presented(username, password))
+            & self
+                .password
+                .verified_before(&Self::presented(username, password))
     }
 
     /// Full check (argon2 on a cache miss). Blocking: call from a blocking thread. The password
@@ -144,7 +155,9 @@ impl BasicCredentials {
     pub fn verify(&self, username: &str, password: &str) -> bool {
         let user_ok = self.username_matches(username);
         let presented = Self::presented(username, password);
-        let password_ok = self.password.verify(password.as_bytes(), &presented, user_ok);
+        let password_ok = self
+            .password
+            .verify(password.as_bytes(), &presented, user_ok);
         user_ok & password_ok
     }
 }
@@ -155,7 +168,9 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_string(), password.to_string()))
@@ -189,8 +204,14 @@ mod tests {
 
     #[test]
     fn parses_basic_headers() {
-        assert_eq!(parse_basic("Basic YjJjOnMzY3JldA=="), Some(("b2c".into(), "s3cret".into())));
-        assert_eq!(parse_basic("basic YjJjOnMzOmNyZXQ="), Some(("b2c".into(), "s3:cret".into())));
+        assert_eq!(
+            parse_basic("Basic YjJjOnMzY3JldA=="),
+            Some(("b2c".into(), "s3cret".into()))
+        );
+        assert_eq!(
+            parse_basic("basic YjJjOnMzOmNyZXQ="),
+            Some(("b2c".into(), "s3:cret".into()))
+        );
         assert_eq!(parse_basic("Bearer abc"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
         assert_eq!(parse_basic("Basic YjJj"), None);

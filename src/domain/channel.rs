@@ -82,7 +82,12 @@ impl ChannelDirectory {
             ),
             None => None,
         };
-        Ok(Self { channels, by_client_id, by_id, default })
+        Ok(Self {
+            channels,
+            by_client_id,
+            by_id,
+            default,
+        })
     }
 
     /// The channel a request belongs to: its client id's channel, else the default channel, else
@@ -92,7 +97,9 @@ impl ChannelDirectory {
             .map(|id| id.trim().to_ascii_lowercase())
             .and_then(|id| self.by_client_id.get(&id).copied())
             .or(self.default);
-        found.map(|index| &self.channels[index]).ok_or(Refusal::UnknownChannel)
+        found
+            .map(|index| &self.channels[index])
+            .ok_or(Refusal::UnknownChannel)
     }
 
     /// A channel by its configured id.
@@ -129,7 +136,10 @@ mod tests {
     #[test]
     fn an_unknown_client_id_is_refused_without_a_default() {
         let dir = ChannelDirectory::new(vec![channel("web", &["abc"])], None).unwrap();
-        assert_eq!(dir.resolve(Some("other")).unwrap_err(), Refusal::UnknownChannel);
+        assert_eq!(
+            dir.resolve(Some("other")).unwrap_err(),
+            Refusal::UnknownChannel
+        );
         assert_eq!(dir.resolve(None).unwrap_err(), Refusal::UnknownChannel);
     }
 

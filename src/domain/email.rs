@@ -135,7 +135,9 @@ fn is_valid_ascii_domain(domain: &str) -> bool {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     })
 }
 
@@ -149,7 +151,10 @@ mod tests {
 
     #[test]
     fn trims_and_lower_cases_the_whole_address() {
-        assert_eq!(key("  John.Smith@Fabrikam.COM \n"), "john.smith@fabrikam.com");
+        assert_eq!(
+            key("  John.Smith@Fabrikam.COM \n"),
+            "john.smith@fabrikam.com"
+        );
     }
 
     #[test]
@@ -161,7 +166,10 @@ mod tests {
     #[test]
     fn converts_the_domain_to_ascii() {
         assert_eq!(key("anna@Bücher.example"), "anna@xn--bcher-kva.example");
-        assert_eq!(key("anna@xn--bcher-kva.example"), key("anna@bücher.example"));
+        assert_eq!(
+            key("anna@xn--bcher-kva.example"),
+            key("anna@bücher.example")
+        );
     }
 
     #[test]
@@ -210,7 +218,12 @@ mod tests {
 
     #[test]
     fn redacts_for_logs() {
-        assert_eq!(EmailAddress::parse("john@example.com").unwrap().redacted(), "j***@example.com");
-        assert!(!format!("{:?}", EmailAddress::parse("john@example.com").unwrap()).contains("john"));
+        assert_eq!(
+            EmailAddress::parse("john@example.com").unwrap().redacted(),
+            "j***@example.com"
+        );
+        assert!(
+            !format!("{:?}", EmailAddress::parse("john@example.com").unwrap()).contains("john")
+        );
     }
 }

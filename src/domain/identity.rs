@@ -97,7 +97,12 @@ mod tests {
             ("emailAddress", Some("fabrikam.onmicrosoft.com")),
             ("federated", Some("Google.com")),
         ]);
-        assert_eq!(evidence, SignInEvidence::Federated { provider: "google.com".into() });
+        assert_eq!(
+            evidence,
+            SignInEvidence::Federated {
+                provider: "google.com".into()
+            }
+        );
     }
 
     #[test]
@@ -110,7 +115,12 @@ mod tests {
     #[test]
     fn a_user_name_account_is_other() {
         let evidence = SignInEvidence::from_identities([("userName", None)]);
-        assert_eq!(evidence, SignInEvidence::Other { sign_in_type: "userName".into() });
+        assert_eq!(
+            evidence,
+            SignInEvidence::Other {
+                sign_in_type: "userName".into()
+            }
+        );
     }
 
     #[test]

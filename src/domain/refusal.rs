@@ -99,7 +99,10 @@ mod tests {
             Refusal::CommerceIdentityNotFound.code(),
             "Microsoft_Dynamics_CommerceIdentityNotFound"
         );
-        assert_eq!(Refusal::CommerceIdentityNotFound.error_name(), "CommerceIdentityNotFound");
+        assert_eq!(
+            Refusal::CommerceIdentityNotFound.error_name(),
+            "CommerceIdentityNotFound"
+        );
         assert_eq!(
             Refusal::MultipleAccounts.code(),
             "Microsoft_Dynamics_Commerce_Runtime_MultipleCustomerAccountsFoundWithSameEmailAddress"

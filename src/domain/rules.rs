@@ -134,7 +134,10 @@ mod tests {
     }
 
     fn link(id: i64) -> Decision {
-        Decision::Link { customer_id: id, account_number: format!("C{id:04}") }
+        Decision::Link {
+            customer_id: id,
+            account_number: format!("C{id:04}"),
+        }
     }
 
     #[test]
@@ -186,7 +189,10 @@ mod tests {
     fn an_already_linked_identity_resolves_whatever_the_email_says() {
         for customer_type in [CustomerType::B2B, CustomerType::B2C] {
             let ch = channel(customer_type);
-            let existing = ExistingLink { customer_id: 9, account_number: "C0009".into() };
+            let existing = ExistingLink {
+                customer_id: 9,
+                account_number: "C0009".into(),
+            };
             let cands = [candidate(1), candidate(2)];
             let mut f = facts(&ch, &cands);
             f.existing_link = Some(existing.clone());
@@ -225,7 +231,10 @@ mod tests {
         let cands = [candidate(1)];
         let mut f = facts(&ch, &cands);
         f.linking_enabled = false;
-        assert_eq!(decide(&f), Decision::Refuse(Refusal::CommerceIdentityNotFound));
+        assert_eq!(
+            decide(&f),
+            Decision::Refuse(Refusal::CommerceIdentityNotFound)
+        );
     }
 
     #[test]
@@ -250,7 +259,10 @@ mod tests {
     fn a_candidate_linked_under_another_email_requires_review() {
         for customer_type in [CustomerType::B2B, CustomerType::B2C] {
             let ch = channel(customer_type);
-            let cands = [Candidate { has_links_under_other_email: true, ..candidate(1) }];
+            let cands = [Candidate {
+                has_links_under_other_email: true,
+                ..candidate(1)
+            }];
             assert_eq!(
                 decide(&facts(&ch, &cands)),
                 Decision::Refuse(Refusal::LinkRequiresReview)

@@ -86,7 +86,9 @@ mod tests {
     }
 
     fn social(provider: &str) -> SignInEvidence {
-        SignInEvidence::Federated { provider: provider.into() }
+        SignInEvidence::Federated {
+            provider: provider.into(),
+        }
     }
 
     #[test]
@@ -96,8 +98,14 @@ mod tests {
 
     #[test]
     fn local_accounts_are_not_verified_when_the_tenant_does_not_verify() {
-        let policy = VerificationPolicy { local_accounts_verify_email: false, ..policy() };
-        assert_eq!(verify(&SignInEvidence::Local, None, &policy), Verification::LocalNotVerified);
+        let policy = VerificationPolicy {
+            local_accounts_verify_email: false,
+            ..policy()
+        };
+        assert_eq!(
+            verify(&SignInEvidence::Local, None, &policy),
+            Verification::LocalNotVerified
+        );
     }
 
     #[test]
@@ -129,7 +137,10 @@ mod tests {
     #[test]
     fn missing_identities_count_as_local_only_while_configured() {
         assert!(verify(&SignInEvidence::Missing, None, &policy()).is_verified());
-        let strict = VerificationPolicy { treat_missing_identities_as_local: false, ..policy() };
+        let strict = VerificationPolicy {
+            treat_missing_identities_as_local: false,
+            ..policy()
+        };
         assert_eq!(
             verify(&SignInEvidence::Missing, None, &strict),
             Verification::UnknownAccountKind
@@ -138,7 +149,12 @@ mod tests {
 
     #[test]
     fn a_user_name_account_proves_nothing() {
-        let evidence = SignInEvidence::Other { sign_in_type: "userName".into() };
-        assert_eq!(verify(&evidence, None, &policy()), Verification::UnknownAccountKind);
+        let evidence = SignInEvidence::Other {
+            sign_in_type: "userName".into(),
+        };
+        assert_eq!(
+            verify(&evidence, None, &policy()),
+            Verification::UnknownAccountKind
+        );
     }
 }

@@ -53,8 +53,12 @@ pub fn insert(conn: &mut DbConn, events: &[AuditEvent]) -> Result<(), StorageErr
     for chunk in events.chunks(500) {
         // Multi-row inserts are backend-specific in diesel's MultiConnection.
         match conn {
-            DbConn::Sqlite(c) => diesel::insert_into(audit_events::table).values(chunk).execute(c)?,
-            DbConn::Postgres(c) => diesel::insert_into(audit_events::table).values(chunk).execute(c)?,
+            DbConn::Sqlite(c) => diesel::insert_into(audit_events::table)
+                .values(chunk)
+                .execute(c)?,
+            DbConn::Postgres(c) => diesel::insert_into(audit_events::table)
+                .values(chunk)
+                .execute(c)?,
         };
     }
     Ok(())
@@ -179,7 +183,11 @@ fn flush(db: &Db, batch: &mut Vec<AuditEvent>) {
                 return;
             }
             Err(error) => {
-                log::warn!("audit batch of {} events not written (attempt {}): {error}", batch.len(), attempt + 1);
+                log::warn!(
+                    "audit batch of {} events not written (attempt {}): {error}",
+                    batch.len(),
+                    attempt + 1
+                );
                 std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
             }
         }

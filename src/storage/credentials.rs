@@ -18,10 +18,16 @@ pub struct StoredCredential {
 pub fn find(conn: &mut DbConn, kind: &str) -> Result<Option<StoredCredential>, StorageError> {
     let row: Option<(Option<String>, String)> = service_credentials::table
         .filter(service_credentials::kind.eq(kind))
-        .select((service_credentials::username, service_credentials::secret_hash))
+        .select((
+            service_credentials::username,
+            service_credentials::secret_hash,
+        ))
         .first(conn)
         .optional()?;
-    Ok(row.map(|(username, secret_hash)| StoredCredential { username, secret_hash }))
+    Ok(row.map(|(username, secret_hash)| StoredCredential {
+        username,
+        secret_hash,
+    }))
 }
 
 /// Stores a credential; fails with a unique violation when one of that kind exists already.

@@ -166,8 +166,10 @@ pub fn upsert_batch(
         .filter(customers::account_number.eq_any(&numbers))
         .select(Customer::as_select())
         .load(conn)?;
-    let existing: std::collections::HashMap<&str, &Customer> =
-        existing.iter().map(|c| (c.account_number.as_str(), c)).collect();
+    let existing: std::collections::HashMap<&str, &Customer> = existing
+        .iter()
+        .map(|c| (c.account_number.as_str(), c))
+        .collect();
     let mut counts = UpsertCounts::default();
     let mut fresh = Vec::new();
     for row in rows {
@@ -195,8 +197,12 @@ pub fn upsert_batch(
     for chunk in fresh.chunks(1000) {
         // Multi-row inserts are backend-specific in diesel's MultiConnection.
         let inserted = match conn {
-            DbConn::Sqlite(c) => diesel::insert_into(customers::table).values(chunk).execute(c)?,
-            DbConn::Postgres(c) => diesel::insert_into(customers::table).values(chunk).execute(c)?,
+            DbConn::Sqlite(c) => diesel::insert_into(customers::table)
+                .values(chunk)
+                .execute(c)?,
+            DbConn::Postgres(c) => diesel::insert_into(customers::table)
+                .values(chunk)
+                .execute(c)?,
         };
         counts.inserted += inserted as u64;
     }

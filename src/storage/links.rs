@@ -68,12 +68,17 @@ pub fn find_active(
         .select((customers::id, customers::account_number))
         .first(conn)
         .optional()?;
-    Ok(row.map(|(customer_id, account_number)| ExistingLink { customer_id, account_number }))
+    Ok(row.map(|(customer_id, account_number)| ExistingLink {
+        customer_id,
+        account_number,
+    }))
 }
 
 /// Inserts a link. A second active link for the same identity is a unique violation.
 pub fn insert(conn: &mut DbConn, link: &NewLink<'_>) -> Result<(), StorageError> {
-    diesel::insert_into(identity_links::table).values(link).execute(conn)?;
+    diesel::insert_into(identity_links::table)
+        .values(link)
+        .execute(conn)?;
     Ok(())
 }
 

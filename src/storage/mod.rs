@@ -58,7 +58,10 @@ impl StorageError {
 
 /// Whether a diesel error is a unique-constraint violation.
 pub fn is_unique_violation(error: &DieselError) -> bool {
-    matches!(error, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
 }
 
 /// Which backend a URL names.
@@ -73,7 +76,10 @@ pub enum Backend {
 impl Backend {
     /// Chooses the backend from the URL scheme.
     pub fn from_url(url: &str) -> Result<Self, StorageError> {
-        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             if path.is_empty() || path == ":memory:" {
                 // Every pooled connection would get its own empty in-memory database.
                 return Err(StorageError::UnsupportedUrl(url.to_string()));
@@ -153,7 +159,8 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut DbConn) -> bool {
@@ -172,7 +179,10 @@ pub struct PoolOptions {
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self { max_size: 8, checkout_timeout: Duration::from_millis(1000) }
+        Self {
+            max_size: 8,
+            checkout_timeout: Duration::from_millis(1000),
+        }
     }
 }
 
@@ -200,7 +210,10 @@ impl Db {
                 }
             }
         }
-        let manager = Manager { backend, connect_timeout: options.checkout_timeout };
+        let manager = Manager {
+            backend,
+            connect_timeout: options.checkout_timeout,
+        };
         let mut conn = manager
             .connect()
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
@@ -212,7 +225,10 @@ impl Db {
     /// Builds the pool without touching the database (no migrations); connections open lazily.
     pub fn connect_lazy(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
         let backend = Backend::from_url(url)?;
-        let manager = Manager { backend, connect_timeout: options.checkout_timeout };
+        let manager = Manager {
+            backend,
+            connect_timeout: options.checkout_timeout,
+        };
         Self::pool(manager, options)
     }
 
@@ -233,7 +249,9 @@ impl Db {
 
     /// A connection, or [`StorageError::Unavailable`] after the checkout timeout.
     pub fn get(&self) -> Result<PooledConn, StorageError> {
-        self.pool.get().map_err(|e| StorageError::Unavailable(e.to_string()))
+        self.pool
+            .get()
+            .map_err(|e| StorageError::Unavailable(e.to_string()))
     }
 
     /// `sqlite` or `postgres`.
@@ -244,7 +262,11 @@ impl Db {
     /// Pool use: (connections open, connections idle, maximum).
     pub fn pool_state(&self) -> (u32, u32, u32) {
         let state = self.pool.state();
-        (state.connections, state.idle_connections, self.pool.max_size())
+        (
+            state.connections,
+            state.idle_connections,
+            self.pool.max_size(),
+        )
     }
 
     /// Checks that the database answers.
@@ -304,9 +326,18 @@ mod tests {
 
     #[test]
     fn chooses_the_backend_from_the_scheme() {
-        assert_eq!(Backend::from_url("sqlite://a.db").unwrap(), Backend::Sqlite("a.db".into()));
-        assert_eq!(Backend::from_url("sqlite:///tmp/a.db").unwrap(), Backend::Sqlite("/tmp/a.db".into()));
-        assert!(matches!(Backend::from_url("postgres://u@h/db").unwrap(), Backend::Postgres(_)));
+        assert_eq!(
+            Backend::from_url("sqlite://a.db").unwrap(),
+            Backend::Sqlite("a.db".into())
+        );
+        assert_eq!(
+            Backend::from_url("sqlite:///tmp/a.db").unwrap(),
+            Backend::Sqlite("/tmp/a.db".into())
+        );
+        assert!(matches!(
+            Backend::from_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres(_)
+        ));
         assert!(Backend::from_url("sqlite://:memory:").is_err());
         assert!(Backend::from_url("mysql://x").is_err());
         assert!(Backend::from_url("autolink.db").is_err());
@@ -314,7 +345,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords_from_urls() {
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 

@@ -64,4 +64,9 @@ diesel::table! {
 }
 
 diesel::joinable!(identity_links -> customers (customer_id));
-diesel::allow_tables_to_appear_in_same_query!(customers, identity_links, audit_events, service_credentials);
+diesel::allow_tables_to_appear_in_same_query!(
+    customers,
+    identity_links,
+    audit_events,
+    service_credentials
+);

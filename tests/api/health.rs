@@ -1,0 +1,224 @@
+//! Liveness, readiness, and failing closed when the database goes away (PostgreSQL through a
+//! TCP proxy the test can cut).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_when_the_database_is_up() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+}
+
+const OPEN: u8 = 0;
+/// Refuse: close every connection at once (a database that is down).
+const REFUSE: u8 = 1;
+/// Stall: accept and never answer (a database behind a black hole).
+const STALL: u8 = 2;
+
+/// A TCP proxy in front of PostgreSQL that a test can cut.
+struct Proxy {
+    port: u16,
+    mode: Arc<AtomicU8>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(OPEN));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let mode = mode.clone();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let mode = mode.load(Ordering::SeqCst);
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        match mode {
+                            OPEN => {
+                                if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                                    let _ =
+                                        tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                                            .await;
+                                }
+                            }
+                            STALL => tokio::time::sleep(Duration::from_secs(3600)).await,
+                            _ => drop(inbound),
+                        }
+                    });
+                    connections.lock().await.push(task);
+                }
+            })
+        };
+        Proxy {
+            port,
+            mode,
+            connections,
+            accept,
+        }
+    }
+
+    /// Cuts every open connection and handles new ones in `mode`.
+    async fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+        for task in self.connections.lock().await.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+fn host_and_port(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+    let host = rest.split(['/', '?']).next().unwrap_or("127.0.0.1");
+    if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+fn through_proxy(url: &str, port: u16) -> String {
+    url.replacen(&host_and_port(url), &format!("127.0.0.1:{port}"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_away_sign_ups_fail_closed_and_the_service_recovers() {
+    if postgres_base_url().is_none() {
+        needs_postgres("with_the_database_away_sign_ups_fail_closed_and_the_service_recovers");
+        return;
+    }
+    let db = TestDatabase::new();
+    db.open();
+    let proxy = Proxy::start(host_and_port(&db.url)).await;
+    let proxied = through_proxy(&db.url, proxy.port);
+    let app = spawn_on(db, |s| s.database_url = proxied.clone()).await;
+    app.import_csv(&csv(&["POS-100,USRT,person,false,down@example.com,D,Own"]));
+    let (status, body) = app
+        .connector(&token_step(
+            "down@example.com",
+            "oid-before",
+            local_identity(),
+            B2C_CLIENT,
+        ))
+        .await;
+    assert_continue(status, &body);
+
+    for mode in [REFUSE, STALL] {
+        proxy.set(mode).await;
+        let started = Instant::now();
+        let (status, body) = app
+            .connector(&attribute_collection("down@example.com", B2C_CLIENT))
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "block page took {:?}",
+            started.elapsed()
+        );
+        assert_block(status, &body, "ServiceUnavailable");
+
+        let started = Instant::now();
+        let (status, body) = app
+            .connector(&token_step(
+                "down@example.com",
+                "oid-during",
+                local_identity(),
+                B2C_CLIENT,
+            ))
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "token step took {:?}",
+            started.elapsed()
+        );
+        assert_continue(status, &body);
+        assert_eq!(body["extension_AutoLinkError"], "ServiceUnavailable");
+        assert!(body.get("extension_CustomerAccountNumber").is_none());
+
+        let response = app
+            .client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        let response = app
+            .client
+            .get(format!("{}/healthz", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    proxy.set(OPEN).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = app
+            .client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = app
+        .connector(&token_step(
+            "down@example.com",
+            "oid-after",
+            local_identity(),
+            B2C_CLIENT,
+        ))
+        .await;
+    assert_continue(status, &body);
+    assert_eq!(body["extension_CustomerAccountNumber"], "POS-100");
+    // Nothing was linked while the database was away.
+    let subjects: Vec<String> = app
+        .links_of("POS-100")
+        .into_iter()
+        .map(|l| l.subject)
+        .collect();
+    assert_eq!(
+        subjects,
+        vec!["oid-before".to_string(), "oid-after".to_string()]
+    );
+}
