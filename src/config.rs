@@ -47,6 +47,14 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Customers autolink creates.
     pub customers: CustomerSettings,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsSettings>,
+    /// The relying-party call `POST /v1/link`: which B2C policies' tokens it accepts.
+    pub relying_party: Option<RelyingPartySettings>,
+    /// Limits on fetching OpenID discovery documents and key sets.
+    pub oidc: OidcFetchSettings,
+    /// Replacement refusal messages.
+    pub messages: MessageSettings,
 }
 
 impl Default for Settings {
@@ -64,6 +72,10 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             limits: LimitSettings::default(),
             customers: CustomerSettings::default(),
+            tls: None,
+            relying_party: None,
+            oidc: OidcFetchSettings::default(),
+            messages: MessageSettings::default(),
         }
     }
 }
@@ -130,12 +142,150 @@ pub struct ChannelSettings {
     pub linking_enabled: Option<bool>,
 }
 
-/// `[auth]`.
+/// `[auth]`: how B2C authenticates to the connector and REST endpoints. Several types may be
+/// configured at once; a request is accepted when any of them accepts it. With none configured,
+/// Basic credentials are generated at first start.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// HTTP Basic.
     pub basic: Option<BasicSettings>,
+    /// Bearer access tokens (OAuth2 client credentials from Microsoft Entra ID).
+    pub bearer: Option<BearerSettings>,
+    /// An API key in a header (`ApiKeyHeader`).
+    pub api_key: Option<ApiKeySettings>,
+    /// Client certificates (mutual TLS, or App Service's `X-ARR-ClientCert`).
+    pub client_certificate: Option<ClientCertificateSettings>,
+}
+
+impl AuthSettings {
+    /// Whether any authentication type is configured.
+    pub fn any_configured(&self) -> bool {
+        self.basic.is_some()
+            || self.bearer.is_some()
+            || self.api_key.is_some()
+            || self.client_certificate.is_some()
+    }
+}
+
+/// `[auth.bearer]`: access tokens issued by an OpenID provider (Entra ID) to B2C's client
+/// credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerSettings {
+    /// The issuer's discovery document, e.g.
+    /// `https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration`.
+    pub discovery_url: String,
+    /// Accepted audiences (`aud`): this API's application id URI or client id.
+    pub audiences: Vec<String>,
+    /// When not empty, the token must carry one of these application roles (`roles`); when empty
+    /// it must still carry `roles` or `scp`, which ID tokens do not.
+    #[serde(default)]
+    pub required_roles: Vec<String>,
+    /// When not empty, the calling application (`azp` or `appid`) must be one of these.
+    #[serde(default)]
+    pub allowed_client_ids: Vec<String>,
+}
+
+/// `[auth.api_key]`: a key B2C sends in a header (`ApiKeyHeader` authentication type). Several
+/// keys may be valid at once, for rotation.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// The header name, e.g. `x-functions-key`.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// PHC hashes of the valid keys (from `autolink hash-secret`).
+    #[serde(default)]
+    pub key_hashes: Vec<String>,
+    /// Valid keys in clear, for development only (hashed at start).
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+fn default_api_key_header() -> String {
+    "x-functions-key".into()
+}
+
+impl std::fmt::Debug for ApiKeySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeySettings")
+            .field("header", &self.header)
+            .field("key_hashes", &self.key_hashes.len())
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+/// `[auth.client_certificate]`: which client certificates are accepted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientCertificateSettings {
+    /// PEM files of the certificate authorities whose (unexpired) certificates are accepted.
+    pub ca_files: Vec<PathBuf>,
+    /// Pinned certificates by thumbprint: hex SHA-1 (as Azure shows them) or SHA-256, case and
+    /// colons ignored. Give two during a rotation.
+    pub thumbprints: Vec<String>,
+    /// Read the certificate from Azure App Service's `X-ARR-ClientCert` header (base64 DER), for
+    /// deployments where TLS ends at the App Service front end. Only enable it there: anyone who
+    /// reaches the service directly could send the header.
+    pub trust_arr_header: bool,
+}
+
+/// `[tls]`: serve HTTPS on `bind` with this certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `[relying_party]`: the B2C policies whose ID tokens `POST /v1/link` accepts. The audience must
+/// be a client id of a configured channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelyingPartySettings {
+    /// Discovery documents of the policies, e.g.
+    /// `https://fabrikam.b2clogin.com/fabrikam.onmicrosoft.com/B2C_1A_signup_signin/v2.0/.well-known/openid-configuration`.
+    pub metadata_urls: Vec<String>,
+}
+
+/// `[oidc]`: limits on fetching discovery documents and key sets. Fetches use https only (plain
+/// http is allowed for loopback addresses, for tests and the mock B2C), never follow redirects,
+/// and stop at the time and size limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcFetchSettings {
+    /// Time limit of one fetch, in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest document accepted, in bytes.
+    pub max_document_bytes: usize,
+    /// Least time between two key-set refetches caused by unknown key ids, in seconds.
+    pub min_refetch_interval_s: u64,
+    /// Discovery documents and keys are refreshed after this many seconds.
+    pub cache_ttl_s: u64,
+}
+
+impl Default for OidcFetchSettings {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 5000,
+            max_document_bytes: 1024 * 1024,
+            min_refetch_interval_s: 30,
+            cache_ttl_s: 24 * 3600,
+        }
+    }
+}
+
+/// `[messages]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageSettings {
+    /// A TOML file of replacement messages: a table per language, code = message
+    /// (`[fr] Microsoft_Dynamics_CommerceIdentityNotFound = "..."`).
+    pub file: Option<PathBuf>,
 }
 
 /// `[auth.basic]`: a user name and either a password hash (PHC string, argon2id) or, for
@@ -251,6 +401,10 @@ pub enum ConfigError {
 /// Top-level keys that environment variables may set. Other `AUTOLINK_*` variables
 /// (`AUTOLINK_CONFIG`, `AUTOLINK_TEST_POSTGRES_URL`, ...) are not settings.
 const ENV_KEYS: &[&str] = &[
+    "tls",
+    "relying_party",
+    "oidc",
+    "messages",
     "bind",
     "database_url",
     "default_channel",
@@ -308,6 +462,46 @@ impl Settings {
             if basic.password_hash.is_some() == basic.password.is_some() {
                 return Err(ConfigError::Invalid(
                     "auth.basic needs exactly one of password_hash and password".into(),
+                ));
+            }
+        }
+        if let Some(api_key) = &self.auth.api_key {
+            if api_key.key_hashes.is_empty() && api_key.keys.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "auth.api_key needs key_hashes or keys".into(),
+                ));
+            }
+            if api_key.header.trim().is_empty()
+                || api_key.header.eq_ignore_ascii_case("authorization")
+            {
+                return Err(ConfigError::Invalid(
+                    "auth.api_key.header must name another header".into(),
+                ));
+            }
+        }
+        if let Some(bearer) = &self.auth.bearer {
+            if bearer.audiences.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "auth.bearer.audiences is empty".into(),
+                ));
+            }
+        }
+        if let Some(cert) = &self.auth.client_certificate {
+            if cert.ca_files.is_empty() && cert.thumbprints.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "auth.client_certificate needs ca_files or thumbprints".into(),
+                ));
+            }
+            if self.tls.is_none() && !cert.trust_arr_header {
+                return Err(ConfigError::Invalid(
+                    "auth.client_certificate needs [tls] (the server terminates TLS) or trust_arr_header = true".into(),
+                ));
+            }
+        }
+        if let Some(rp) = &self.relying_party {
+            if rp.metadata_urls.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "relying_party.metadata_urls is empty".into(),
                 ));
             }
         }

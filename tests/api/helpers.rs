@@ -350,7 +350,11 @@ pub fn shared_b2c_dir() -> Option<PathBuf> {
 /// PostgreSQL pass of `.ci/run` sets `AUTOLINK_TEST_POSTGRES_URL` and runs it (and fails when
 /// that server is unreachable with `CI=true`).
 pub fn needs_postgres(test: &str) {
-    eprintln!(
+    // Written to the stream directly: libtest captures only the print macros, and this must be
+    // seen even when the test passes.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "\n*** TEST DID NOT RUN IN THIS PASS: {test}: it needs AUTOLINK_TEST_POSTGRES_URL; \
          the PostgreSQL pass of .ci/run runs it ***\n"
     );
@@ -362,7 +366,8 @@ pub fn cannot_run(test: &str, why: &str) {
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
         panic!("{message} (CI=true: failing instead of skipping)");
     }
-    eprintln!("\n*** {message} ***\n");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
 }
 
 /// Asserts a continue answer and returns it.

@@ -3,8 +3,11 @@
 
 mod bad_input;
 mod cli;
+mod client_cert;
 mod connector;
 mod health;
 mod helpers;
 mod import;
+mod mock_issuer;
 mod race;
+mod tokens;
