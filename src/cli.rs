@@ -197,7 +197,12 @@ fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             .rsplit_once(':')
             .map(|(h, _)| h)
             .unwrap_or("127.0.0.1");
-        writeln!(out, "autolink listening on http://{host}:{}", app.port())?;
+        writeln!(
+            out,
+            "autolink listening on {}://{host}:{}",
+            app.scheme(),
+            app.port()
+        )?;
         out.flush()?;
         drop(out);
         app.run_until_stopped().await?;

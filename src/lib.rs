@@ -22,3 +22,4 @@ pub mod import;
 pub mod messages;
 pub mod startup;
 pub mod storage;
+pub mod tls;

@@ -1,10 +1,76 @@
 //! The messages users see when they are refused, per language.
 //!
-//! The locale comes from B2C's `ui_locales` (`en-US`, `fr`, ...); the first language with a
-//! catalogue wins, English otherwise. The refusal's code always travels beside the message, so a
-//! site can map it to its own text.
+//! The locale comes from B2C's `ui_locales` (`en-US`, `fr`, ...) or `Accept-Language`; the first
+//! language with a catalogue wins, English otherwise. The refusal's code always travels beside
+//! the message, so a site can map it to its own text. A deployment can replace any message, or
+//! add a language, with a TOML file (`[messages] file`): a table per language, code = message.
+
+use std::collections::HashMap;
+use std::path::Path;
 
 use crate::domain::Refusal;
+
+/// The built-in messages plus a deployment's replacements.
+#[derive(Debug, Clone, Default)]
+pub struct Catalogue {
+    /// language -> refusal code -> message.
+    overrides: HashMap<String, HashMap<String, String>>,
+}
+
+impl Catalogue {
+    /// Loads replacements from a TOML file. Unknown codes are errors (a typo would silently keep
+    /// the built-in text); languages are two-letter tags.
+    pub fn from_file(path: &Path) -> Result<Catalogue, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses replacements from TOML text.
+    pub fn from_toml(text: &str) -> Result<Catalogue, String> {
+        let parsed: HashMap<String, HashMap<String, String>> =
+            toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut overrides = HashMap::new();
+        for (language, messages) in parsed {
+            let language = language.to_ascii_lowercase();
+            if language.len() != 2 || !language.bytes().all(|b| b.is_ascii_lowercase()) {
+                return Err(format!("{language:?} is not a two-letter language tag"));
+            }
+            for code in messages.keys() {
+                if !Refusal::ALL.iter().any(|r| r.code() == code) {
+                    return Err(format!("[{language}] {code:?} is not a refusal code"));
+                }
+            }
+            overrides.insert(language, messages);
+        }
+        Ok(Catalogue { overrides })
+    }
+
+    /// Picks the language from a `ui_locales` or `Accept-Language` value: the first tag whose
+    /// primary language has built-in or replacement messages; English otherwise.
+    pub fn language(&self, locales: Option<&str>) -> String {
+        let Some(locales) = locales else {
+            return "en".into();
+        };
+        for tag in locales.split([' ', ',']) {
+            let primary = tag.split([';', '-', '_']).next().unwrap_or_default().trim();
+            let primary = primary.to_ascii_lowercase();
+            if LANGUAGES.contains(&primary.as_str()) || self.overrides.contains_key(&primary) {
+                return primary;
+            }
+        }
+        "en".into()
+    }
+
+    /// The message for a refusal: the replacement if there is one, else the built-in text of the
+    /// language, else English.
+    pub fn message(&self, refusal: Refusal, language: &str) -> &str {
+        self.overrides
+            .get(language)
+            .and_then(|messages| messages.get(refusal.code()))
+            .map(String::as_str)
+            .unwrap_or_else(|| message(refusal, language))
+    }
+}
 
 /// Languages with a catalogue.
 pub const LANGUAGES: [&str; 4] = ["en", "fr", "de", "es"];
@@ -100,6 +166,42 @@ mod tests {
         assert_eq!(language(Some("es-ES,en;q=0.8")), "es");
         assert_eq!(language(Some("ja")), "en");
         assert_eq!(language(None), "en");
+    }
+
+    #[test]
+    fn a_deployment_replaces_messages_and_adds_languages() {
+        let catalogue = Catalogue::from_toml(
+            r#"
+            [fr]
+            Microsoft_Dynamics_CommerceIdentityNotFound = "Contactez votre acheteur principal."
+            [nl]
+            EmailNotVerified = "Uw e-mailadres is niet geverifieerd."
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            catalogue.message(Refusal::CommerceIdentityNotFound, "fr"),
+            "Contactez votre acheteur principal."
+        );
+        assert_eq!(
+            catalogue.message(Refusal::MultipleAccounts, "fr"),
+            french(Refusal::MultipleAccounts)
+        );
+        assert_eq!(catalogue.language(Some("nl-BE")), "nl");
+        assert_eq!(
+            catalogue.message(Refusal::EmailNotVerified, "nl"),
+            "Uw e-mailadres is niet geverifieerd."
+        );
+        assert_eq!(
+            catalogue.message(Refusal::InvalidEmail, "nl"),
+            english(Refusal::InvalidEmail)
+        );
+    }
+
+    #[test]
+    fn a_replacement_file_with_an_unknown_code_is_refused() {
+        assert!(Catalogue::from_toml("[fr]\nNoSuchCode = \"x\"\n").is_err());
+        assert!(Catalogue::from_toml("[french]\nEmailNotVerified = \"x\"\n").is_err());
     }
 
     #[test]

@@ -8,16 +8,23 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
+use crate::api::authn::ConnectorAuth;
 use crate::api::{self, AppState};
+use crate::auth::api_key::ApiKeys;
 use crate::auth::bootstrap::{self, Generated};
+use crate::auth::fetch::Fetcher;
+use crate::auth::oidc::{AccessTokenVerifier, B2cIdTokenVerifier};
 use crate::config::Settings;
 use crate::engine::{Engine, EngineSettings};
+use crate::messages::Catalogue;
 use crate::storage::audit::{AuditWriter, AuditWriterHandle};
 use crate::storage::{Db, PoolOptions};
+use crate::tls::ClientCertPolicy;
 
 /// A built, not yet running, server.
 pub struct Application {
     port: u16,
+    tls: bool,
     server: Server,
     audit: AuditWriterHandle,
     generated: Generated,
@@ -66,12 +73,52 @@ impl Application {
                 "linking.local_accounts_verify_email is false: local accounts never link or create"
             );
         }
+        let messages = match &settings.messages.file {
+            Some(path) => Catalogue::from_file(path).map_err(anyhow::Error::msg)?,
+            None => Catalogue::default(),
+        };
+        let api_key = match &settings.auth.api_key {
+            Some(api_key) => Some(ApiKeys::from_settings(api_key).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let fetcher = Arc::new(Fetcher::new(&settings.oidc)?);
+        let bearer = match &settings.auth.bearer {
+            Some(bearer) => Some(AccessTokenVerifier::new(bearer, fetcher.clone())?),
+            None => None,
+        };
+        let client_certificate = match &settings.auth.client_certificate {
+            Some(certs) => Some(ClientCertPolicy::from_settings(certs)?),
+            None => None,
+        };
+        let id_tokens = match &settings.relying_party {
+            Some(rp) => {
+                let audiences = settings
+                    .channels
+                    .iter()
+                    .flat_map(|c| c.client_ids.clone())
+                    .collect();
+                Some(Arc::new(B2cIdTokenVerifier::new(
+                    rp,
+                    audiences,
+                    fetcher.clone(),
+                )?))
+            }
+            None => None,
+        };
+        let connector_auth = ConnectorAuth {
+            basic: credentials.connector_basic,
+            api_key,
+            bearer,
+            client_certificate,
+        };
         let state = web::Data::new(AppState {
             engine: Arc::new(engine),
-            credentials,
+            connector_auth,
             tenant_issuer: settings.tenant_issuer.clone(),
             max_body_bytes: settings.limits.max_body_bytes,
             request_timeout: Duration::from_millis(settings.database.request_timeout_ms),
+            messages,
+            id_tokens,
         });
         let listener = TcpListener::bind(&settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
@@ -86,9 +133,22 @@ impl Application {
         if let Some(workers) = settings.workers {
             server = server.workers(workers.max(1));
         }
-        let server = server.listen(listener)?.run();
+        let server = match &settings.tls {
+            Some(tls) => {
+                // Ask for client certificates only when they are an authentication type; trust
+                // is decided per request (crate::tls::authenticate), not in the handshake.
+                let request_client_certs = settings.auth.client_certificate.is_some();
+                let config = crate::tls::server_config(tls, request_client_certs)?;
+                server
+                    .on_connect(crate::tls::on_connect)
+                    .listen_rustls_0_23(listener, config)?
+            }
+            None => server.listen(listener)?,
+        }
+        .run();
         Ok(Application {
             port,
+            tls: settings.tls.is_some(),
             server,
             audit,
             generated,
@@ -98,6 +158,15 @@ impl Application {
     /// The port actually bound (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `https` when the server terminates TLS, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// A handle to stop the server.

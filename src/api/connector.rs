@@ -4,16 +4,14 @@
 //! well-formed B2C answer: continue, block page, or (at `PostAttributeCollection`) validation
 //! error. Nothing a caller sends can produce a 500.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{request_id, AppState, DecisionNote};
-use crate::domain::{EmailAddress, Identity, Refusal, SignInEvidence};
+use super::body::read_json;
+use super::{decision_note, noted, request_id, run_engine, AppState};
+use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::{Answer, LinkRequest};
-use crate::messages;
 
 /// The answer version B2C expects in every answer.
 pub const API_VERSION: &str = "1.0.0";
@@ -84,21 +82,6 @@ struct IdentityEntry {
     issuer: Option<String>,
 }
 
-/// Why a request could not be read (for the log line; the caller sees `InvalidRequest`).
-#[derive(Debug, thiserror::Error)]
-enum Unreadable {
-    #[error("the content type is not application/json")]
-    ContentType,
-    #[error("the body is larger than the limit")]
-    TooLarge,
-    #[error("the body could not be read: {0}")]
-    Body(String),
-    #[error("the body is not a JSON object of the connector's shape: {0}")]
-    Json(String),
-    #[error("unknown or missing step {0:?}")]
-    Step(Option<String>),
-}
-
 /// `POST /b2c/api-connector`.
 pub async fn api_connector(
     req: HttpRequest,
@@ -106,105 +89,41 @@ pub async fn api_connector(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let request_id = request_id(&req);
-    let body = match read_request(&req, payload, state.max_body_bytes).await {
+    let body: ConnectorBody = match read_json(&req, payload, state.max_body_bytes).await {
         Ok(body) => body,
         Err(why) => {
             log::info!("request_id={request_id} api-connector: {why}");
-            return noted(block(Refusal::InvalidRequest, "en"), "unreadable request");
+            return noted(
+                block(&state, Refusal::InvalidRequest, "en"),
+                "unreadable request",
+            );
         }
     };
-    let language = messages::language(body.ui_locales.as_deref());
+    let language = state.messages.language(body.ui_locales.as_deref());
     let Some(step) = body.step.as_deref().and_then(Step::parse) else {
-        let why = Unreadable::Step(body.step.clone());
-        log::info!("request_id={request_id} api-connector: {why}");
-        return noted(block(Refusal::InvalidRequest, language), "unknown step");
+        log::info!(
+            "request_id={request_id} api-connector: unknown or missing step {:?}",
+            body.step
+        );
+        return noted(
+            block(&state, Refusal::InvalidRequest, &language),
+            "unknown step",
+        );
     };
     let request = link_request(&request_id, step, body, &state.tenant_issuer);
-    let redacted = request
-        .email
-        .as_deref()
-        .and_then(|e| EmailAddress::parse(e).ok())
-        .map(|e| e.redacted())
-        .unwrap_or_else(|| "-".into());
-
-    let engine = state.engine.clone();
-    let work = {
-        let request = request.clone();
-        web::block(move || match step {
+    let email = request.email.clone();
+    let answer = run_engine(
+        &state,
+        &request_id,
+        "api-connector",
+        move |engine| match step {
             Step::PreTokenIssuance => engine.link(&request),
             _ => engine.check(&request),
-        })
-    };
-    let answer: Option<Answer> = match actix_web::rt::time::timeout(state.request_timeout, work)
-        .await
-    {
-        Ok(Ok(Ok(answer))) => Some(answer),
-        Ok(Ok(Err(error))) => {
-            log::warn!("request_id={request_id} api-connector: storage failed: {error}");
-            None
-        }
-        Ok(Err(_)) => {
-            log::error!("request_id={request_id} api-connector: worker failed");
-            None
-        }
-        Err(_) => {
-            log::warn!("request_id={request_id} api-connector: database did not answer in time");
-            None
-        }
-    };
-    let answer = answer.unwrap_or(Err(Refusal::ServiceUnavailable));
-    let note = match &answer {
-        Ok(r) => format!(
-            "step={} channel={} outcome={} email={redacted}",
-            step.name(),
-            r.channel,
-            r.outcome.as_str()
-        ),
-        Err(refusal) => format!(
-            "step={} outcome=Refused code={} email={redacted}",
-            step.name(),
-            refusal.code()
-        ),
-    };
-    noted(render(step, &answer, language), &note)
-}
-
-/// Reads and parses the body: JSON content type, size limit, JSON object.
-async fn read_request(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<ConnectorBody, Unreadable> {
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json")
-                || (mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case("+json"))
-        });
-    if !json {
-        return Err(Unreadable::ContentType);
-    }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Unreadable::Body(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(Unreadable::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    // serde's messages may quote values (an email); keep only the position for the log.
-    serde_json::from_slice(&body).map_err(|e| {
-        Unreadable::Json(format!(
-            "{:?} at line {} column {}",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })
+        },
+    )
+    .await;
+    let note = decision_note(Some(step.name()), &answer, email.as_deref());
+    noted(render(&state, step, &answer, &language), &note)
 }
 
 fn link_request(
@@ -250,7 +169,7 @@ fn link_request(
 }
 
 /// Renders the engine's answer in the wire format the step allows.
-fn render(step: Step, answer: &Answer, language: &str) -> HttpResponse {
+fn render(state: &AppState, step: Step, answer: &Answer, language: &str) -> HttpResponse {
     match (step, answer) {
         (Step::PreTokenIssuance, Ok(resolution)) => {
             let mut claims = Map::new();
@@ -271,9 +190,9 @@ fn render(step: Step, answer: &Answer, language: &str) -> HttpResponse {
         }
         (_, Ok(_)) => continue_with(Map::new()),
         (Step::PostAttributeCollection, Err(refusal)) if refusal.user_can_fix() => {
-            validation_error(*refusal, language)
+            validation_error(state, *refusal, language)
         }
-        (_, Err(refusal)) => block(*refusal, language),
+        (_, Err(refusal)) => block(state, *refusal, language),
     }
 }
 
@@ -285,30 +204,23 @@ fn continue_with(claims: Map<String, Value>) -> HttpResponse {
     HttpResponse::Ok().json(Value::Object(body))
 }
 
-fn block(refusal: Refusal, language: &str) -> HttpResponse {
+fn block(state: &AppState, refusal: Refusal, language: &str) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "version": API_VERSION,
         "action": "ShowBlockPage",
-        "userMessage": messages::message(refusal, language),
+        "userMessage": state.messages.message(refusal, language),
         "code": refusal.code(),
     }))
 }
 
-fn validation_error(refusal: Refusal, language: &str) -> HttpResponse {
+fn validation_error(state: &AppState, refusal: Refusal, language: &str) -> HttpResponse {
     HttpResponse::BadRequest().json(json!({
         "version": API_VERSION,
         "status": 400,
         "action": "ValidationError",
-        "userMessage": messages::message(refusal, language),
+        "userMessage": state.messages.message(refusal, language),
         "code": refusal.code(),
     }))
-}
-
-fn noted(mut response: HttpResponse, note: &str) -> HttpResponse {
-    response
-        .extensions_mut()
-        .insert(DecisionNote(note.to_string()));
-    response
 }
 
 #[cfg(test)]

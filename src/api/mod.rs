@@ -2,34 +2,45 @@
 //!
 //! Handlers parse into domain types, call the engine, and render the answer; no rule lives here.
 
+pub mod authn;
+pub mod body;
 pub mod connector;
 pub mod health;
+pub mod relying_party;
+pub mod rest;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpResponse};
 use serde_json::json;
 
-use crate::auth::bootstrap::Credentials;
-use crate::engine::Engine;
+use crate::auth::oidc::B2cIdTokenVerifier;
+use crate::domain::{EmailAddress, Refusal};
+use crate::engine::{Answer, Engine};
+use crate::messages::Catalogue;
+use crate::storage::StorageError;
 
 /// Shared state of every worker.
 pub struct AppState {
     /// The decision engine.
     pub engine: Arc<Engine>,
-    /// Credentials to check.
-    pub credentials: Credentials,
+    /// How B2C authenticates.
+    pub connector_auth: authn::ConnectorAuth,
     /// The issuer of identities named by connector `objectId`s.
     pub tenant_issuer: String,
     /// Largest body accepted from B2C.
     pub max_body_bytes: usize,
     /// Time limit of the database part of a request.
     pub request_timeout: Duration,
+    /// Refusal messages.
+    pub messages: Catalogue,
+    /// Verifies B2C ID tokens for `POST /v1/link`, when `[relying_party]` is configured.
+    pub id_tokens: Option<Arc<B2cIdTokenVerifier>>,
 }
 
 /// The id of the current request, in request extensions.
@@ -46,9 +57,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .service(
             web::scope("/b2c")
-                .wrap(from_fn(require_connector_auth))
-                .route("/api-connector", web::post().to(connector::api_connector)),
+                .wrap(from_fn(authn::require_b2c_caller))
+                .route("/api-connector", web::post().to(connector::api_connector))
+                .route("/rest/precheck", web::post().to(rest::precheck))
+                .route("/rest/link", web::post().to(rest::link)),
         )
+        .route("/v1/link", web::post().to(relying_party::link))
         .default_service(web::to(not_found));
 }
 
@@ -96,61 +110,62 @@ pub fn request_id(req: &actix_web::HttpRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
+/// Runs a blocking engine call within the request's database time limit. Storage failures,
+/// time-outs and worker failures all become `ServiceUnavailable`: the caller fails closed.
+pub async fn run_engine<F>(state: &AppState, request_id: &str, source: &str, work: F) -> Answer
+where
+    F: FnOnce(&Engine) -> Result<Answer, StorageError> + Send + 'static,
+{
+    let engine = state.engine.clone();
+    let blocking = web::block(move || work(&engine));
+    match actix_web::rt::time::timeout(state.request_timeout, blocking).await {
+        Ok(Ok(Ok(answer))) => answer,
+        Ok(Ok(Err(error))) => {
+            log::warn!("request_id={request_id} {source}: storage failed: {error}");
+            Err(Refusal::ServiceUnavailable)
+        }
+        Ok(Err(_)) => {
+            log::error!("request_id={request_id} {source}: worker failed");
+            Err(Refusal::ServiceUnavailable)
+        }
+        Err(_) => {
+            log::warn!("request_id={request_id} {source}: database did not answer in time");
+            Err(Refusal::ServiceUnavailable)
+        }
+    }
+}
+
+/// The decision part of the request log line; the email is redacted.
+pub fn decision_note(step: Option<&str>, answer: &Answer, email: Option<&str>) -> String {
+    let email = email
+        .and_then(|e| EmailAddress::parse(e).ok())
+        .map(|e| e.redacted())
+        .unwrap_or_else(|| "-".into());
+    let step = step.map(|s| format!("step={s} ")).unwrap_or_default();
+    match answer {
+        Ok(r) => format!(
+            "{step}channel={} outcome={} email={email}",
+            r.channel,
+            r.outcome.as_str()
+        ),
+        Err(refusal) => format!(
+            "{step}outcome=Refused code={} email={email}",
+            refusal.code()
+        ),
+    }
+}
+
+/// Attaches the decision to a response for the request log line.
+pub fn noted(mut response: HttpResponse, note: &str) -> HttpResponse {
+    response
+        .extensions_mut()
+        .insert(DecisionNote(note.to_string()));
+    response
+}
+
 /// A 401 answer with a JSON reason.
 pub fn unauthorized(reason: &str, challenge: &'static str) -> HttpResponse {
     HttpResponse::Unauthorized()
         .insert_header((header::WWW_AUTHENTICATE, challenge))
         .json(json!({"error": "unauthorized", "message": reason}))
-}
-
-/// Requires B2C's connector credentials before the body is read.
-async fn require_connector_auth(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return Ok(req
-            .into_response(unauthorized("server misconfigured", "Basic"))
-            .map_into_right_body());
-    };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::parse_basic);
-    let Some((user, password)) = presented else {
-        log::warn!("{} {}: no HTTP Basic credentials", req.method(), req.path());
-        return Ok(req
-            .into_response(unauthorized(
-                "HTTP Basic credentials are required",
-                "Basic realm=\"autolink\"",
-            ))
-            .map_into_right_body());
-    };
-    let ok = if state
-        .credentials
-        .connector_basic
-        .verified_before(&user, &password)
-    {
-        true
-    } else {
-        let state = state.clone();
-        web::block(move || state.credentials.connector_basic.verify(&user, &password))
-            .await
-            .unwrap_or(false)
-    };
-    if !ok {
-        log::warn!(
-            "{} {}: wrong HTTP Basic credentials",
-            req.method(),
-            req.path()
-        );
-        return Ok(req
-            .into_response(unauthorized(
-                "the HTTP Basic credentials are not valid",
-                "Basic realm=\"autolink\"",
-            ))
-            .map_into_right_body());
-    }
-    Ok(next.call(req).await?.map_into_left_body())
 }

@@ -13,8 +13,8 @@ const ADMIN_KIND: &str = "admin";
 
 /// The credentials the server checks.
 pub struct Credentials {
-    /// B2C's HTTP Basic credentials.
-    pub connector_basic: BasicCredentials,
+    /// B2C's HTTP Basic credentials, when Basic is configured or generated.
+    pub connector_basic: Option<BasicCredentials>,
     /// The administrators' bearer token.
     pub admin_token: HashedSecret,
 }
@@ -64,7 +64,7 @@ pub enum CredentialError {
 }
 
 /// Loads the credentials from the configuration, or from the database, generating any that are
-/// missing. Several instances starting together on one database agree on one set: the first
+/// missing. Connector credentials are generated only when no authentication type is configured. Several instances starting together on one database agree on one set: the first
 /// insert wins and the others read it.
 pub fn load_or_generate(
     settings: &Settings,
@@ -72,6 +72,7 @@ pub fn load_or_generate(
 ) -> Result<(Credentials, Generated), CredentialError> {
     let mut generated = Generated::default();
     let connector_basic = match &settings.auth.basic {
+        None if settings.auth.any_configured() => None,
         Some(basic) => {
             let hash = match (&basic.password_hash, &basic.password) {
                 (Some(hash), _) => hash.clone(),
@@ -84,7 +85,10 @@ pub fn load_or_generate(
                     ))
                 }
             };
-            BasicCredentials::new(basic.username.clone(), hash).map_err(CredentialError::Invalid)?
+            Some(
+                BasicCredentials::new(basic.username.clone(), hash)
+                    .map_err(CredentialError::Invalid)?,
+            )
         }
         None => {
             let (stored, fresh) =
@@ -95,7 +99,10 @@ pub fn load_or_generate(
             let user = stored
                 .username
                 .unwrap_or_else(|| GENERATED_CONNECTOR_USER.to_string());
-            BasicCredentials::new(user, stored.secret_hash).map_err(CredentialError::Invalid)?
+            Some(
+                BasicCredentials::new(user, stored.secret_hash)
+                    .map_err(CredentialError::Invalid)?,
+            )
         }
     };
     let admin_hash = match (&settings.admin.token_hash, &settings.admin.token) {

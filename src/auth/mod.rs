@@ -5,7 +5,10 @@
 //! credentials under a key that lives only in this process; later calls compare that HMAC in
 //! constant time.
 
+pub mod api_key;
 pub mod bootstrap;
+pub mod fetch;
+pub mod oidc;
 
 use std::sync::RwLock;
 
@@ -43,6 +46,10 @@ pub struct HashedSecret {
     /// Per-process HMAC key for the cache.
     cache_key: [u8; 32],
     cache: RwLock<Vec<[u8; 32]>>,
+    /// Held during an argon2 verification. Each one takes 19 MiB; without this, the burst of
+    /// concurrent first calls after a start (or a flood of wrong passwords) would run dozens at
+    /// once, and the allocator keeps that memory. The waiters then find the cache filled.
+    slow_path: std::sync::Mutex<()>,
 }
 
 impl HashedSecret {
@@ -55,6 +62,7 @@ impl HashedSecret {
             hash,
             cache_key,
             cache: RwLock::new(Vec::new()),
+            slow_path: std::sync::Mutex::new(()),
         })
     }
 
@@ -84,6 +92,13 @@ impl HashedSecret {
     /// Checks `secret` against the hash (argon2, slow; call from a blocking thread) unless
     /// `cache_input` was verified before. A success is remembered when `remember` is true.
     pub fn verify(&self, secret: &[u8], cache_input: &[u8], remember: bool) -> bool {
+        if self.verified_before(cache_input) {
+            return true;
+        }
+        let _one_at_a_time = match self.slow_path.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         if self.verified_before(cache_input) {
             return true;
         }

@@ -10,4 +10,6 @@ mod helpers;
 mod import;
 mod mock_issuer;
 mod race;
+mod relying_party;
+mod rest;
 mod tokens;

@@ -1,0 +1,134 @@
+//! The relying-party call (DESIGN 2.3): `POST /v1/link`.
+//!
+//! A site that links on the return call sends the B2C ID token as `Authorization: Bearer`. The
+//! token is verified against the configured B2C policies' discovery documents and keys; the
+//! identity is (`iss`, `sub`), the email `emails[0]` or `email`, the provider `idp`. The token is
+//! the caller's authentication: no connector credentials are involved.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::authn::token_refusal;
+use super::{decision_note, noted, request_id, run_engine, unauthorized, AppState};
+use crate::domain::{Identity, Refusal, SignInEvidence};
+use crate::engine::LinkRequest;
+
+/// The HTTP status of a refusal on `/v1/link`.
+pub fn status_of(refusal: Refusal) -> StatusCode {
+    match refusal {
+        Refusal::CommerceIdentityNotFound => StatusCode::NOT_FOUND,
+        Refusal::MultipleAccounts | Refusal::LinkRequiresReview => StatusCode::CONFLICT,
+        Refusal::EmailNotVerified | Refusal::UnknownChannel => StatusCode::FORBIDDEN,
+        Refusal::EmailMissing
+        | Refusal::InvalidEmail
+        | Refusal::ObjectIdMissing
+        | Refusal::InvalidRequest => StatusCode::BAD_REQUEST,
+        Refusal::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// `POST /v1/link`.
+pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let request_id = request_id(&req);
+    let Some(verifier) = state.id_tokens.clone() else {
+        return HttpResponse::NotFound().json(json!({
+            "error": "not_configured",
+            "message": "this deployment does not accept relying-party calls ([relying_party] is not configured)",
+        }));
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
+    let Some(token) = token else {
+        return unauthorized(
+            "a B2C ID token is required as Authorization: Bearer",
+            "Bearer",
+        );
+    };
+    let identity = match verifier.verify(&token).await {
+        Ok(identity) => identity,
+        Err(error) if error.is_provider_unavailable() => {
+            log::warn!("request_id={request_id} /v1/link: {error}");
+            return HttpResponse::ServiceUnavailable().json(json!({
+                "code": Refusal::ServiceUnavailable.code(),
+                "error": "issuer_unavailable",
+                "message": "the B2C policy's keys could not be fetched; try again later",
+                "requestId": request_id,
+            }));
+        }
+        Err(error) => {
+            log::warn!("request_id={request_id} /v1/link: token refused: {error}");
+            return unauthorized(&token_refusal(&error), "Bearer error=\"invalid_token\"");
+        }
+    };
+    let language = state.messages.language(
+        req.headers()
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let evidence = match identity.identity_provider.as_deref() {
+        Some(idp) if !idp.trim().is_empty() => SignInEvidence::Federated {
+            provider: idp.trim().to_ascii_lowercase(),
+        },
+        // B2C puts no `idp` in tokens of local accounts.
+        _ => SignInEvidence::Local,
+    };
+    let request = LinkRequest {
+        request_id: request_id.clone(),
+        source: "v1-link",
+        step: None,
+        client_id: Some(identity.audience.clone()),
+        email: identity.email.clone(),
+        evidence,
+        email_verified: identity.email_verified,
+        identity: Some(Identity {
+            issuer: identity.issuer.clone(),
+            subject: identity.subject.clone(),
+        }),
+        given_name: None,
+        surname: None,
+    };
+    let email = request.email.clone();
+    let answer = run_engine(&state, &request_id, "v1-link", move |engine| {
+        engine.link(&request)
+    })
+    .await;
+    let note = decision_note(Some(&identity.policy), &answer, email.as_deref());
+    let response = match answer {
+        Ok(resolution) => HttpResponse::Ok().json(json!({
+            "customerAccountNumber": resolution.account_number,
+            "outcome": resolution.outcome.as_str(),
+            "channel": resolution.channel,
+            "requestId": request_id,
+        })),
+        Err(refusal) => HttpResponse::build(status_of(refusal)).json(json!({
+            "code": refusal.code(),
+            "error": refusal.error_name(),
+            "message": state.messages.message(refusal, &language),
+            "requestId": request_id,
+        })),
+    };
+    noted(response, &note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_but_an_outage_is_a_4xx() {
+        for refusal in Refusal::ALL {
+            let status = status_of(refusal);
+            if refusal == Refusal::ServiceUnavailable {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            } else {
+                assert!(status.is_client_error(), "{refusal:?}");
+            }
+        }
+    }
+}
