@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP on a free port, on SQLite, or on PostgreSQL when
 //! `AUTOLINK_TEST_POSTGRES_URL` is set.
 
+mod admin;
 mod bad_input;
 mod cli;
 mod client_cert;
@@ -9,6 +10,7 @@ mod health;
 mod helpers;
 mod import;
 mod mock_issuer;
+mod policies;
 mod race;
 mod relying_party;
 mod rest;
