@@ -215,6 +215,26 @@ impl Engine {
         }
     }
 
+    /// The sign-in hot path on SQLite without leaving the calling (async) thread: when the
+    /// identity is already linked and an idle connection is at hand, answer at once. SQLite in
+    /// WAL mode never makes a reader wait for a writer, the lookup is one indexed read, and the
+    /// audit event is queued only if the queue has room; anything else returns `None` and the
+    /// caller takes the blocking path, which decides everything again.
+    pub fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
+        if self.db.backend() != "sqlite" {
+            return None;
+        }
+        let channel = self.channels.resolve(request.client_id.as_deref()).ok()?;
+        let identity = request.identity.as_ref()?;
+        let mut conn = self.db.try_get()?;
+        let link = links::find_active(&mut conn, &identity.issuer, &identity.subject).ok()??;
+        drop(conn);
+        let answer = Ok(already_linked(channel, link));
+        self.audit
+            .try_record(self.event(request, &answer, Some(channel)))
+            .then_some(answer)
+    }
+
     /// Decides and writes inside the transaction. Returns the answer and whether its audit event
     /// was written in the transaction.
     fn link_in_transaction(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::body::read_json;
-use super::{decision_note, noted, request_id, run_engine, AppState};
+use super::{decision_note, link_identity, noted, request_id, run_engine, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::{Answer, LinkRequest};
 
@@ -112,16 +112,15 @@ pub async fn api_connector(
     };
     let request = link_request(&request_id, step, body, &state.tenant_issuer);
     let email = request.email.clone();
-    let answer = run_engine(
-        &state,
-        &request_id,
-        "api-connector",
-        move |engine| match step {
-            Step::PreTokenIssuance => engine.link(&request),
-            _ => engine.check(&request),
-        },
-    )
-    .await;
+    let answer = match step {
+        Step::PreTokenIssuance => link_identity(&state, request, "api-connector").await,
+        _ => {
+            run_engine(&state, &request_id, "api-connector", move |engine| {
+                engine.check(&request)
+            })
+            .await
+        }
+    };
     let note = decision_note(Some(step.name()), &answer, email.as_deref());
     noted(render(&state, step, &answer, &language), &note)
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::auth::oidc::B2cIdTokenVerifier;
 use crate::domain::{EmailAddress, Refusal};
-use crate::engine::{Answer, Engine};
+use crate::engine::{Answer, Engine, LinkRequest};
 use crate::messages::Catalogue;
 use crate::storage::StorageError;
 
@@ -133,6 +133,18 @@ where
             Err(Refusal::ServiceUnavailable)
         }
     }
+}
+
+/// Links (or resolves) an identity: the non-waiting fast path first, then the blocking path.
+pub async fn link_identity(state: &AppState, request: LinkRequest, source: &str) -> Answer {
+    if let Some(answer) = state.engine.resolve_linked_without_waiting(&request) {
+        return answer;
+    }
+    let request_id = request.request_id.clone();
+    run_engine(state, &request_id, source, move |engine| {
+        engine.link(&request)
+    })
+    .await
 }
 
 /// The decision part of the request log line; the email is redacted.

@@ -10,7 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::authn::token_refusal;
-use super::{decision_note, noted, request_id, run_engine, unauthorized, AppState};
+use super::{decision_note, link_identity, noted, request_id, unauthorized, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::LinkRequest;
 
@@ -94,10 +94,7 @@ pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         surname: None,
     };
     let email = request.email.clone();
-    let answer = run_engine(&state, &request_id, "v1-link", move |engine| {
-        engine.link(&request)
-    })
-    .await;
+    let answer = link_identity(&state, request, "v1-link").await;
     let note = decision_note(Some(&identity.policy), &answer, email.as_deref());
     let response = match answer {
         Ok(resolution) => HttpResponse::Ok().json(json!({

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::body::read_json;
-use super::{decision_note, noted, request_id, run_engine, AppState};
+use super::{decision_note, link_identity, noted, request_id, run_engine, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::{Answer, LinkRequest};
 
@@ -124,11 +124,15 @@ async fn handle(
         }
     };
     let email = request.email.clone();
-    let answer = run_engine(&state, &request_id, "rest", move |engine| match profile {
-        Profile::Precheck => engine.check(&request),
-        Profile::Link => engine.link(&request),
-    })
-    .await;
+    let answer = match profile {
+        Profile::Link => link_identity(&state, request, "rest").await,
+        Profile::Precheck => {
+            run_engine(&state, &request_id, "rest", move |engine| {
+                engine.check(&request)
+            })
+            .await
+        }
+    };
     let note = decision_note(Some(profile.name()), &answer, email.as_deref());
     noted(
         render(&state, &request_id, profile, &answer, &language),

@@ -119,6 +119,12 @@ impl AuditWriter {
         (AuditWriter { sender }, AuditWriterHandle { thread })
     }
 
+    /// Queues an event without waiting; false when the queue is full (the caller then takes a
+    /// path that may wait).
+    pub fn try_record(&self, event: AuditEvent) -> bool {
+        self.sender.try_send(event).is_ok()
+    }
+
     /// Queues an event. Blocks when the queue is full; call from blocking code only.
     pub fn record(&self, event: AuditEvent) {
         if self.sender.send(event).is_err() {

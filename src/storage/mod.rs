@@ -239,8 +239,12 @@ impl Db {
         };
         // min_idle 0 and build_unchecked: start without waiting for every connection, and keep
         // running (answering "not ready") while the database is away.
+        // A network connection can die while idle, so PostgreSQL connections are tested when
+        // taken from the pool; an open SQLite file cannot, and the test would cost a query on
+        // every request.
         let pool = r2d2::Pool::builder()
             .max_size(options.max_size)
+            .test_on_check_out(backend == "postgres")
             .min_idle(Some(0))
             .connection_timeout(options.checkout_timeout)
             .build_unchecked(manager);
@@ -252,6 +256,11 @@ impl Db {
         self.pool
             .get()
             .map_err(|e| StorageError::Unavailable(e.to_string()))
+    }
+
+    /// An idle connection if there is one right now; never waits.
+    pub fn try_get(&self) -> Option<PooledConn> {
+        self.pool.try_get()
     }
 
     /// `sqlite` or `postgres`.
