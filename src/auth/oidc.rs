@@ -169,6 +169,7 @@ impl TokenError {
 // ---------------------------------------------------------------------------------------------
 
 /// One discovery document, its key set, and when they were fetched.
+#[derive(Debug)]
 struct Snapshot {
     metadata: CoreProviderMetadata,
     keys: CoreJsonWebKeySet,
@@ -640,13 +641,27 @@ pub struct AccessTokenInfo {
     pub roles: Vec<String>,
 }
 
+/// Accepted tokens remembered, at most.
+const VERIFIED_CACHE_SIZE: usize = 1024;
+
+/// Accepted tokens by SHA-256: `exp`, the key set that verified them, what they say.
+type VerifiedTokens = std::collections::HashMap<[u8; 32], (i64, Arc<Snapshot>, AccessTokenInfo)>;
+
 /// Verifies bearer access tokens against `[auth.bearer]`.
+///
+/// B2C requests a client-credentials token once and sends it on every call until it expires, so
+/// an accepted token is remembered (by its SHA-256, with its `exp` and the key set that verified
+/// it) and the RSA check is not repeated on every request. A remembered token is accepted until
+/// its own `exp` (without the clock skew) and only while that key set is the provider's current,
+/// fresh one: when the keys are fetched again (rotation, an unknown `kid`, the TTL), every token is
+/// checked again in full. A rejected token is never remembered.
 #[derive(Debug)]
 pub struct AccessTokenVerifier {
     provider: OidcProvider,
     audiences: Vec<String>,
     required_roles: Vec<String>,
     allowed_client_ids: Vec<String>,
+    verified: RwLock<VerifiedTokens>,
 }
 
 impl AccessTokenVerifier {
@@ -684,6 +699,7 @@ impl AccessTokenVerifier {
                 .map(|c| c.trim().to_string())
                 .filter(|c| !c.is_empty())
                 .collect(),
+            verified: RwLock::default(),
         })
     }
 
@@ -694,6 +710,35 @@ impl AccessTokenVerifier {
 
     /// Verifies a bearer access token (the value after `Bearer `).
     pub async fn verify(&self, token: &str) -> Result<AccessTokenInfo, TokenError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = now();
+        if let Some(current) = self.provider.cached().filter(|c| self.provider.is_fresh(c)) {
+            let cache = self.verified.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((exp, keys, info)) = cache.get(&digest) {
+                if now < *exp && Arc::ptr_eq(keys, &current) {
+                    return Ok(info.clone());
+                }
+            }
+        }
+        let (exp, keys, info) = self.verify_fully(token).await?;
+        let mut cache = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_CACHE_SIZE {
+            cache.retain(|_, (exp, _, _)| now < *exp);
+            if cache.len() >= VERIFIED_CACHE_SIZE {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (exp, keys, info.clone()));
+        Ok(info)
+    }
+
+    /// The full check; returns the token's `exp` and the key set that verified it with what the
+    /// token says.
+    async fn verify_fully(
+        &self,
+        token: &str,
+    ) -> Result<(i64, Arc<Snapshot>, AccessTokenInfo), TokenError> {
         let jwt = parse(token)?;
         let snapshot = self.provider.verify_signature(&jwt).await?;
         let claims = &jwt.claims;
@@ -735,11 +780,20 @@ impl AccessTokenVerifier {
         let subject = non_empty(claims.sub.as_deref())
             .ok_or(TokenError::Malformed("missing sub"))?
             .to_string();
-        Ok(AccessTokenInfo {
-            subject,
-            client_id,
-            roles,
-        })
+        let exp = claims
+            .exp
+            .as_ref()
+            .and_then(numeric_date)
+            .ok_or(TokenError::Malformed("exp is not a number"))?;
+        Ok((
+            exp,
+            snapshot.clone(),
+            AccessTokenInfo {
+                subject,
+                client_id,
+                roles,
+            },
+        ))
     }
 }
 
