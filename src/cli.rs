@@ -49,6 +49,44 @@ pub enum Command {
     /// Read a secret from standard input and print its argon2id hash, for `password_hash` and
     /// `token_hash` in the configuration.
     HashSecret,
+    /// Links between B2C identities and customers: list, unlink, move.
+    Links {
+        /// What to do with links.
+        #[command(subcommand)]
+        command: crate::admin::cli::LinksCommand,
+    },
+    /// B2B prospects (business onboarding requests): add, list, show, approve, reject.
+    Prospects {
+        /// What to do with prospects.
+        #[command(subcommand)]
+        command: crate::admin::cli::ProspectsCommand,
+    },
+    /// Query the audit log, newest first (JSON).
+    Audit(crate::admin::cli::AuditArgs),
+    /// The sample custom policies in `policies/`.
+    Policies {
+        /// What to do with the policies.
+        #[command(subcommand)]
+        command: PoliciesCommand,
+    },
+}
+
+/// `policies` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    /// Write upload-ready policy files for one environment of `appsettings.json`: every
+    /// `{Settings:Name}` replaced; a placeholder without a value is an error naming file and line.
+    Render {
+        /// The environment (`Name` in appsettings.json).
+        #[arg(long)]
+        env: String,
+        /// Where to write the rendered files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The policies folder (with appsettings.json).
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+    },
 }
 
 /// `customers` subcommands.
@@ -65,6 +103,9 @@ pub enum CustomersCommand {
         #[arg(long)]
         skip_invalid: bool,
     },
+    /// Create, show, search, update, deactivate customers; the duplicate report.
+    #[command(flatten)]
+    Admin(crate::admin::cli::CustomerCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -91,6 +132,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::auth::hash_secret(secret).map_err(anyhow::Error::msg)?
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Policies { command } = &cli.command {
+        return policies(command);
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
@@ -158,13 +202,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = startup::open_database(&settings)?;
             let (engine, audit) = startup::build_engine(&settings, db)?;
             let request_id = uuid::Uuid::new_v4().simple().to_string();
-            let answer = engine.preview(&request_id, &channel, &email)?;
+            let answer = engine.preview(&request_id, "admin", &channel, &email)?;
             drop(engine);
             audit.join();
             println!("{}", serde_json::to_string_pretty(&answer_json(&answer))?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Customers {
+            command: CustomersCommand::Admin(command),
+        } => crate::admin::cli::customers(&settings, command),
+        Command::Links { command } => crate::admin::cli::links(&settings, command),
+        Command::Prospects { command } => crate::admin::cli::prospects(&settings, command),
+        Command::Audit(args) => crate::admin::cli::audit(&settings, args),
         Command::HashSecret => Ok(ExitCode::SUCCESS),
+        Command::Policies { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `autolink policies ...`: needs no service configuration.
+fn policies(command: &PoliciesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PoliciesCommand::Render { env, out, policies } => {
+            let rendered = crate::policies::render_dir(policies, env, out)?;
+            for file in &rendered.files {
+                println!("{}", file.display());
+            }
+            println!(
+                "rendered {} policy files for environment {}",
+                rendered.files.len(),
+                rendered.environment
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -3,11 +3,12 @@
 //!
 //! All functions here block (database I/O); HTTP handlers call them through `web::block`.
 
-use rand::Rng;
+use std::sync::Arc;
 
 use crate::domain::rules::{self, Decision, ExistingLink, Facts};
 use crate::domain::verification::{self, Verification, VerificationPolicy};
 use crate::domain::{Channel, ChannelDirectory, EmailAddress, Identity, Refusal, SignInEvidence};
+use crate::metrics::Metrics;
 use crate::storage::audit::{AuditEvent, AuditWriter};
 use crate::storage::customers::{self, NewCustomer};
 use crate::storage::links::{self, NewLink};
@@ -103,6 +104,7 @@ pub struct Engine {
     channels: ChannelDirectory,
     settings: EngineSettings,
     audit: AuditWriter,
+    metrics: Arc<Metrics>,
 }
 
 /// Everything learnt about a request before the decision.
@@ -113,18 +115,20 @@ struct Prepared<'a> {
 }
 
 impl Engine {
-    /// Builds the engine.
+    /// Builds the engine. `metrics` counts its decisions.
     pub fn new(
         db: Db,
         channels: ChannelDirectory,
         settings: EngineSettings,
         audit: AuditWriter,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             db,
             channels,
             settings,
             audit,
+            metrics,
         }
     }
 
@@ -133,12 +137,40 @@ impl Engine {
         &self.db
     }
 
+    /// The configured channels.
+    pub fn channels(&self) -> &ChannelDirectory {
+        &self.channels
+    }
+
+    /// The environment-wide linking switch.
+    pub fn linking_enabled(&self) -> bool {
+        self.settings.linking_enabled
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Counts a decision taken on B2C's call in the metrics (previews are not counted).
+    fn count(&self, request: &LinkRequest, answer: &Answer) {
+        match answer {
+            Ok(resolution) => self.metrics.decision(Some(&resolution.channel), answer),
+            Err(_) => {
+                let channel = self.channels.resolve(request.client_id.as_deref()).ok();
+                self.metrics
+                    .decision(channel.map(|c| c.id.as_str()), answer);
+            }
+        }
+    }
+
     /// The sign-up checks (before the B2C account exists): would the rules refuse? Writes
     /// nothing but the audit event.
     pub fn check(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
         let answer = self.check_inner(request);
         if let Ok(answer) = &answer {
             self.audit.record(self.event(request, answer, None));
+            self.count(request, answer);
         }
         answer
     }
@@ -172,6 +204,12 @@ impl Engine {
 
     /// Links the identity (or resolves its existing link) and returns the account number.
     pub fn link(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
+        let answer = self.link_inner(request)?;
+        self.count(request, &answer);
+        Ok(answer)
+    }
+
+    fn link_inner(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
         let channel = match self.channels.resolve(request.client_id.as_deref()) {
             Ok(c) => c,
             Err(refusal) => return Ok(self.refuse(request, None, refusal)),
@@ -230,9 +268,13 @@ impl Engine {
         let link = links::find_active(&mut conn, &identity.issuer, &identity.subject).ok()??;
         drop(conn);
         let answer = Ok(already_linked(channel, link));
-        self.audit
-            .try_record(self.event(request, &answer, Some(channel)))
-            .then_some(answer)
+        let queued = self
+            .audit
+            .try_record(self.event(request, &answer, Some(channel)));
+        if queued {
+            self.metrics.decision(Some(&channel.id), &answer);
+        }
+        queued.then_some(answer)
     }
 
     /// Decides and writes inside the transaction. Returns the answer and whether its audit event
@@ -304,10 +346,11 @@ impl Engine {
     }
 
     /// What would happen for this email on this channel, assuming a verified email and a new
-    /// identity. Writes only the audit event.
+    /// identity. Writes only the audit event, in the name of `actor` (the administrator).
     pub fn preview(
         &self,
         request_id: &str,
+        actor: &str,
         channel_id: &str,
         email: &str,
     ) -> Result<Answer, StorageError> {
@@ -324,34 +367,35 @@ impl Engine {
             given_name: None,
             surname: None,
         };
-        let Some(channel) = channel else {
-            return Ok(self.refuse(&request, None, Refusal::UnknownChannel));
+        let answer = match (channel, EmailAddress::parse(email)) {
+            (None, _) => Err(Refusal::UnknownChannel),
+            (Some(_), Err(_)) => Err(Refusal::InvalidEmail),
+            (Some(channel), Ok(email)) => {
+                let prepared = Prepared {
+                    channel,
+                    email,
+                    verified: true,
+                };
+                let mut conn = self.db.get()?;
+                match self.decide(&mut conn, &prepared, None)? {
+                    Decision::Link { account_number, .. } => Ok(Resolution {
+                        outcome: Outcome::WouldLink,
+                        account_number: Some(account_number),
+                        channel: channel.id.clone(),
+                    }),
+                    Decision::Create => Ok(Resolution {
+                        outcome: Outcome::WouldCreate,
+                        account_number: None,
+                        channel: channel.id.clone(),
+                    }),
+                    Decision::AlreadyLinked(link) => Ok(already_linked(channel, link)),
+                    Decision::Refuse(refusal) => Err(refusal),
+                }
+            }
         };
-        let prepared = match EmailAddress::parse(email) {
-            Ok(email) => Prepared {
-                channel,
-                email,
-                verified: true,
-            },
-            Err(_) => return Ok(self.refuse(&request, Some(channel), Refusal::InvalidEmail)),
-        };
-        let mut conn = self.db.get()?;
-        let answer = match self.decide(&mut conn, &prepared, None)? {
-            Decision::Link { account_number, .. } => Ok(Resolution {
-                outcome: Outcome::WouldLink,
-                account_number: Some(account_number),
-                channel: channel.id.clone(),
-            }),
-            Decision::Create => Ok(Resolution {
-                outcome: Outcome::WouldCreate,
-                account_number: None,
-                channel: channel.id.clone(),
-            }),
-            Decision::AlreadyLinked(link) => Ok(already_linked(channel, link)),
-            Decision::Refuse(refusal) => Err(refusal),
-        };
-        self.audit
-            .record(self.event(&request, &answer, Some(channel)));
+        let mut event = self.event(&request, &answer, channel);
+        event.actor = actor.to_string();
+        self.audit.record(event);
         Ok(answer)
     }
 
@@ -420,8 +464,7 @@ impl Engine {
     }
 
     fn new_account_number(&self) -> String {
-        let n: u64 = rand::thread_rng().gen_range(0..1_000_000_000_000);
-        format!("{}{n:012}", self.settings.account_number_prefix)
+        crate::domain::AccountNumber::generate(&self.settings.account_number_prefix).into_string()
     }
 
     fn event(

@@ -13,7 +13,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::domain::EmailAddress;
+use crate::domain::customer::parse_name;
+use crate::domain::{AccountNumber, EmailAddress, LegalEntity, PartyType};
 use crate::storage::customers::{self, NewCustomer, UpsertCounts};
 use crate::storage::{self, Db, StorageError};
 
@@ -112,6 +113,47 @@ struct RawRow {
     last_name: Option<String>,
 }
 
+impl RawRow {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            account_number: self.account_number.as_deref(),
+            legal_entity: self.legal_entity.as_deref(),
+            party_type: self.party_type.as_deref(),
+            is_b2b: self.is_b2b.as_ref().map(|b| match b {
+                BoolField::Bool(b) => BoolRef::Bool(*b),
+                BoolField::Text(t) => BoolRef::Text(t),
+            }),
+            primary_email: self.primary_email.as_deref(),
+            first_name: self.first_name.as_deref(),
+            last_name: self.last_name.as_deref(),
+        }
+    }
+}
+
+/// One row's fields, borrowed from the reader's buffer, in [`COLUMNS`] order.
+#[derive(Debug, Clone, Copy)]
+struct Fields<'a> {
+    account_number: Option<&'a str>,
+    legal_entity: Option<&'a str>,
+    party_type: Option<&'a str>,
+    is_b2b: Option<BoolRef<'a>>,
+    primary_email: Option<&'a str>,
+    first_name: Option<&'a str>,
+    last_name: Option<&'a str>,
+}
+
+/// `is_b2b` as read.
+#[derive(Debug, Clone, Copy)]
+enum BoolRef<'a> {
+    Bool(bool),
+    Text(&'a str),
+}
+
+/// Where each of [`COLUMNS`] is in the file (the header was checked: all are present).
+fn column_indices(headers: &csv::StringRecord) -> [usize; 7] {
+    COLUMNS.map(|name| headers.iter().position(|h| h == name).unwrap_or(usize::MAX))
+}
+
 /// `is_b2b` as JSON true/false or text.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -187,11 +229,11 @@ pub fn import_reader<R: Read>(
                 Ok(())
             };
         let mut on_row = |line: u64,
-                          raw: Result<RawRow, String>,
+                          fields: Result<Fields<'_>, String>,
                           report: &mut ImportReport,
                           batch: &mut Vec<Row>| {
             report.rows += 1;
-            match raw.and_then(Row::validate).and_then(|row| {
+            match fields.and_then(Row::validate).and_then(|row| {
                 if seen.insert(hash_of(&row.account_number)) {
                     Ok(row)
                 } else {
@@ -221,16 +263,25 @@ pub fn import_reader<R: Read>(
                     .map_err(|e| ImportError::File(format!("cannot read the CSV header: {e}")))?
                     .clone();
                 check_header(&headers)?;
+                let columns = column_indices(&headers);
                 let mut record = csv::StringRecord::new();
                 loop {
                     let line = csv.position().line();
                     match csv.read_record(&mut record) {
                         Ok(false) => break,
                         Ok(true) => {
-                            let raw = record
-                                .deserialize::<RawRow>(Some(&headers))
-                                .map_err(|e| csv_reason(&e));
-                            on_row(line, raw, &mut report, &mut batch);
+                            // Fields are read in place by column; no serde, no copy per field.
+                            let field = |column: usize| record.get(columns[column]);
+                            let fields = Fields {
+                                account_number: field(0),
+                                legal_entity: field(1),
+                                party_type: field(2),
+                                is_b2b: field(3).map(BoolRef::Text),
+                                primary_email: field(4),
+                                first_name: field(5),
+                                last_name: field(6),
+                            };
+                            on_row(line, Ok(fields), &mut report, &mut batch);
                         }
                         Err(e) => {
                             if matches!(e.kind(), csv::ErrorKind::Io(_)) {
@@ -258,7 +309,8 @@ pub fn import_reader<R: Read>(
                             e.column()
                         )
                     });
-                    on_row(index as u64 + 1, raw, &mut report, &mut batch);
+                    let fields = raw.as_ref().map(RawRow::fields).map_err(Clone::clone);
+                    on_row(index as u64 + 1, fields, &mut report, &mut batch);
                     if batch.len() >= BATCH {
                         flush(&mut batch, &mut report)?;
                     }
@@ -327,61 +379,44 @@ fn hash_of(value: &str) -> u64 {
     hasher.finish()
 }
 
-fn non_empty(value: Option<String>) -> Option<String> {
-    value
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+/// `true`/`false`, `1`/`0`, `yes`/`no` in any case; empty is false.
+fn parse_bool(text: &str) -> Option<bool> {
+    const TRUE: [&str; 3] = ["true", "1", "yes"];
+    const FALSE: [&str; 4] = ["false", "0", "no", ""];
+    if TRUE.iter().any(|t| t.eq_ignore_ascii_case(text)) {
+        Some(true)
+    } else if FALSE.iter().any(|f| f.eq_ignore_ascii_case(text)) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 impl Row {
-    fn validate(raw: RawRow) -> Result<Row, String> {
-        let account_number = non_empty(raw.account_number).ok_or("account_number is empty")?;
-        if account_number.len() > 64
-            || account_number
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err("account_number must be at most 64 characters without spaces".into());
-        }
-        let legal_entity = non_empty(raw.legal_entity).ok_or("legal_entity is empty")?;
-        if legal_entity.len() > 64
-            || legal_entity
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err("legal_entity must be at most 64 characters without spaces".into());
-        }
-        let party_type = match non_empty(raw.party_type)
-            .map(|p| p.to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("person") => "person",
-            Some("organization" | "organisation") => "organization",
-            _ => return Err("party_type must be person or organization".into()),
-        };
-        let is_b2b = match raw.is_b2b {
-            Some(BoolField::Bool(b)) => b,
-            Some(BoolField::Text(t)) => match t.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" | "" => false,
-                _ => return Err("is_b2b must be true or false".into()),
-            },
+    /// Checks a row with the same parsers as every other way in (`crate::domain::customer`).
+    fn validate(fields: Fields<'_>) -> Result<Row, String> {
+        let account_number = AccountNumber::parse(fields.account_number.unwrap_or_default())?;
+        let legal_entity = LegalEntity::parse(fields.legal_entity.unwrap_or_default())?;
+        let party_type = PartyType::parse(fields.party_type.unwrap_or_default())?;
+        let is_b2b = match fields.is_b2b {
+            Some(BoolRef::Bool(b)) => b,
+            Some(BoolRef::Text(t)) => parse_bool(t.trim()).ok_or("is_b2b must be true or false")?,
             None => false,
         };
-        let primary_email = match non_empty(raw.primary_email) {
+        let primary_email = match fields.primary_email.map(str::trim).filter(|e| !e.is_empty()) {
             Some(email) => {
-                Some(EmailAddress::parse(&email).map_err(|e| format!("primary_email: {e}"))?)
+                Some(EmailAddress::parse(email).map_err(|e| format!("primary_email: {e}"))?)
             }
             None => None,
         };
         Ok(Row {
-            account_number,
-            legal_entity: legal_entity.to_ascii_uppercase(),
-            party_type,
+            account_number: account_number.into_string(),
+            legal_entity: legal_entity.as_str().to_string(),
+            party_type: party_type.as_str(),
             is_b2b,
             primary_email,
-            first_name: non_empty(raw.first_name),
-            last_name: non_empty(raw.last_name),
+            first_name: parse_name(fields.first_name).map_err(|m| format!("first_name {m}"))?,
+            last_name: parse_name(fields.last_name).map_err(|m| format!("last_name {m}"))?,
         })
     }
 

@@ -7,11 +7,14 @@
 //! - [`api`]: the HTTP wire formats; [`auth`]: who may call;
 //! - [`config`], [`startup`], [`cli`]: settings, server assembly and the command line;
 //! - [`import`]: customer import; [`messages`]: what refused users read.
+//! - [`admin`]: the back office's operations (admin API and CLI); [`metrics`]: Prometheus.
+//! - [`policies`]: the sample custom policies: rendering per environment, reading a chain.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -20,6 +23,8 @@ pub mod domain;
 pub mod engine;
 pub mod import;
 pub mod messages;
+pub mod metrics;
+pub mod policies;
 pub mod startup;
 pub mod storage;
 pub mod tls;

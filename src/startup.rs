@@ -8,6 +8,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
+use crate::admin::Admin;
 use crate::api::authn::ConnectorAuth;
 use crate::api::{self, AppState};
 use crate::auth::api_key::ApiKeys;
@@ -17,6 +18,7 @@ use crate::auth::oidc::{AccessTokenVerifier, B2cIdTokenVerifier};
 use crate::config::Settings;
 use crate::engine::{Engine, EngineSettings};
 use crate::messages::Catalogue;
+use crate::metrics::Metrics;
 use crate::storage::audit::{AuditWriter, AuditWriterHandle};
 use crate::storage::{Db, PoolOptions};
 use crate::tls::ClientCertPolicy;
@@ -42,6 +44,7 @@ pub fn open_database(settings: &Settings) -> anyhow::Result<Db> {
 /// Builds the engine over an open database; returns the audit writer's handle with it.
 pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, AuditWriterHandle)> {
     let channels = settings.channel_directory()?;
+    let metrics = Arc::new(Metrics::new(&channels)?);
     let (audit, audit_handle) = AuditWriter::start(db.clone());
     let engine_settings = EngineSettings {
         linking_enabled: settings.linking.enabled,
@@ -50,9 +53,20 @@ pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, Audi
         account_number_prefix: settings.customers.account_number_prefix.clone(),
     };
     Ok((
-        Engine::new(db, channels, engine_settings, audit),
+        Engine::new(db, channels, engine_settings, audit, metrics),
         audit_handle,
     ))
+}
+
+/// Builds the administrative operations (and the engine they preview with) over an open
+/// database; returns the audit writer's handle with them.
+pub fn build_admin(settings: &Settings, db: Db) -> anyhow::Result<(Admin, AuditWriterHandle)> {
+    let (engine, audit) = build_engine(settings, db)?;
+    let admin = Admin::new(
+        Arc::new(engine),
+        settings.customers.account_number_prefix.clone(),
+    );
+    Ok((admin, audit))
 }
 
 impl Application {
@@ -111,14 +125,21 @@ impl Application {
             bearer,
             client_certificate,
         };
+        let engine = Arc::new(engine);
+        let admin = Arc::new(Admin::new(
+            engine.clone(),
+            settings.customers.account_number_prefix.clone(),
+        ));
         let state = web::Data::new(AppState {
-            engine: Arc::new(engine),
+            engine,
             connector_auth,
             tenant_issuer: settings.tenant_issuer.clone(),
             max_body_bytes: settings.limits.max_body_bytes,
             request_timeout: Duration::from_millis(settings.database.request_timeout_ms),
             messages,
             id_tokens,
+            admin,
+            admin_token: credentials.admin_token,
         });
         let listener = TcpListener::bind(&settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;

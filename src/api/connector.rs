@@ -83,6 +83,16 @@ struct IdentityEntry {
 }
 
 /// `POST /b2c/api-connector`.
+#[utoipa::path(
+    post, path = "/b2c/api-connector", tag = "b2c",
+    request_body = crate::api::openapi::ConnectorRequest,
+    responses(
+        (status = 200, description = "Continue (with the account number at PreTokenIssuance) or a block page", body = crate::api::openapi::ConnectorResponse),
+        (status = 400, description = "Validation error (PostAttributeCollection only)", body = crate::api::openapi::ConnectorResponse),
+        (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
+    ),
+    security(("connector_basic" = []), ("connector_api_key" = []), ("connector_bearer" = []))
+)]
 pub async fn api_connector(
     req: HttpRequest,
     payload: web::Payload,

@@ -6,11 +6,22 @@ use serde_json::json;
 use super::AppState;
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process answers", body = crate::api::openapi::Health))
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: the database answers within the request time limit.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = crate::api::openapi::Health),
+        (status = 503, description = "The database does not answer in time", body = crate::api::openapi::Health),
+    )
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let engine = state.engine.clone();
     let ping = web::block(move || engine.db().ping());

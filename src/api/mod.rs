@@ -2,12 +2,16 @@
 //!
 //! Handlers parse into domain types, call the engine, and render the answer; no rule lives here.
 
+pub mod admin;
 pub mod authn;
 pub mod body;
 pub mod connector;
 pub mod health;
+pub mod metrics;
+pub mod openapi;
 pub mod relying_party;
 pub mod rest;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
 use serde_json::json;
 
@@ -41,6 +45,10 @@ pub struct AppState {
     pub messages: Catalogue,
     /// Verifies B2C ID tokens for `POST /v1/link`, when `[relying_party]` is configured.
     pub id_tokens: Option<Arc<B2cIdTokenVerifier>>,
+    /// The administrative operations of `/admin/v1/`.
+    pub admin: Arc<crate::admin::Admin>,
+    /// The admin token's hash (the admin API's only credential).
+    pub admin_token: crate::auth::HashedSecret,
 }
 
 /// The id of the current request, in request extensions.
@@ -51,19 +59,10 @@ pub struct RequestId(pub String);
 #[derive(Clone, Debug)]
 pub struct DecisionNote(pub String);
 
-/// Registers every route.
+/// Registers every route of [`routes::ROUTES`], and a JSON 404 for the rest.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .service(
-            web::scope("/b2c")
-                .wrap(from_fn(authn::require_b2c_caller))
-                .route("/api-connector", web::post().to(connector::api_connector))
-                .route("/rest/precheck", web::post().to(rest::precheck))
-                .route("/rest/link", web::post().to(rest::link)),
-        )
-        .route("/v1/link", web::post().to(relying_party::link))
-        .default_service(web::to(not_found));
+    routes::configure(cfg);
+    cfg.default_service(web::to(not_found));
 }
 
 async fn not_found() -> HttpResponse {
@@ -82,6 +81,14 @@ pub async fn request_context(
     let method = req.method().clone();
     let path = req.path().to_string();
     let mut res = next.call(req).await?;
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+        // The matched resource's name is its route pattern (routes::configure names them).
+        state.engine.metrics().observe_request(
+            res.request().match_name(),
+            &method,
+            started.elapsed().as_secs_f64(),
+        );
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         res.headers_mut()
             .insert(header::HeaderName::from_static("x-request-id"), value);
@@ -149,6 +156,10 @@ pub async fn link_identity(state: &AppState, request: LinkRequest, source: &str)
 
 /// The decision part of the request log line; the email is redacted.
 pub fn decision_note(step: Option<&str>, answer: &Answer, email: Option<&str>) -> String {
+    // Only the request log line reads it; skip the work when that line is not written.
+    if !log::log_enabled!(log::Level::Info) {
+        return String::new();
+    }
     let email = email
         .and_then(|e| EmailAddress::parse(e).ok())
         .map(|e| e.redacted())

@@ -29,6 +29,19 @@ pub fn status_of(refusal: Refusal) -> StatusCode {
 }
 
 /// `POST /v1/link`.
+#[utoipa::path(
+    post, path = "/v1/link", tag = "relying party",
+    responses(
+        (status = 200, description = "Linked, created or already linked", body = crate::api::openapi::RelyingPartySuccess),
+        (status = 400, description = "The token lacks what linking needs", body = crate::api::openapi::RelyingPartyRefusal),
+        (status = 401, description = "The ID token is missing or not valid", body = crate::api::openapi::Unauthorized),
+        (status = 403, description = "Email not verified, or unknown channel", body = crate::api::openapi::RelyingPartyRefusal),
+        (status = 404, description = "No business customer (B2B), or relying-party calls not configured", body = crate::api::openapi::RelyingPartyRefusal),
+        (status = 409, description = "Several customers, or the link needs review", body = crate::api::openapi::RelyingPartyRefusal),
+        (status = 503, description = "The database or the B2C keys are unavailable", body = crate::api::openapi::RelyingPartyRefusal),
+    ),
+    security(("id_token" = []))
+)]
 pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let request_id = request_id(&req);
     let Some(verifier) = state.id_tokens.clone() else {

@@ -69,6 +69,16 @@ impl Profile {
 }
 
 /// `POST /b2c/rest/precheck`: the sign-up check before the directory write.
+#[utoipa::path(
+    post, path = "/b2c/rest/precheck", tag = "b2c", description = "The sign-up check before the directory write (validation technical profile)",
+    request_body = crate::api::openapi::RestRequest,
+    responses(
+        (status = 200, description = "The output claims", body = crate::api::openapi::RestSuccess),
+        (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
+        (status = 409, description = "Refused", body = crate::api::openapi::RestRefusal),
+    ),
+    security(("connector_basic" = []), ("connector_api_key" = []), ("connector_bearer" = []))
+)]
 pub async fn precheck(
     req: HttpRequest,
     payload: web::Payload,
@@ -78,6 +88,16 @@ pub async fn precheck(
 }
 
 /// `POST /b2c/rest/link`: link (or resolve) once the user exists.
+#[utoipa::path(
+    post, path = "/b2c/rest/link", tag = "b2c", description = "Link (or resolve) once the user exists",
+    request_body = crate::api::openapi::RestRequest,
+    responses(
+        (status = 200, description = "The output claims", body = crate::api::openapi::RestSuccess),
+        (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
+        (status = 409, description = "Refused", body = crate::api::openapi::RestRefusal),
+    ),
+    security(("connector_basic" = []), ("connector_api_key" = []), ("connector_bearer" = []))
+)]
 pub async fn link(
     req: HttpRequest,
     payload: web::Payload,

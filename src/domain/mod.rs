@@ -4,6 +4,7 @@
 //! these types and asks [`rules::decide`] what to do.
 
 pub mod channel;
+pub mod customer;
 pub mod email;
 pub mod identity;
 pub mod refusal;
@@ -11,6 +12,7 @@ pub mod rules;
 pub mod verification;
 
 pub use channel::{Channel, ChannelDirectory, CustomerType};
+pub use customer::{AccountNumber, LegalEntity, PartyType};
 pub use email::{EmailAddress, EmailError};
 pub use identity::{Identity, SignInEvidence};
 pub use refusal::Refusal;

@@ -64,6 +64,113 @@ pub fn insert(conn: &mut DbConn, events: &[AuditEvent]) -> Result<(), StorageErr
     Ok(())
 }
 
+/// A stored audit event with its id (the pagination cursor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Database id; increases with every event.
+    pub id: i64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// What to look for in the audit log; every filter is optional and they combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter<'a> {
+    /// Events at or after this time (UTC).
+    pub from: Option<chrono::NaiveDateTime>,
+    /// Events before this time (UTC).
+    pub to: Option<chrono::NaiveDateTime>,
+    /// The channel id.
+    pub channel: Option<&'a str>,
+    /// The outcome.
+    pub outcome: Option<&'a str>,
+    /// The normalised email key.
+    pub email_key: Option<&'a str>,
+    /// The identity issuer.
+    pub issuer: Option<&'a str>,
+    /// The identity subject.
+    pub subject: Option<&'a str>,
+    /// Only events with a smaller id (the cursor of the previous page).
+    pub before: Option<i64>,
+    /// Most events returned.
+    pub limit: i64,
+}
+
+/// Events matching the filter, newest first.
+pub fn query(
+    conn: &mut DbConn,
+    filter: &AuditFilter<'_>,
+) -> Result<Vec<AuditRecord>, StorageError> {
+    let mut query = audit_events::table
+        .order(audit_events::id.desc())
+        .limit(filter.limit)
+        .select((audit_events::id, EVENT_COLUMNS))
+        .into_boxed();
+    if let Some(from) = filter.from {
+        query = query.filter(audit_events::at.ge(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(audit_events::at.lt(to));
+    }
+    if let Some(channel) = filter.channel {
+        query = query.filter(audit_events::channel.eq(channel));
+    }
+    if let Some(outcome) = filter.outcome {
+        query = query.filter(audit_events::outcome.eq(outcome));
+    }
+    if let Some(email_key) = filter.email_key {
+        query = query.filter(audit_events::email_key.eq(email_key));
+    }
+    if let Some(issuer) = filter.issuer {
+        query = query.filter(audit_events::issuer.eq(issuer));
+    }
+    if let Some(subject) = filter.subject {
+        query = query.filter(audit_events::subject.eq(subject));
+    }
+    if let Some(before) = filter.before {
+        query = query.filter(audit_events::id.lt(before));
+    }
+    let rows: Vec<(i64, AuditEvent)> = query.load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, event)| AuditRecord { id, event })
+        .collect())
+}
+
+/// The type of [`EVENT_COLUMNS`].
+type EventColumns = (
+    audit_events::at,
+    audit_events::request_id,
+    audit_events::actor,
+    audit_events::source,
+    audit_events::step,
+    audit_events::channel,
+    audit_events::outcome,
+    audit_events::code,
+    audit_events::email_key,
+    audit_events::issuer,
+    audit_events::subject,
+    audit_events::account_number,
+    audit_events::detail,
+);
+
+/// The columns of [`AuditEvent`], in its field order.
+const EVENT_COLUMNS: EventColumns = (
+    audit_events::at,
+    audit_events::request_id,
+    audit_events::actor,
+    audit_events::source,
+    audit_events::step,
+    audit_events::channel,
+    audit_events::outcome,
+    audit_events::code,
+    audit_events::email_key,
+    audit_events::issuer,
+    audit_events::subject,
+    audit_events::account_number,
+    audit_events::detail,
+);
+
 /// The most recent events, newest first.
 pub fn recent(conn: &mut DbConn, limit: i64) -> Result<Vec<AuditEvent>, StorageError> {
     Ok(audit_events::table

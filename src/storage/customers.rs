@@ -85,18 +85,21 @@ pub fn find_candidates(
     email_key: &str,
     b2b_only: bool,
 ) -> Result<Vec<Candidate>, StorageError> {
-    let mut query = customers::table
+    // One static query (no boxing) so the prepared statement is cached: on a B2B channel only
+    // `is_b2b` records, otherwise any (`is_b2b = true OR is_b2b = false`).
+    let query = customers::table
         .filter(customers::legal_entity.eq(legal_entity))
         .filter(customers::email_key.eq(email_key))
         .filter(customers::party_type.eq("person"))
         .filter(customers::active.eq(true))
+        .filter(
+            customers::is_b2b
+                .eq(true)
+                .or(customers::is_b2b.eq(b2b_only)),
+        )
         .select((customers::id, customers::account_number))
-        .order(customers::id)
-        .into_boxed();
-    if b2b_only {
-        query = query.filter(customers::is_b2b.eq(true));
-    }
-    let rows: Vec<(i64, String)> = query.load(conn)?;
+        .order(customers::id);
+    let rows: Vec<(i64, String)> = crate::on_backend!(conn, c => query.load(c))?;
     let mut candidates: Vec<Candidate> = rows
         .into_iter()
         .map(|(customer_id, account_number)| Candidate {
@@ -107,12 +110,12 @@ pub fn find_candidates(
         .collect();
     // Only a single candidate can be linked; with several the answer is a refusal anyway.
     if let [one] = candidates.as_mut_slice() {
-        let other: i64 = identity_links::table
+        let query = identity_links::table
             .filter(identity_links::customer_id.eq(one.customer_id))
             .filter(identity_links::active.eq(true))
             .filter(identity_links::email_key.ne(email_key))
-            .count()
-            .get_result(conn)?;
+            .count();
+        let other: i64 = crate::on_backend!(conn, c => query.get_result(c))?;
         one.has_links_under_other_email = other > 0;
     }
     Ok(candidates)
@@ -217,4 +220,123 @@ fn same_fields(current: &Customer, row: &NewCustomer<'_>) -> bool {
         && current.email_key.as_deref() == row.email_key
         && current.first_name.as_deref() == row.first_name
         && current.last_name.as_deref() == row.last_name
+}
+
+/// A customer by database id.
+pub fn find(conn: &mut DbConn, id: i64) -> Result<Option<Customer>, StorageError> {
+    Ok(customers::table
+        .find(id)
+        .select(Customer::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Customers whose email key is `email_key` (in one legal entity when given), by id, after the
+/// id `after` (keyset pagination).
+pub fn find_by_email_key(
+    conn: &mut DbConn,
+    email_key: &str,
+    legal_entity: Option<&str>,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Customer>, StorageError> {
+    let mut query = customers::table
+        .filter(customers::email_key.eq(email_key))
+        .filter(customers::id.gt(after.unwrap_or(0)))
+        .order(customers::id)
+        .limit(limit)
+        .select(Customer::as_select())
+        .into_boxed();
+    if let Some(legal_entity) = legal_entity {
+        query = query.filter(customers::legal_entity.eq(legal_entity));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// The fields an administrator may change; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = customers)]
+pub struct CustomerChanges<'a> {
+    /// B2B flag.
+    pub is_b2b: Option<bool>,
+    /// Primary email (`Some(None)` removes it).
+    pub primary_email: Option<Option<&'a str>>,
+    /// Normalised key of the primary email, changed with it.
+    pub email_key: Option<Option<&'a str>>,
+    /// First name (`Some(None)` removes it).
+    pub first_name: Option<Option<&'a str>>,
+    /// Last name (`Some(None)` removes it).
+    pub last_name: Option<Option<&'a str>>,
+    /// The race guard; cleared (`Some(None)`) when the email changes or the record is
+    /// deactivated, so a new sign-up with the old email can create a record again.
+    pub creation_key: Option<Option<&'a str>>,
+    /// Active flag.
+    pub active: Option<bool>,
+    /// Last change.
+    pub updated_at: Option<chrono::NaiveDateTime>,
+}
+
+/// Applies changes to a customer.
+pub fn update(
+    conn: &mut DbConn,
+    id: i64,
+    changes: &CustomerChanges<'_>,
+) -> Result<(), StorageError> {
+    diesel::update(customers::table.find(id))
+        .set(changes)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// A person record with an email, as the duplicate report reads it.
+#[derive(Debug, Clone, Queryable, PartialEq, Eq)]
+pub struct PersonEmail {
+    /// Customer account number.
+    pub account_number: String,
+    /// B2B flag.
+    pub is_b2b: bool,
+    /// Primary email as given.
+    pub primary_email: String,
+    /// Its normalised key.
+    pub email_key: String,
+}
+
+/// The active person records with an email in a legal entity, by email key.
+pub fn persons_with_email(
+    conn: &mut DbConn,
+    legal_entity: &str,
+) -> Result<Vec<PersonEmail>, StorageError> {
+    let rows: Vec<(String, bool, Option<String>, Option<String>)> = customers::table
+        .filter(customers::legal_entity.eq(legal_entity))
+        .filter(customers::party_type.eq("person"))
+        .filter(customers::active.eq(true))
+        .filter(customers::email_key.is_not_null())
+        .order((customers::email_key, customers::id))
+        .select((
+            customers::account_number,
+            customers::is_b2b,
+            customers::primary_email,
+            customers::email_key,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(account_number, is_b2b, email, key)| {
+            Some(PersonEmail {
+                account_number,
+                is_b2b,
+                primary_email: email.or_else(|| key.clone())?,
+                email_key: key?,
+            })
+        })
+        .collect())
+}
+
+/// Number of active links of a customer.
+pub fn active_link_count(conn: &mut DbConn, customer_id: i64) -> Result<i64, StorageError> {
+    Ok(identity_links::table
+        .filter(identity_links::customer_id.eq(customer_id))
+        .filter(identity_links::active.eq(true))
+        .count()
+        .get_result(conn)?)
 }

@@ -52,6 +52,10 @@ pub struct Link {
     pub linked_by: String,
     /// Whether the link is active.
     pub active: bool,
+    /// Creation time (UTC).
+    pub created_at: chrono::NaiveDateTime,
+    /// Last change (UTC): when it was deactivated, for an inactive link.
+    pub updated_at: chrono::NaiveDateTime,
 }
 
 /// The active link of an identity, with its customer's account number.
@@ -60,14 +64,17 @@ pub fn find_active(
     issuer: &str,
     subject: &str,
 ) -> Result<Option<ExistingLink>, StorageError> {
-    let row: Option<(i64, String)> = identity_links::table
+    let query = identity_links::table
         .inner_join(customers::table)
         .filter(identity_links::issuer.eq(issuer))
         .filter(identity_links::subject.eq(subject))
         .filter(identity_links::active.eq(true))
-        .select((customers::id, customers::account_number))
-        .first(conn)
-        .optional()?;
+        .select((customers::id, customers::account_number));
+    // No `.first()`: diesel binds its LIMIT as a parameter, and SQLite re-prepares a statement
+    // with a bound LIMIT on every call (a fifth of the sign-in path's CPU). An identity has at
+    // most one active link (a unique index), so loading all rows reads at most one.
+    let rows: Vec<(i64, String)> = crate::on_backend!(conn, c => query.load(c))?;
+    let row = rows.into_iter().next();
     Ok(row.map(|(customer_id, account_number)| ExistingLink {
         customer_id,
         account_number,
@@ -96,5 +103,58 @@ pub fn count_active(conn: &mut DbConn) -> Result<i64, StorageError> {
     Ok(identity_links::table
         .filter(identity_links::active.eq(true))
         .count()
+        .get_result(conn)?)
+}
+
+/// A link by database id, with its customer's account number.
+pub fn find(conn: &mut DbConn, id: i64) -> Result<Option<(Link, String)>, StorageError> {
+    Ok(identity_links::table
+        .inner_join(customers::table)
+        .filter(identity_links::id.eq(id))
+        .select((Link::as_select(), customers::account_number))
+        .first(conn)
+        .optional()?)
+}
+
+/// The links of an identity, active or not, oldest first, with their customers' account numbers.
+pub fn list_for_identity(
+    conn: &mut DbConn,
+    issuer: &str,
+    subject: &str,
+) -> Result<Vec<(Link, String)>, StorageError> {
+    Ok(identity_links::table
+        .inner_join(customers::table)
+        .filter(identity_links::issuer.eq(issuer))
+        .filter(identity_links::subject.eq(subject))
+        .order(identity_links::id)
+        .select((Link::as_select(), customers::account_number))
+        .load(conn)?)
+}
+
+/// Deactivates a link if it is active. Returns false when it was not (already inactive, or
+/// deactivated meanwhile): the row is kept either way.
+pub fn deactivate(
+    conn: &mut DbConn,
+    id: i64,
+    at: chrono::NaiveDateTime,
+) -> Result<bool, StorageError> {
+    let changed = diesel::update(
+        identity_links::table
+            .find(id)
+            .filter(identity_links::active.eq(true)),
+    )
+    .set((
+        identity_links::active.eq(false),
+        identity_links::updated_at.eq(at),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Inserts a link and returns its id.
+pub fn insert_returning_id(conn: &mut DbConn, link: &NewLink<'_>) -> Result<i64, StorageError> {
+    Ok(diesel::insert_into(identity_links::table)
+        .values(link)
+        .returning(identity_links::id)
         .get_result(conn)?)
 }

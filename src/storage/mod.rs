@@ -7,6 +7,7 @@ pub mod audit;
 pub mod credentials;
 pub mod customers;
 pub mod links;
+pub mod prospects;
 pub mod schema;
 
 use std::path::Path;
@@ -19,6 +20,20 @@ use diesel::r2d2::{self, ManageConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+/// Runs a diesel expression on the concrete connection inside a [`DbConn`]. Queries executed
+/// through the `MultiConnection` wrapper are prepared anew on every call; on the concrete
+/// connection diesel keeps them in its prepared-statement cache. Use it on hot paths (and for
+/// multi-row inserts, which the wrapper does not support).
+#[macro_export]
+macro_rules! on_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::storage::DbConn::Sqlite($c) => $body,
+            $crate::storage::DbConn::Postgres($c) => $body,
+        }
+    };
+}
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

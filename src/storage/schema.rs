@@ -63,10 +63,32 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    b2b_prospects (id) {
+        id -> BigInt,
+        email -> Text,
+        email_key -> Text,
+        legal_entity -> Text,
+        company_name -> Text,
+        first_name -> Nullable<Text>,
+        last_name -> Nullable<Text>,
+        status -> Text,
+        requested_by -> Text,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+        decision_reason -> Nullable<Text>,
+        organization_id -> Nullable<BigInt>,
+        person_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(identity_links -> customers (customer_id));
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     identity_links,
     audit_events,
-    service_credentials
+    service_credentials,
+    b2b_prospects
 );

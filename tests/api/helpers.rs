@@ -21,11 +21,19 @@ pub const TENANT_ISSUER: &str =
     "https://fabrikam.b2clogin.com/775527ff-9a37-4307-8b3d-cc311f58d925/v2.0/";
 pub const CONNECTOR_USER: &str = "b2c-connector";
 pub const CONNECTOR_PASSWORD: &str = "correct horse battery staple";
+/// The admin API's bearer token in tests (different from every connector credential).
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
 /// The argon2 hash of the test password, computed once per test binary.
 pub fn password_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| autolink::auth::hash_secret(CONNECTOR_PASSWORD).unwrap())
+}
+
+/// The argon2 hash of the test admin token, computed once per test binary.
+pub fn admin_token_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| autolink::auth::hash_secret(ADMIN_TOKEN).unwrap())
 }
 
 /// The PostgreSQL server to test against, when configured.
@@ -147,7 +155,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         password_hash: Some(password_hash().to_string()),
         password: None,
     });
-    settings.admin.token_hash = Some(password_hash().to_string());
+    settings.admin.token_hash = Some(admin_token_hash().to_string());
     settings
 }
 

@@ -1,0 +1,261 @@
+//! The admin API's one error type, mapped once to HTTP: `{"error", "field", "message"}` with 400
+//! for a bad field, 404 for an unknown id, 409 for a conflict, 415 for a body that is not JSON,
+//! 413 for a body over the limit, and 503 when the database failed. Nothing a caller sends is
+//! answered with a 500; the cause of a 503 is logged, never shown.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::admin::AdminError;
+
+/// Largest admin request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The body of every admin error answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `invalid_field`, `not_found`, `unauthorized`, `account_number_exists`,
+    /// `link_inactive`, `customer_inactive`, `same_customer`, `prospect_pending`,
+    /// `prospect_not_pending`, `customer_exists`, `duplicate_email`, `conflict`,
+    /// `unsupported_media_type`, `payload_too_large`, `method_not_allowed`, `unavailable`.
+    pub error: String,
+    /// The field concerned (JSON key, query parameter, path parameter or header), when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+/// An admin request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// What the operation said.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// A body that does not say it is JSON.
+    #[error("the body must be JSON (content-type: application/json)")]
+    UnsupportedMediaType,
+    /// A body over [`MAX_BODY_BYTES`].
+    #[error("the body is larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
+    /// The database did not answer in time, or a worker failed.
+    #[error("the service is unavailable; nothing was changed; try again")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn body(&self) -> (StatusCode, ErrorBody) {
+        let body = |error: &str, field: Option<&str>, message: String| ErrorBody {
+            error: error.to_string(),
+            field: field.map(str::to_string),
+            message,
+        };
+        match self {
+            ApiError::Admin(AdminError::Invalid { field, message }) => (
+                StatusCode::BAD_REQUEST,
+                body("invalid_field", Some(field), format!("{field}: {message}")),
+            ),
+            ApiError::Admin(AdminError::NotFound { field, message }) => (
+                StatusCode::NOT_FOUND,
+                body("not_found", Some(field), message.clone()),
+            ),
+            ApiError::Admin(AdminError::Conflict {
+                code,
+                field,
+                message,
+            }) => (StatusCode::CONFLICT, body(code, *field, message.clone())),
+            // A race lost to a concurrent change of the same record.
+            ApiError::Admin(AdminError::Storage(e)) if e.is_unique_violation() => (
+                StatusCode::CONFLICT,
+                body(
+                    "conflict",
+                    None,
+                    "a concurrent change conflicts with this one; read and try again".into(),
+                ),
+            ),
+            ApiError::Admin(AdminError::Storage(_)) | ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                body(
+                    "unavailable",
+                    None,
+                    "the database is unavailable; nothing was changed; try again".into(),
+                ),
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                body(
+                    "unsupported_media_type",
+                    Some("content-type"),
+                    self.to_string(),
+                ),
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                body("payload_too_large", Some("body"), self.to_string()),
+            ),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.body().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, body) = self.body();
+        if let ApiError::Admin(AdminError::Storage(cause)) = self {
+            log::warn!("admin request failed in storage: {cause}");
+        }
+        HttpResponse::build(status).json(body)
+    }
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`]. An empty body reads as `{}`, so operations
+/// whose fields are all optional need none. A field of the wrong type, a missing or an unknown
+/// field is a 400 naming the field.
+pub async fn read_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: actix_web::web::Payload,
+) -> Result<T, ApiError> {
+    let mut body = actix_web::web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::Admin(AdminError::invalid("body", "could not be read")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        if !crate::api::body::is_json(req) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        &body
+    };
+    parse_json(bytes)
+}
+
+/// Parses JSON, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return AdminError::invalid(
+                "body",
+                format!(
+                    "is not valid JSON (line {} column {})",
+                    inner.line(),
+                    inner.column()
+                ),
+            );
+        }
+        let message = strip_position(&inner.to_string());
+        // At the top level (no path, or inside an array) the field is the one serde quotes
+        // (`missing field `email``, `unknown field `colour``), else the body as a whole.
+        let top_level = path == "." || path.is_empty() || path.starts_with('[');
+        let names_a_field =
+            message.starts_with("missing field") || message.starts_with("unknown field");
+        let field = match quoted_field(&message) {
+            Some(name) if top_level && names_a_field => name.to_string(),
+            _ if top_level => "body".to_string(),
+            _ => path,
+        };
+        AdminError::invalid(&field, message)
+    })?;
+    deserializer
+        .end()
+        .map_err(|_| AdminError::invalid("body", "has text after the JSON value"))?;
+    Ok(value)
+}
+
+/// The field serde names in backticks (`missing field `email``, `unknown field `x``).
+fn quoted_field(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+/// serde_json ends its messages with the position; the field is named instead.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The query string of a request, taken apart. Each parameter may appear once; a parameter the
+/// endpoint does not know is a 400 naming it.
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    /// Parses a query string.
+    pub fn parse(req: &HttpRequest) -> Result<QueryParams, ApiError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(req.query_string().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        for (index, (name, _)) in pairs.iter().enumerate() {
+            if pairs[..index].iter().any(|(other, _)| other == name) {
+                return Err(AdminError::invalid(name, "is given more than once").into());
+            }
+        }
+        Ok(QueryParams { pairs })
+    }
+
+    /// Takes a parameter.
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let index = self.pairs.iter().position(|(k, _)| k == name)?;
+        Some(self.pairs.remove(index).1)
+    }
+
+    /// Refuses the parameters nobody took.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.pairs.first() {
+            Some((name, _)) => {
+                Err(AdminError::invalid(name, "is not a parameter of this endpoint").into())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// A path parameter (always present when the route matched).
+pub fn path_param(req: &HttpRequest, name: &'static str) -> Result<String, ApiError> {
+    req.match_info()
+        .get(name)
+        .map(str::to_string)
+        .ok_or_else(|| AdminError::invalid(name, "is missing").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::customers::NewCustomerRequest;
+
+    fn field_of(json: &str) -> String {
+        match parse_json::<NewCustomerRequest>(json.as_bytes()) {
+            Err(ApiError::Admin(AdminError::Invalid { field, .. })) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert_eq!(field_of(r#"{"isB2b": "yes"}"#), "isB2b");
+        assert_eq!(field_of(r#"{"colour": "blue"}"#), "colour");
+        assert_eq!(field_of(r#"{"legalEntity": 3}"#), "legalEntity");
+        assert_eq!(field_of(r#"{"legalEntity": "#), "body");
+        assert_eq!(field_of(r#"[1, 2]"#), "body");
+        assert_eq!(field_of(r#"{} {}"#), "body");
+    }
+}
