@@ -182,24 +182,7 @@ impl Engine {
         };
         let mut conn = self.db.get()?;
         let decision = self.decide(&mut conn, &prepared, None)?;
-        Ok(match decision {
-            Decision::Link { account_number, .. } => Ok(Resolution {
-                outcome: Outcome::WouldLink,
-                account_number: Some(account_number),
-                channel: prepared.channel.id.clone(),
-            }),
-            Decision::Create => Ok(Resolution {
-                outcome: Outcome::WouldCreate,
-                account_number: None,
-                channel: prepared.channel.id.clone(),
-            }),
-            Decision::AlreadyLinked(link) => Ok(Resolution {
-                outcome: Outcome::AlreadyLinked,
-                account_number: Some(link.account_number),
-                channel: prepared.channel.id.clone(),
-            }),
-            Decision::Refuse(refusal) => Err(refusal),
-        })
+        Ok(check_answer(&prepared, decision))
     }
 
     /// Links the identity (or resolves its existing link) and returns the account number.
@@ -275,6 +258,29 @@ impl Engine {
             self.metrics.decision(Some(&channel.id), &answer);
         }
         queued.then_some(answer)
+    }
+
+    /// The sign-up checks on SQLite without leaving the calling (async) thread, under the same
+    /// conditions as [`Engine::resolve_linked_without_waiting`]: an idle connection at hand and
+    /// room in the audit queue, else `None` and the caller takes the blocking path.
+    pub fn check_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
+        if self.db.backend() != "sqlite" {
+            return None;
+        }
+        let mut conn = self.db.try_get()?;
+        let answer = match self.prepare(request) {
+            Err(refusal) => Err(refusal),
+            Ok(prepared) => {
+                let decision = self.decide(&mut conn, &prepared, None).ok()?;
+                check_answer(&prepared, decision)
+            }
+        };
+        drop(conn);
+        if !self.audit.try_record(self.event(request, &answer, None)) {
+            return None;
+        }
+        self.count(request, &answer);
+        Some(answer)
     }
 
     /// Decides and writes inside the transaction. Returns the answer and whether its audit event
@@ -500,6 +506,29 @@ impl Engine {
             account_number,
             detail: None,
         }
+    }
+}
+
+/// What a check answers for a decision: what would happen, or the refusal.
+fn check_answer(prepared: &Prepared<'_>, decision: Decision) -> Answer {
+    let channel = prepared.channel.id.clone();
+    match decision {
+        Decision::Link { account_number, .. } => Ok(Resolution {
+            outcome: Outcome::WouldLink,
+            account_number: Some(account_number),
+            channel,
+        }),
+        Decision::Create => Ok(Resolution {
+            outcome: Outcome::WouldCreate,
+            account_number: None,
+            channel,
+        }),
+        Decision::AlreadyLinked(link) => Ok(Resolution {
+            outcome: Outcome::AlreadyLinked,
+            account_number: Some(link.account_number),
+            channel,
+        }),
+        Decision::Refuse(refusal) => Err(refusal),
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::body::read_json;
-use super::{decision_note, link_identity, noted, request_id, run_engine, AppState};
+use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::{Answer, LinkRequest};
 
@@ -124,12 +124,7 @@ pub async fn api_connector(
     let email = request.email.clone();
     let answer = match step {
         Step::PreTokenIssuance => link_identity(&state, request, "api-connector").await,
-        _ => {
-            run_engine(&state, &request_id, "api-connector", move |engine| {
-                engine.check(&request)
-            })
-            .await
-        }
+        _ => check_identity(&state, request, "api-connector").await,
     };
     let note = decision_note(Some(step.name()), &answer, email.as_deref());
     noted(render(&state, step, &answer, &language), &note)

@@ -142,6 +142,18 @@ where
     }
 }
 
+/// The sign-up checks: the non-waiting fast path first, then the blocking path.
+pub async fn check_identity(state: &AppState, request: LinkRequest, source: &str) -> Answer {
+    if let Some(answer) = state.engine.check_without_waiting(&request) {
+        return answer;
+    }
+    let request_id = request.request_id.clone();
+    run_engine(state, &request_id, source, move |engine| {
+        engine.check(&request)
+    })
+    .await
+}
+
 /// Links (or resolves) an identity: the non-waiting fast path first, then the blocking path.
 pub async fn link_identity(state: &AppState, request: LinkRequest, source: &str) -> Answer {
     if let Some(answer) = state.engine.resolve_linked_without_waiting(&request) {

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::body::read_json;
-use super::{decision_note, link_identity, noted, request_id, run_engine, AppState};
+use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::{Answer, LinkRequest};
 
@@ -146,12 +146,7 @@ async fn handle(
     let email = request.email.clone();
     let answer = match profile {
         Profile::Link => link_identity(&state, request, "rest").await,
-        Profile::Precheck => {
-            run_engine(&state, &request_id, "rest", move |engine| {
-                engine.check(&request)
-            })
-            .await
-        }
+        Profile::Precheck => check_identity(&state, request, "rest").await,
     };
     let note = decision_note(Some(profile.name()), &answer, email.as_deref());
     noted(

@@ -49,6 +49,13 @@ pub struct AuditEvent {
 
 /// Appends events in the caller's connection (and transaction).
 pub fn insert(conn: &mut DbConn, events: &[AuditEvent]) -> Result<(), StorageError> {
+    // One event (a link's, in its transaction): a single-row insert, whose prepared statement
+    // diesel caches on the concrete connection; a multi-row insert is prepared anew each time.
+    if let [event] = events {
+        let insert = diesel::insert_into(audit_events::table).values(event);
+        crate::on_backend!(conn, c => insert.execute(c))?;
+        return Ok(());
+    }
     // 13 parameters per row; stay far below SQLite's limit of bound parameters.
     for chunk in events.chunks(500) {
         // Multi-row inserts are backend-specific in diesel's MultiConnection.
