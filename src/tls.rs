@@ -15,8 +15,9 @@
 //! the `X-ARR-ClientCert` header; [`authenticate`] reads it only when `trust_arr_header` is on.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use actix_web::dev::Extensions;
 use actix_web::HttpRequest;
@@ -217,7 +218,25 @@ pub struct ClientCertPolicy {
     pins: Vec<String>,
     trust_arr_header: bool,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Chains accepted recently, by SHA-256 of their DER: B2C presents the same certificate on
+    /// every call, and checking the chain's signatures each time would cost more than the rest
+    /// of the request. See [`ClientCertPolicy::verify_cached`].
+    accepted: Arc<RwLock<HashMap<[u8; 32], AcceptedChain>>>,
 }
+
+/// A chain accepted by [`ClientCertPolicy::verify`], and until when that answer may be reused.
+#[derive(Clone, Debug)]
+struct AcceptedChain {
+    client: VerifiedClient,
+    not_before: i64,
+    reuse_until: i64,
+}
+
+/// Longest reuse of a chain's verification, in seconds: an intermediate that expires, or a
+/// configuration change, is noticed within this time (the leaf's own validity is never exceeded).
+const ACCEPTED_CHAIN_TTL_S: i64 = 300;
+/// Chains remembered at most.
+const ACCEPTED_CHAINS_MAX: usize = 256;
 
 impl ClientCertPolicy {
     /// Loads the CA files (PEM, each may hold several certificates) and normalises the pinned
@@ -257,7 +276,55 @@ impl ClientCertPolicy {
             pins,
             trust_arr_header: settings.trust_arr_header,
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            accepted: Arc::default(),
         })
+    }
+
+    /// [`ClientCertPolicy::verify`], reusing the answer for a chain accepted within the last
+    /// [`ACCEPTED_CHAIN_TTL_S`] seconds and not past its leaf's `notAfter`. Refusals are never
+    /// remembered.
+    pub fn verify_cached(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<VerifiedClient, CertError> {
+        let mut hasher = Sha256::new();
+        for cert in chain {
+            hasher.update((cert.as_ref().len() as u64).to_be_bytes());
+            hasher.update(cert.as_ref());
+        }
+        let key: [u8; 32] = hasher.finalize().into();
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        {
+            let accepted = self.accepted.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(entry) = accepted.get(&key) {
+                if entry.not_before <= now_secs && now_secs <= entry.reuse_until {
+                    return Ok(entry.client.clone());
+                }
+            }
+        }
+        let client = self.verify(chain, now)?;
+        let leaf = chain.first().ok_or(CertError::NoCertificate)?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+            .map_err(|_| CertError::Unparseable)?;
+        let validity = parsed.validity();
+        let entry = AcceptedChain {
+            client: client.clone(),
+            not_before: validity.not_before.timestamp(),
+            reuse_until: validity
+                .not_after
+                .timestamp()
+                .min(now_secs.saturating_add(ACCEPTED_CHAIN_TTL_S)),
+        };
+        let mut accepted = self.accepted.write().unwrap_or_else(|p| p.into_inner());
+        if accepted.len() >= ACCEPTED_CHAINS_MAX {
+            accepted.retain(|_, e| now_secs <= e.reuse_until);
+            if accepted.len() >= ACCEPTED_CHAINS_MAX {
+                accepted.clear();
+            }
+        }
+        accepted.insert(key, entry);
+        Ok(client)
     }
 
     /// Whether the `X-ARR-ClientCert` header is read when the connection carries no certificate.
@@ -399,7 +466,7 @@ pub fn authenticate(
 ) -> Result<VerifiedClient, CertError> {
     if let Some(peer) = req.conn_data::<PeerCertificates>() {
         if !peer.0.is_empty() {
-            return policy.verify(&peer.0, UnixTime::now());
+            return policy.verify_cached(&peer.0, UnixTime::now());
         }
     }
     if !policy.trust_arr_header {
@@ -416,7 +483,7 @@ pub fn authenticate(
     }
     let value = value.to_str().map_err(|_| CertError::Unparseable)?;
     let cert = certificate_from_arr_header(value)?;
-    policy.verify(std::slice::from_ref(&cert), UnixTime::now())
+    policy.verify_cached(std::slice::from_ref(&cert), UnixTime::now())
 }
 
 #[cfg(test)]
@@ -813,5 +880,33 @@ mod tests {
             key_file: other_key,
         };
         assert!(server_config(&mismatched, false).is_err());
+    }
+
+    #[test]
+    fn a_remembered_chain_is_reused_but_never_beyond_the_leafs_validity() {
+        let authority = ca("Cache CA");
+        let (policy, _dir) = policy_with_cas(&[&authority]);
+        let leaf = signed(&authority, "cached-client", 2023, 2030);
+        let first = policy
+            .verify_cached(std::slice::from_ref(&leaf), now())
+            .unwrap();
+        let again = policy
+            .verify_cached(std::slice::from_ref(&leaf), now())
+            .unwrap();
+        assert_eq!(first, again);
+        // Past the leaf's notAfter the remembered answer is not used: the full check refuses.
+        let after = UnixTime::since_unix_epoch(Duration::from_secs(1_900_000_000));
+        assert_eq!(
+            policy.verify_cached(std::slice::from_ref(&leaf), after),
+            Err(CertError::Expired)
+        );
+        // A refusal is not remembered.
+        let stranger = signed(&ca("Other CA"), "stranger", 2023, 2030);
+        for _ in 0..2 {
+            assert_eq!(
+                policy.verify_cached(std::slice::from_ref(&stranger), now()),
+                Err(CertError::UnknownIssuer)
+            );
+        }
     }
 }
