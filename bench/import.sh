@@ -66,7 +66,8 @@ say "$(du -h "$CSV" | cut -f1) written"
 
 # --- runs --------------------------------------------------------------------------------------
 run_import() { # database file, label -> "seconds peak_kib" on stdout
-    local db=$1 label=$2 timing=$WORK/time-$label.txt log=$WORK/import-$label.log
+    local db=$1 label=$2
+    local timing=$WORK/time-$label.txt log=$WORK/import-$label.log
     AUTOLINK_DATABASE_URL=sqlite://$db RUST_LOG=warn /usr/bin/time -v -o "$timing" \
         "$AUTOLINK" customers import "$CSV" >"$log" 2>&1 || { cat "$log" >&2; die "import $label failed"; }
     local wall peak

@@ -5,17 +5,23 @@
 //! nothing. By default a file with any bad row is rejected whole (one transaction, rolled back)
 //! and every bad row is reported with its line number; with [`OnError::SkipInvalid`] the good rows
 //! are imported and the bad ones reported as skipped.
+//!
+//! Streamed: a reader thread parses and checks rows and hands batches to the writer (the calling
+//! thread) over a channel of a few batches, so memory does not grow with the file. The writer is
+//! [`crate::storage::sqlite_bulk`] on SQLite and diesel on PostgreSQL.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::mpsc;
 
 use serde::Deserialize;
 
 use crate::domain::customer::parse_name;
 use crate::domain::{AccountNumber, EmailAddress, LegalEntity, PartyType};
 use crate::storage::customers::{self, NewCustomer, UpsertCounts};
+use crate::storage::sqlite_bulk::SqliteBulk;
 use crate::storage::{self, Db, StorageError};
 
 /// Rows written per statement batch.
@@ -202,139 +208,206 @@ pub fn import_file(
     )
 }
 
-/// Imports from a reader, in one transaction.
-pub fn import_reader<R: Read>(
+/// Imports from a reader, in one transaction. One thread reads and checks the rows while the
+/// calling thread writes them, a few batches apart (so memory stays bounded).
+pub fn import_reader<R: Read + Send>(
     db: &Db,
     reader: R,
     format: Format,
     on_error: OnError,
 ) -> Result<ImportReport, ImportError> {
-    let mut conn = db.get()?;
-    let mut report = ImportReport::default();
-    let result = storage::write_transaction(&mut conn, |conn| {
-        let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
-        let mut seen: HashSet<u64> = HashSet::new();
-        let mut flush =
-            |batch: &mut Vec<Row>, report: &mut ImportReport| -> Result<(), ImportError> {
-                if batch.is_empty() {
-                    return Ok(());
-                }
-                let now = storage::now();
-                let rows: Vec<NewCustomer<'_>> = batch.iter().map(|r| r.as_new(now)).collect();
-                let counts = customers::upsert_batch(conn, &rows)?;
-                report.counts.inserted += counts.inserted;
-                report.counts.updated += counts.updated;
-                report.counts.unchanged += counts.unchanged;
-                batch.clear();
-                Ok(())
-            };
-        let mut on_row = |line: u64,
-                          fields: Result<Fields<'_>, String>,
-                          report: &mut ImportReport,
-                          batch: &mut Vec<Row>| {
-            report.rows += 1;
-            match fields.and_then(Row::validate).and_then(|row| {
-                if seen.insert(hash_of(&row.account_number)) {
-                    Ok(row)
-                } else {
-                    Err(format!(
-                        "account number {:?} appears more than once in the file",
-                        row.account_number
-                    ))
-                }
-            }) {
-                Ok(row) => batch.push(row),
-                Err(reason) => {
-                    report.error_count += 1;
-                    if report.errors.len() < MAX_REPORTED_ERRORS {
-                        report.errors.push(RowError { line, reason });
-                    }
-                }
-            }
+    let (sender, batches) = mpsc::sync_channel::<Vec<Row>>(QUEUED_BATCHES);
+    std::thread::scope(|scope| {
+        let parser = scope.spawn(move || parse(reader, format, sender));
+        // Called by the writer once every batch is written, before it commits: the bad rows
+        // decide whether it may.
+        let finish = move || -> Result<ImportReport, ImportError> {
+            parser
+                .join()
+                .map_err(|_| ImportError::File("the file reader failed".into()))?
         };
-        match format {
-            Format::Csv => {
-                let mut csv = csv::ReaderBuilder::new()
-                    .trim(csv::Trim::All)
-                    .flexible(false)
-                    .from_reader(reader);
-                let headers = csv
-                    .headers()
-                    .map_err(|e| ImportError::File(format!("cannot read the CSV header: {e}")))?
-                    .clone();
-                check_header(&headers)?;
-                let columns = column_indices(&headers);
-                let mut record = csv::StringRecord::new();
-                loop {
-                    let line = csv.position().line();
-                    match csv.read_record(&mut record) {
-                        Ok(false) => break,
-                        Ok(true) => {
-                            // Fields are read in place by column; no serde, no copy per field.
-                            let field = |column: usize| record.get(columns[column]);
-                            let fields = Fields {
-                                account_number: field(0),
-                                legal_entity: field(1),
-                                party_type: field(2),
-                                is_b2b: field(3).map(BoolRef::Text),
-                                primary_email: field(4),
-                                first_name: field(5),
-                                last_name: field(6),
-                            };
-                            on_row(line, Ok(fields), &mut report, &mut batch);
-                        }
-                        Err(e) => {
-                            if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                                return Err(ImportError::File(e.to_string()));
-                            }
-                            on_row(line, Err(csv_reason(&e)), &mut report, &mut batch);
-                        }
-                    }
-                    if batch.len() >= BATCH {
-                        flush(&mut batch, &mut report)?;
-                    }
-                }
-            }
-            Format::Jsonl => {
-                let reader = BufReader::new(reader);
-                for (index, text) in reader.lines().enumerate() {
-                    let text = text.map_err(|e| ImportError::File(e.to_string()))?;
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    let raw = serde_json::from_str::<RawRow>(&text).map_err(|e| {
-                        format!(
-                            "not a customer object: {:?} error at column {}",
-                            e.classify(),
-                            e.column()
-                        )
-                    });
-                    let fields = raw.as_ref().map(RawRow::fields).map_err(Clone::clone);
-                    on_row(index as u64 + 1, fields, &mut report, &mut batch);
-                    if batch.len() >= BATCH {
-                        flush(&mut batch, &mut report)?;
-                    }
-                }
-            }
+        match db.sqlite_path() {
+            Some(path) => write_sqlite(path, &batches, finish, on_error),
+            None => write_diesel(db, &batches, finish, on_error),
         }
-        flush(&mut batch, &mut report)?;
-        if report.error_count > 0 && on_error == OnError::RejectFile {
-            return Err(ImportError::Rejected(report.clone()));
-        }
-        Ok(())
-    });
-    match result {
-        Ok(()) => {
-            report.committed = true;
-            Ok(report)
-        }
-        Err(ImportError::Rejected(mut rejected)) => {
-            rejected.counts = UpsertCounts::default();
-            rejected.committed = false;
-            Err(ImportError::Rejected(rejected))
-        }
-        Err(e) => Err(e),
+    })
+}
+
+/// Batches waiting between the reader and the writer.
+const QUEUED_BATCHES: usize = 4;
+
+/// SQLite: the bulk writer ([`storage::sqlite_bulk`]).
+fn write_sqlite(
+    path: &str,
+    batches: &mpsc::Receiver<Vec<Row>>,
+    finish: impl FnOnce() -> Result<ImportReport, ImportError>,
+    on_error: OnError,
+) -> Result<ImportReport, ImportError> {
+    let mut bulk = SqliteBulk::begin(path)?;
+    let mut counts = UpsertCounts::default();
+    for batch in batches {
+        let now = storage::now();
+        let rows: Vec<NewCustomer<'_>> = batch.iter().map(|r| r.as_new(now)).collect();
+        add(&mut counts, bulk.upsert(&rows)?);
     }
+    let mut report = finish()?;
+    if report.error_count > 0 && on_error == OnError::RejectFile {
+        bulk.rollback()?;
+        return Err(ImportError::Rejected(report));
+    }
+    bulk.commit()?;
+    report.counts = counts;
+    report.committed = true;
+    Ok(report)
+}
+
+/// PostgreSQL: diesel, multi-row inserts in the import's transaction.
+fn write_diesel(
+    db: &Db,
+    batches: &mpsc::Receiver<Vec<Row>>,
+    finish: impl FnOnce() -> Result<ImportReport, ImportError>,
+    on_error: OnError,
+) -> Result<ImportReport, ImportError> {
+    let mut conn = db.get()?;
+    storage::write_transaction(&mut conn, |conn| {
+        // Into an empty table (as the transaction sees it), every row is new: the account
+        // numbers of a file are distinct (a repeated one is a bad row), so no upsert is needed.
+        let empty = customers::is_empty(conn)?;
+        let mut counts = UpsertCounts::default();
+        for batch in batches {
+            let now = storage::now();
+            let rows: Vec<NewCustomer<'_>> = batch.iter().map(|r| r.as_new(now)).collect();
+            if empty {
+                counts.inserted += customers::insert_batch(conn, &rows)?;
+            } else {
+                add(&mut counts, customers::upsert_batch(conn, &rows)?);
+            }
+        }
+        let mut report = finish()?;
+        if report.error_count > 0 && on_error == OnError::RejectFile {
+            return Err(ImportError::Rejected(report));
+        }
+        report.counts = counts;
+        report.committed = true;
+        Ok(report)
+    })
+}
+
+fn add(total: &mut UpsertCounts, batch: UpsertCounts) {
+    total.inserted += batch.inserted;
+    total.updated += batch.updated;
+    total.unchanged += batch.unchanged;
+}
+
+/// Reads and checks every row, sending the good ones in batches; returns the report of rows and
+/// bad rows (the writer fills in the counts). Stops early when the writer has stopped.
+fn parse<R: Read>(
+    reader: R,
+    format: Format,
+    batches: mpsc::SyncSender<Vec<Row>>,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
+    let mut seen: HashSet<u64> = HashSet::new();
+    // False once the writer is gone (it failed); the caller then reports its error.
+    let flush = |batch: &mut Vec<Row>| -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+        batches.send(full).is_ok()
+    };
+    let mut on_row = |line: u64,
+                      fields: Result<Fields<'_>, String>,
+                      report: &mut ImportReport,
+                      batch: &mut Vec<Row>| {
+        report.rows += 1;
+        match fields.and_then(Row::validate).and_then(|row| {
+            if seen.insert(hash_of(&row.account_number)) {
+                Ok(row)
+            } else {
+                Err(format!(
+                    "account number {:?} appears more than once in the file",
+                    row.account_number
+                ))
+            }
+        }) {
+            Ok(row) => batch.push(row),
+            Err(reason) => {
+                report.error_count += 1;
+                if report.errors.len() < MAX_REPORTED_ERRORS {
+                    report.errors.push(RowError { line, reason });
+                }
+            }
+        }
+    };
+    match format {
+        Format::Csv => {
+            let mut csv = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .flexible(false)
+                .from_reader(reader);
+            let headers = csv
+                .headers()
+                .map_err(|e| ImportError::File(format!("cannot read the CSV header: {e}")))?
+                .clone();
+            check_header(&headers)?;
+            let columns = column_indices(&headers);
+            let mut record = csv::StringRecord::new();
+            loop {
+                let line = csv.position().line();
+                match csv.read_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        // Fields are read in place by column; no serde, no copy per field.
+                        let field = |column: usize| record.get(columns[column]);
+                        let fields = Fields {
+                            account_number: field(0),
+                            legal_entity: field(1),
+                            party_type: field(2),
+                            is_b2b: field(3).map(BoolRef::Text),
+                            primary_email: field(4),
+                            first_name: field(5),
+                            last_name: field(6),
+                        };
+                        on_row(line, Ok(fields), &mut report, &mut batch);
+                    }
+                    Err(e) => {
+                        if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                            return Err(ImportError::File(e.to_string()));
+                        }
+                        on_row(line, Err(csv_reason(&e)), &mut report, &mut batch);
+                    }
+                }
+                if batch.len() >= BATCH && !flush(&mut batch) {
+                    return Ok(report);
+                }
+            }
+        }
+        Format::Jsonl => {
+            let reader = BufReader::new(reader);
+            for (index, text) in reader.lines().enumerate() {
+                let text = text.map_err(|e| ImportError::File(e.to_string()))?;
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let raw = serde_json::from_str::<RawRow>(&text).map_err(|e| {
+                    format!(
+                        "not a customer object: {:?} error at column {}",
+                        e.classify(),
+                        e.column()
+                    )
+                });
+                let fields = raw.as_ref().map(RawRow::fields).map_err(Clone::clone);
+                on_row(index as u64 + 1, fields, &mut report, &mut batch);
+                if batch.len() >= BATCH && !flush(&mut batch) {
+                    return Ok(report);
+                }
+            }
+        }
+    }
+    flush(&mut batch);
+    Ok(report)
 }
 
 fn check_header(headers: &csv::StringRecord) -> Result<(), ImportError> {
@@ -403,7 +476,11 @@ impl Row {
             Some(BoolRef::Text(t)) => parse_bool(t.trim()).ok_or("is_b2b must be true or false")?,
             None => false,
         };
-        let primary_email = match fields.primary_email.map(str::trim).filter(|e| !e.is_empty()) {
+        let primary_email = match fields
+            .primary_email
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
             Some(email) => {
                 Some(EmailAddress::parse(email).map_err(|e| format!("primary_email: {e}"))?)
             }

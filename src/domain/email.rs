@@ -53,7 +53,12 @@ impl EmailAddress {
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
-        let display: String = trimmed.nfc().collect();
+        // ASCII is already in NFC; skipping the normaliser matters to bulk imports.
+        let display: String = if trimmed.is_ascii() {
+            trimmed.to_string()
+        } else {
+            trimmed.nfc().collect()
+        };
         let (local, domain) = display.rsplit_once('@').ok_or(EmailError::MissingPart)?;
         if local.is_empty() || domain.is_empty() {
             return Err(EmailError::MissingPart);
@@ -71,11 +76,20 @@ impl EmailAddress {
         if domain.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(EmailError::InvalidCharacter);
         }
-        let ascii_domain = idna::domain_to_ascii(domain).map_err(|_| EmailError::InvalidDomain)?;
+        let ascii_domain = if is_plain_ascii_domain(domain) {
+            // What IDNA does to such a domain: lower-case it (checked against idna in tests).
+            domain.to_ascii_lowercase()
+        } else {
+            idna::domain_to_ascii(domain).map_err(|_| EmailError::InvalidDomain)?
+        };
         if !is_valid_ascii_domain(&ascii_domain) {
             return Err(EmailError::InvalidDomain);
         }
-        let local_key: String = local.to_lowercase().nfc().collect();
+        let local_key: String = if local.is_ascii() {
+            local.to_ascii_lowercase()
+        } else {
+            local.to_lowercase().nfc().collect()
+        };
         let key = format!("{local_key}@{ascii_domain}");
         if key.len() > MAX_ADDRESS_LEN {
             return Err(EmailError::TooLong);
@@ -124,6 +138,17 @@ fn is_local_part_char(c: char) -> bool {
         // RFC 6531 allows UTF-8 local parts; refuse only what is invisible or a separator.
         !c.is_control() && !c.is_whitespace()
     }
+}
+
+/// A domain of ASCII letters, digits, hyphens and dots with no punycode (`xn--`) label: IDNA
+/// only lower-cases it, so the IDNA pass can be skipped.
+fn is_plain_ascii_domain(domain: &str) -> bool {
+    domain
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !domain
+            .split('.')
+            .any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
 }
 
 fn is_valid_ascii_domain(domain: &str) -> bool {
@@ -205,6 +230,33 @@ mod tests {
         ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn the_ascii_shortcut_gives_what_idna_gives() {
+        for domain in [
+            "Example.COM",
+            "a-b.example.com",
+            "EXAMPLE.com.",
+            "ex--ample.com",
+            "-example.com",
+            "example..com",
+            "123.example",
+            "a.b",
+        ] {
+            assert!(is_plain_ascii_domain(domain), "{domain}");
+            assert_eq!(
+                idna::domain_to_ascii(domain)
+                    .ok()
+                    .filter(|d| is_valid_ascii_domain(d)),
+                Some(domain.to_ascii_lowercase()).filter(|d| is_valid_ascii_domain(d)),
+                "{domain}"
+            );
+        }
+        assert!(!is_plain_ascii_domain("xn--bcher-kva.example"));
+        assert!(!is_plain_ascii_domain("XN--bcher-kva.example"));
+        assert!(!is_plain_ascii_domain("bücher.example"));
+        assert!(!is_plain_ascii_domain("under_score.example"));
     }
 
     #[test]

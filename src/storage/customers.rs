@@ -41,8 +41,12 @@ pub struct Customer {
 }
 
 /// A customer to insert.
+///
+/// `None` is inserted as NULL (every optional column is nullable without a default), not as
+/// `DEFAULT`: the SQL is then the same for every row, so SQLite gets one multi-row INSERT per
+/// batch instead of one statement prepared per row.
 #[derive(Debug, Clone, Insertable, AsChangeset)]
-#[diesel(table_name = customers)]
+#[diesel(table_name = customers, treat_none_as_default_value = false)]
 pub struct NewCustomer<'a> {
     /// Customer account number (unique).
     pub account_number: &'a str,
@@ -165,11 +169,11 @@ pub fn upsert_batch(
     rows: &[NewCustomer<'_>],
 ) -> Result<UpsertCounts, StorageError> {
     let numbers: Vec<&str> = rows.iter().map(|r| r.account_number).collect();
-    let existing: Vec<Customer> = customers::table
+    let existing: Vec<Stored> = customers::table
         .filter(customers::account_number.eq_any(&numbers))
-        .select(Customer::as_select())
+        .select(Stored::as_select())
         .load(conn)?;
-    let existing: std::collections::HashMap<&str, &Customer> = existing
+    let existing: std::collections::HashMap<&str, &Stored> = existing
         .iter()
         .map(|c| (c.account_number.as_str(), c))
         .collect();
@@ -177,7 +181,7 @@ pub fn upsert_batch(
     let mut fresh = Vec::new();
     for row in rows {
         match existing.get(row.account_number) {
-            None => fresh.push(row.clone()),
+            None => fresh.push(row),
             Some(current) if same_fields(current, row) => counts.unchanged += 1,
             Some(current) => {
                 diesel::update(customers::table.find(current.id))
@@ -196,23 +200,56 @@ pub fn upsert_batch(
             }
         }
     }
-    // SQLite allows at most 32766 bound parameters per statement; 12 per row.
-    for chunk in fresh.chunks(1000) {
-        // Multi-row inserts are backend-specific in diesel's MultiConnection.
-        let inserted = match conn {
-            DbConn::Sqlite(c) => diesel::insert_into(customers::table)
-                .values(chunk)
-                .execute(c)?,
-            DbConn::Postgres(c) => diesel::insert_into(customers::table)
-                .values(chunk)
-                .execute(c)?,
-        };
-        counts.inserted += inserted as u64;
-    }
+    counts.inserted = insert_new(conn, &fresh)?;
     Ok(counts)
 }
 
-fn same_fields(current: &Customer, row: &NewCustomer<'_>) -> bool {
+/// Whether there is no customer at all (an import into an empty table needs no upsert).
+pub fn is_empty(conn: &mut DbConn) -> Result<bool, StorageError> {
+    let any: Option<i64> = customers::table
+        .select(customers::id)
+        .first(conn)
+        .optional()?;
+    Ok(any.is_none())
+}
+
+/// Inserts records the caller knows are new (no stored record has their account numbers; a
+/// stored one is a unique violation). Returns how many were inserted.
+pub fn insert_batch(conn: &mut DbConn, rows: &[NewCustomer<'_>]) -> Result<u64, StorageError> {
+    let rows: Vec<&NewCustomer<'_>> = rows.iter().collect();
+    insert_new(conn, &rows)
+}
+
+fn insert_new(conn: &mut DbConn, fresh: &[&NewCustomer<'_>]) -> Result<u64, StorageError> {
+    let mut inserted = 0;
+    // 12 parameters per row; SQLite allows 32766 per statement. (The import writes SQLite
+    // through `super::sqlite_bulk`, which is faster still.)
+    for chunk in fresh.chunks(2000) {
+        let chunk: Vec<NewCustomer<'_>> = chunk.iter().map(|r| (*r).clone()).collect();
+        // Multi-row inserts are backend-specific in diesel's MultiConnection.
+        inserted += crate::on_backend!(conn, c => diesel::insert_into(customers::table)
+            .values(&chunk)
+            .execute(c))? as u64;
+    }
+    Ok(inserted)
+}
+
+/// The columns an upsert compares.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = customers)]
+struct Stored {
+    id: i64,
+    account_number: String,
+    legal_entity: String,
+    party_type: String,
+    is_b2b: bool,
+    primary_email: Option<String>,
+    email_key: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+}
+
+fn same_fields(current: &Stored, row: &NewCustomer<'_>) -> bool {
     current.legal_entity == row.legal_entity
         && current.party_type == row.party_type
         && current.is_b2b == row.is_b2b

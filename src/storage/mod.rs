@@ -9,6 +9,7 @@ pub mod customers;
 pub mod links;
 pub mod prospects;
 pub mod schema;
+pub mod sqlite_bulk;
 
 use std::path::Path;
 use std::time::Duration;
@@ -62,12 +63,21 @@ pub enum StorageError {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The SQLite bulk writer of the import ([`sqlite_bulk`]) failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl StorageError {
     /// Whether the error is a unique-constraint violation (a lost race, or a duplicate).
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, StorageError::Query(e) if is_unique_violation(e))
+        match self {
+            StorageError::Query(e) => is_unique_violation(e),
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            }
+            _ => false,
+        }
     }
 }
 
@@ -206,6 +216,8 @@ impl Default for PoolOptions {
 pub struct Db {
     pool: r2d2::Pool<Manager>,
     backend: &'static str,
+    /// The SQLite file, for the import's bulk writer.
+    sqlite_path: Option<String>,
 }
 
 /// A pooled connection.
@@ -248,9 +260,9 @@ impl Db {
     }
 
     fn pool(manager: Manager, options: &PoolOptions) -> Result<Self, StorageError> {
-        let backend = match manager.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
+        let (backend, sqlite_path) = match &manager.backend {
+            Backend::Sqlite(path) => ("sqlite", Some(path.clone())),
+            Backend::Postgres(_) => ("postgres", None),
         };
         // min_idle 0 and build_unchecked: start without waiting for every connection, and keep
         // running (answering "not ready") while the database is away.
@@ -263,7 +275,11 @@ impl Db {
             .min_idle(Some(0))
             .connection_timeout(options.checkout_timeout)
             .build_unchecked(manager);
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_path,
+        })
     }
 
     /// A connection, or [`StorageError::Unavailable`] after the checkout timeout.
@@ -276,6 +292,11 @@ impl Db {
     /// An idle connection if there is one right now; never waits.
     pub fn try_get(&self) -> Option<PooledConn> {
         self.pool.try_get()
+    }
+
+    /// The file of a SQLite database (`None` on PostgreSQL).
+    pub fn sqlite_path(&self) -> Option<&str> {
+        self.sqlite_path.as_deref()
     }
 
     /// `sqlite` or `postgres`.

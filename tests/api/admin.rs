@@ -1461,3 +1461,72 @@ async fn the_command_line_lists_unlinks_and_moves_links_manages_customers_and_pr
     assert_eq!(code, 2);
     assert!(err.contains("limit"), "{err}");
 }
+
+#[test]
+fn an_import_alone_on_the_file_leaves_it_in_wal_mode_and_a_reimport_changes_nothing() {
+    use diesel::RunQueryDsl;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("alone.db");
+    let file = dir.path().join("customers.csv");
+    let mut text = csv(&["P-0,USRT,person,true,p0@example.com,P,Zero"]);
+    for i in 1..=450 {
+        text.push_str(&format!("P-{i},DEMF,person,false,P{i}@Example.com,P,{i}\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let import = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_autolink"))
+            .args(["customers", "import"])
+            .arg(&file)
+            .env(
+                "AUTOLINK_DATABASE_URL",
+                format!("sqlite://{}", database.display()),
+            )
+            .env("RUST_LOG", "warn")
+            .env_remove("AUTOLINK_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let first = import();
+    assert!(
+        first.contains("451 inserted, 0 updated, 0 unchanged"),
+        "{first}"
+    );
+    let again = import();
+    assert!(
+        again.contains("0 inserted, 0 updated, 451 unchanged"),
+        "{again}"
+    );
+    let db = autolink::storage::Db::open(
+        &format!("sqlite://{}", database.display()),
+        &autolink::storage::PoolOptions::default(),
+    )
+    .unwrap();
+    let mut conn = db.get().unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(mode.journal_mode, "wal");
+    let customer = autolink::storage::customers::find_by_account_number(&mut conn, "P-0")
+        .unwrap()
+        .unwrap();
+    assert!(customer.is_b2b);
+    assert_eq!(customer.email_key.as_deref(), Some("p0@example.com"));
+    assert_eq!(customer.origin, "import");
+    let customer = autolink::storage::customers::find_by_account_number(&mut conn, "P-450")
+        .unwrap()
+        .unwrap();
+    assert_eq!(customer.primary_email.as_deref(), Some("P450@Example.com"));
+    assert_eq!(customer.email_key.as_deref(), Some("p450@example.com"));
+    assert_eq!(customer.legal_entity, "DEMF");
+}
