@@ -200,18 +200,35 @@ impl Engine {
         let Some(identity) = &request.identity else {
             return Ok(self.refuse(request, Some(channel), Refusal::ObjectIdMissing));
         };
+        // The audit queue is emptied by a writer that needs a connection of its own: never wait
+        // for room in the queue while holding one of the request pool's connections.
+        let prepared = match self.prepare(request) {
+            Ok(p) => p,
+            Err(refusal) => {
+                // An identity that is linked resolves whatever its email claim says now.
+                let mut conn = self.db.get()?;
+                let link = links::find_active(&mut conn, &identity.issuer, &identity.subject)?;
+                drop(conn);
+                return Ok(match link {
+                    Some(link) => {
+                        let answer = Ok(already_linked(channel, link));
+                        self.audit
+                            .record(self.event(request, &answer, Some(channel)));
+                        answer
+                    }
+                    None => self.refuse(request, Some(channel), refusal),
+                });
+            }
+        };
         // The sign-in hot path: an identity that is linked resolves without a write transaction.
         let mut conn = self.db.get()?;
         if let Some(link) = links::find_active(&mut conn, &identity.issuer, &identity.subject)? {
+            drop(conn);
             let answer = Ok(already_linked(channel, link));
             self.audit
                 .record(self.event(request, &answer, Some(channel)));
             return Ok(answer);
         }
-        let prepared = match self.prepare(request) {
-            Ok(p) => p,
-            Err(refusal) => return Ok(self.refuse(request, Some(channel), refusal)),
-        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -226,6 +243,7 @@ impl Engine {
                 }
                 Err(error) => return Err(error),
                 Ok((answer, audited)) => {
+                    drop(conn);
                     if !audited {
                         self.audit
                             .record(self.event(request, &answer, Some(channel)));

@@ -45,7 +45,16 @@ pub fn open_database(settings: &Settings) -> anyhow::Result<Db> {
 pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, AuditWriterHandle)> {
     let channels = settings.channel_directory()?;
     let metrics = Arc::new(Metrics::new(&channels)?);
-    let (audit, audit_handle) = AuditWriter::start(db.clone());
+    // The audit writer has a connection of its own, so that requests holding the pool's
+    // connections can never keep it from emptying its queue.
+    let audit_db = Db::connect_lazy(
+        &settings.database_url,
+        &PoolOptions {
+            max_size: 1,
+            checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
+        },
+    )?;
+    let (audit, audit_handle) = AuditWriter::start(audit_db);
     let engine_settings = EngineSettings {
         linking_enabled: settings.linking.enabled,
         allow_link_after_email_change: settings.linking.allow_link_after_email_change,
