@@ -22,7 +22,12 @@ const SQLITE_TIMESTAMP: &str = "%F %T%.f";
 /// import in memory, small enough for the import to stay well under 100 MB resident.
 const CACHE_KIB: i64 = 16 * 1024;
 
-const INSERT: &str = "INSERT INTO customers (account_number, legal_entity, party_type, is_b2b, \
+// `OR FAIL`: a constraint violation stops the statement without undoing its earlier rows, so
+// SQLite keeps no statement journal for a multi-row INSERT (with the default `ABORT` it writes
+// one page image per page touched, about 2.5 writes per row on a 1,000,000-row import). The
+// import's transaction is rolled back on any error anyway.
+const INSERT: &str =
+    "INSERT OR FAIL INTO customers (account_number, legal_entity, party_type, is_b2b, \
      primary_email, email_key, first_name, last_name, origin, creation_key, created_at, \
      updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 const SELECT: &str = "SELECT id, legal_entity, party_type, is_b2b, primary_email, email_key, \
@@ -296,7 +301,7 @@ mod tests {
     #[test]
     fn the_multi_row_insert_has_twelve_parameters_per_row() {
         let sql = multi_row_insert(3);
-        assert!(sql.starts_with("INSERT INTO customers (account_number,"));
+        assert!(sql.starts_with("INSERT OR FAIL INTO customers (account_number,"));
         assert_eq!(sql.matches('?').count(), 36);
         assert_eq!(sql.matches("), (").count(), 2);
     }
