@@ -9,6 +9,7 @@
 //! - [`import`]: customer import; [`messages`]: what refused users read.
 //! - [`admin`]: the back office's operations (admin API and CLI); [`metrics`]: Prometheus.
 //! - [`policies`]: the sample custom policies: rendering per environment, reading a chain.
+//! - [`mock_b2c`]: a stand-in for Azure AD B2C for QA and the end-to-end tests.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod import;
 pub mod messages;
 pub mod metrics;
+pub mod mock_b2c;
 pub mod policies;
 pub mod startup;
 pub mod storage;

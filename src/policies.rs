@@ -758,6 +758,17 @@ impl Chain {
     /// file is no other file's base (the leaf), each `BasePolicy` names a file of the set, policy
     /// ids are unique, and there is no cycle.
     pub fn from_files(files: Vec<PolicyFile>) -> Result<Chain, PolicyError> {
+        Self::ordered(files, false)
+    }
+
+    /// Like [`Chain::from_files`], but the root may sit on a base policy that is not among the
+    /// files (the project's layers without Microsoft's starter pack below them). What the
+    /// missing layers define is unknown to such a chain.
+    pub fn above_missing_base(files: Vec<PolicyFile>) -> Result<Chain, PolicyError> {
+        Self::ordered(files, true)
+    }
+
+    fn ordered(files: Vec<PolicyFile>, open_root: bool) -> Result<Chain, PolicyError> {
         for (i, file) in files.iter().enumerate() {
             if let Some(other) = files[..i].iter().find(|f| f.policy_id == file.policy_id) {
                 return Err(PolicyError::at(
@@ -799,6 +810,9 @@ impl Chain {
         let mut layers = vec![leaf];
         while let Some(base) = layers.last().and_then(|l| l.base_policy.clone()) {
             let Some(file) = files.iter().find(|f| f.policy_id == base) else {
+                if open_root {
+                    break;
+                }
                 let top = layers.last().map(|l| l.path.clone()).unwrap_or_default();
                 return Err(PolicyError::at(
                     &top,
@@ -829,6 +843,25 @@ impl Chain {
         }
         layers.reverse();
         Ok(Chain { layers })
+    }
+
+    /// The `DataType` of a claim type declared in the chain (`string`, `boolean`, ...), the
+    /// highest layer winning; `None` when no layer declares it.
+    pub fn claim_data_type(&self, id: &str) -> Result<Option<String>, PolicyError> {
+        let mut found = None;
+        for layer in &self.layers {
+            let doc = parse_xml(&layer.path, &layer.text)?;
+            for node in doc.descendants().filter(|n| {
+                is_policy(n, "ClaimType")
+                    && n.attribute("Id") == Some(id)
+                    && n.parent().is_some_and(|p| is_policy(&p, "ClaimsSchema"))
+            }) {
+                if let Some(t) = child(node, "DataType").and_then(|d| d.text()) {
+                    found = Some(t.trim().to_string());
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The leaf policy (usually the relying party).

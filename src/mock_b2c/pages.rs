@@ -1,0 +1,539 @@
+//! The pages a person clicks through: sign-in, local sign-up with email verification, a
+//! simulated social provider, and the block, validation and error pages. Each page posts to
+//! `/mock/ui/{interaction}/...`; the interaction keeps the authorize request's parameters.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::journey::{self, urlencode};
+use super::types::{AccountKind, JourneyKind, JourneyRequest, JourneyResult, Outcome};
+use super::Tenant;
+
+type State = web::Data<Arc<Tenant>>;
+
+/// How long a page flow may take.
+const INTERACTION_LIFETIME: Duration = Duration::from_secs(1800);
+
+/// One authorize request in progress.
+#[derive(Clone)]
+pub struct Interaction {
+    policy: String,
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    response_mode: String,
+    with_access_token: bool,
+    ui_locales: Option<String>,
+    /// The code "mailed" to the address being verified.
+    verification: Option<(String, String)>,
+    started: Instant,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/mock/ui/{id}/signin", web::post().to(sign_in))
+        .route("/mock/ui/{id}/signup", web::get().to(sign_up_page))
+        .route("/mock/ui/{id}/signup/code", web::post().to(send_code))
+        .route("/mock/ui/{id}/signup", web::post().to(sign_up))
+        .route("/mock/ui/{id}/provider/{name}", web::post().to(provider_page))
+        .route(
+            "/mock/ui/{id}/provider/{name}/continue",
+            web::post().to(provider_continue),
+        );
+}
+
+/// Escapes text for HTML.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(format!(
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
+             <style>body{{font-family:sans-serif;max-width:32em;margin:2em auto}}\
+             label{{display:block;margin-top:.6em}}.message{{color:#a00;font-weight:bold}}\
+             .mailbox{{background:#eef;padding:.5em}}</style></head><body>\
+             <p><small>mock B2C (not Azure AD B2C)</small></p><h1>{}</h1>{body}</body></html>",
+            esc(title),
+            esc(title)
+        ))
+}
+
+fn error_page(message: &str) -> HttpResponse {
+    let mut response = page(
+        "Error",
+        &format!("<p id=\"error-message\" class=\"message\">{}</p>", esc(message)),
+    );
+    *response.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+    response
+}
+
+/// `GET /`: what the mock serves.
+pub async fn home(state: State) -> HttpResponse {
+    let mut body = String::from("<p>Policies:</p><ul>");
+    for policy in state.policies() {
+        body.push_str(&format!(
+            "<li>{} (<a href=\"/{}/{}/v2.0/.well-known/openid-configuration\">discovery</a>)</li>",
+            esc(&policy),
+            esc(&state.settings.tenant),
+            esc(&policy)
+        ));
+    }
+    body.push_str(
+        "</ul><p><a id=\"demo\" href=\"/demo\">Demo application</a> · \
+         <a href=\"/mock/users\">Directory users (JSON)</a></p>",
+    );
+    page("mock B2C", &body)
+}
+
+/// The authorize request's query.
+#[derive(Deserialize)]
+pub struct AuthorizeQuery {
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    response_type: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    response_mode: Option<String>,
+    ui_locales: Option<String>,
+}
+
+/// `GET /{tenant}/{policy}/oauth2/v2.0/authorize`: the sign-in page.
+pub async fn authorize(
+    state: State,
+    path: web::Path<(String, String)>,
+    query: web::Query<AuthorizeQuery>,
+) -> HttpResponse {
+    start(state, path.into_inner(), query.into_inner())
+}
+
+/// `POST` of the same (`response_mode=form_post` clients may post the request).
+pub async fn authorize_post(
+    state: State,
+    path: web::Path<(String, String)>,
+    form: web::Form<AuthorizeQuery>,
+) -> HttpResponse {
+    start(state, path.into_inner(), form.into_inner())
+}
+
+fn start(state: State, (tenant, policy): (String, String), q: AuthorizeQuery) -> HttpResponse {
+    if !state.is_tenant(&tenant) {
+        return error_page("AADB2C90002: unknown tenant.");
+    }
+    let Some((policy, _)) = state.find_policy(&policy) else {
+        return error_page("AADB2C90008: the policy does not exist in the tenant.");
+    };
+    let Some(client_id) = q.client_id.filter(|c| !c.is_empty()) else {
+        return error_page("AADB2C90018: the request names no client_id.");
+    };
+    let Some(redirect_uri) = q.redirect_uri.filter(|r| !r.is_empty()) else {
+        return error_page("AADB2C90013: the request names no redirect_uri.");
+    };
+    // Never redirect to an address that is not registered: show the error instead.
+    if let Err(why) = state.check_redirect(&client_id, &redirect_uri) {
+        return error_page(&format!("AADB2C90006: {why}."));
+    }
+    if q.response_type.as_deref() != Some("code") {
+        return error_page("AADB2C90079: the mock supports response_type=code only.");
+    }
+    let scope = q.scope.unwrap_or_default();
+    if !scope.split_whitespace().any(|s| s == "openid") {
+        return error_page("AADB2C90055: the scope must include openid.");
+    }
+    if q.code_challenge.is_some() && q.code_challenge_method.as_deref() != Some("S256") {
+        return error_page("AADB2C90183: the code challenge method must be S256.");
+    }
+    let interaction = Interaction {
+        with_access_token: scope.split_whitespace().any(|s| s == client_id),
+        policy,
+        client_id,
+        redirect_uri,
+        state: q.state,
+        nonce: q.nonce,
+        code_challenge: q.code_challenge,
+        response_mode: q.response_mode.unwrap_or_else(|| "query".into()),
+        ui_locales: q.ui_locales,
+        verification: None,
+        started: Instant::now(),
+    };
+    let id = super::random_token();
+    {
+        let mut all = state.interactions.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, i| i.started.elapsed() < INTERACTION_LIFETIME);
+        all.insert(id.clone(), interaction);
+    }
+    sign_in_page(&state, &id, None, "")
+}
+
+fn interaction(state: &Tenant, id: &str) -> Option<Interaction> {
+    let all = state.interactions.lock().unwrap_or_else(|e| e.into_inner());
+    all.get(id)
+        .filter(|i| i.started.elapsed() < INTERACTION_LIFETIME)
+        .cloned()
+}
+
+fn update(state: &Tenant, id: &str, change: impl FnOnce(&mut Interaction)) {
+    let mut all = state.interactions.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = all.get_mut(id) {
+        change(i);
+    }
+}
+
+fn message_html(message: Option<&str>) -> String {
+    message
+        .map(|m| format!("<p id=\"validation-message\" class=\"message\">{}</p>", esc(m)))
+        .unwrap_or_default()
+}
+
+fn sign_in_page(state: &Tenant, id: &str, message: Option<&str>, email: &str) -> HttpResponse {
+    let id = esc(id);
+    let mut providers = String::new();
+    for p in &state.settings.providers {
+        let short = p.name.split('.').next().unwrap_or(&p.name);
+        providers.push_str(&format!(
+            "<form method=\"post\" action=\"/mock/ui/{id}/provider/{}\">\
+             <button id=\"{}\" type=\"submit\">{}</button></form>",
+            esc(&p.name),
+            esc(short),
+            esc(&p.name)
+        ));
+    }
+    page(
+        "Sign in",
+        &format!(
+            "{}<form method=\"post\" action=\"/mock/ui/{id}/signin\">\
+             <label>Email address <input id=\"email\" name=\"email\" type=\"email\" value=\"{}\"></label>\
+             <label>Password <input id=\"password\" name=\"password\" type=\"password\"></label>\
+             <p><button id=\"next\" type=\"submit\">Sign in</button></p></form>\
+             <p>Don't have an account? <a id=\"signup-link\" href=\"/mock/ui/{id}/signup\">Sign up now</a></p>\
+             <p>Sign in with your social account:</p>{providers}",
+            message_html(message),
+            esc(email)
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+async fn sign_in(state: State, path: web::Path<String>, form: web::Form<SignInForm>) -> HttpResponse {
+    let id = path.into_inner();
+    let Some(i) = interaction(&state, &id) else {
+        return error_page("AADB2C90088: the page expired; start again from the application.");
+    };
+    let email = form.email.clone().unwrap_or_default();
+    let request = journey_request(&i, JourneyKind::SignIn, AccountKind::Local, &email, |r| {
+        r.password = form.password.clone();
+    });
+    let result = match journey::run(&state, request).await {
+        Ok(r) => r,
+        Err(e) => return sign_in_page(&state, &id, Some(&e.0), &email),
+    };
+    finish(&state, &i, result, |message| {
+        sign_in_page(&state, &id, Some(message), &email)
+    })
+}
+
+fn journey_request(
+    i: &Interaction,
+    kind: JourneyKind,
+    account: AccountKind,
+    email: &str,
+    change: impl FnOnce(&mut JourneyRequest),
+) -> JourneyRequest {
+    let mut request = JourneyRequest {
+        policy: Some(i.policy.clone()),
+        client_id: i.client_id.clone(),
+        kind,
+        account,
+        email: email.to_string(),
+        password: None,
+        provider: None,
+        provider_subject: None,
+        email_verified: None,
+        complete_email_verification: false,
+        given_name: None,
+        surname: None,
+        ui_locales: i.ui_locales.clone(),
+        nonce: i.nonce.clone(),
+        redirect_uri: None,
+        state: None,
+    };
+    change(&mut request);
+    request
+}
+
+/// The end of a page flow: the redirect with a code, or the page the person reads.
+fn finish(
+    state: &Tenant,
+    i: &Interaction,
+    result: JourneyResult,
+    on_form: impl FnOnce(&str) -> HttpResponse,
+) -> HttpResponse {
+    let message = result.message.clone().unwrap_or_default();
+    match result.outcome {
+        Outcome::Token => {
+            let Some(token) = result.id_token else {
+                return error_page("no token");
+            };
+            let code = state.remember_code(
+                &i.client_id,
+                &i.redirect_uri,
+                &i.policy,
+                &token,
+                i.code_challenge.clone(),
+                i.with_access_token,
+            );
+            redirect(i, &[("code", code.as_str())])
+        }
+        Outcome::ValidationError => on_form(&message),
+        Outcome::BlockPage => page(
+            "We can't sign you up",
+            &format!(
+                "<p id=\"block-message\" class=\"message\">{}</p>{}",
+                esc(&message),
+                result
+                    .code
+                    .map(|c| format!("<p><small>Code: <span id=\"block-code\">{}</span></small></p>", esc(&c)))
+                    .unwrap_or_default()
+            ),
+        ),
+        Outcome::Error => error_page(&message),
+    }
+}
+
+/// Sends the browser back to the application with these parameters and the state.
+fn redirect(i: &Interaction, params: &[(&str, &str)]) -> HttpResponse {
+    let mut all: Vec<(&str, &str)> = params.to_vec();
+    if let Some(s) = &i.state {
+        all.push(("state", s));
+    }
+    if i.response_mode == "form_post" {
+        let inputs: String = all
+            .iter()
+            .map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(k), esc(v)))
+            .collect();
+        return HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(format!(
+                "<!DOCTYPE html><html><body onload=\"document.forms[0].submit()\">\
+                 <form method=\"post\" action=\"{}\">{inputs}<noscript><button>Continue</button></noscript></form></body></html>",
+                esc(&i.redirect_uri)
+            ));
+    }
+    let query: Vec<String> = all
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect();
+    let separator = if i.redirect_uri.contains('?') { '&' } else { '?' };
+    HttpResponse::Found()
+        .insert_header(("Location", format!("{}{separator}{}", i.redirect_uri, query.join("&"))))
+        .finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local sign-up
+// ---------------------------------------------------------------------------------------------
+
+async fn sign_up_page(state: State, path: web::Path<String>) -> HttpResponse {
+    let id = path.into_inner();
+    if interaction(&state, &id).is_none() {
+        return error_page("AADB2C90088: the page expired; start again from the application.");
+    }
+    sign_up_form(&id, None, "", None, &SignUpForm::default())
+}
+
+/// The sign-up form: first the email and "send verification code", then the code field (with
+/// the mock's mailbox showing the code) and the rest of the attributes.
+fn sign_up_form(
+    id: &str,
+    message: Option<&str>,
+    email: &str,
+    mailed: Option<&str>,
+    form: &SignUpForm,
+) -> HttpResponse {
+    let id = esc(id);
+    let body = match mailed {
+        None => format!(
+            "{}<form method=\"post\" action=\"/mock/ui/{id}/signup/code\">\
+             <label>Email address <input id=\"email\" name=\"email\" type=\"email\" value=\"{}\"></label>\
+             <p><button id=\"send-code\" type=\"submit\">Send verification code</button></p></form>",
+            message_html(message),
+            esc(email)
+        ),
+        Some(code) => format!(
+            "{}<p class=\"mailbox\">Mock mailbox of {}: your verification code is \
+             <span id=\"mailbox-code\">{}</span></p>\
+             <form method=\"post\" action=\"/mock/ui/{id}/signup\">\
+             <input type=\"hidden\" name=\"email\" value=\"{}\">\
+             <label>Verification code <input id=\"verification-code\" name=\"verification_code\" value=\"{}\"></label>\
+             <label>New password <input id=\"password\" name=\"password\" type=\"password\"></label>\
+             <label>Given name <input id=\"given-name\" name=\"given_name\" value=\"{}\"></label>\
+             <label>Surname <input id=\"surname\" name=\"surname\" value=\"{}\"></label>\
+             <p><button id=\"create\" type=\"submit\">Create</button></p></form>",
+            message_html(message),
+            esc(email),
+            esc(code),
+            esc(email),
+            esc(form.verification_code.as_deref().unwrap_or_default()),
+            esc(form.given_name.as_deref().unwrap_or_default()),
+            esc(form.surname.as_deref().unwrap_or_default()),
+        ),
+    };
+    page("Sign up", &body)
+}
+
+#[derive(Deserialize, Default)]
+pub struct SignUpForm {
+    email: Option<String>,
+    verification_code: Option<String>,
+    password: Option<String>,
+    given_name: Option<String>,
+    surname: Option<String>,
+}
+
+async fn send_code(state: State, path: web::Path<String>, form: web::Form<SignUpForm>) -> HttpResponse {
+    let id = path.into_inner();
+    if interaction(&state, &id).is_none() {
+        return error_page("AADB2C90088: the page expired; start again from the application.");
+    }
+    let email = form.email.clone().unwrap_or_default().trim().to_string();
+    if !email.contains('@') {
+        return sign_up_form(&id, Some("Please enter a valid email address."), &email, None, &form);
+    }
+    let code = {
+        use rand::Rng;
+        format!("{:06}", rand::thread_rng().gen_range(0..1_000_000))
+    };
+    update(&state, &id, |i| i.verification = Some((email.clone(), code.clone())));
+    sign_up_form(&id, None, &email, Some(&code), &SignUpForm::default())
+}
+
+async fn sign_up(state: State, path: web::Path<String>, form: web::Form<SignUpForm>) -> HttpResponse {
+    let id = path.into_inner();
+    let Some(i) = interaction(&state, &id) else {
+        return error_page("AADB2C90088: the page expired; start again from the application.");
+    };
+    let email = form.email.clone().unwrap_or_default();
+    let mailed = i.verification.clone();
+    let verified = mailed.as_ref().is_some_and(|(address, code)| {
+        address.eq_ignore_ascii_case(email.trim())
+            && form.verification_code.as_deref().map(str::trim) == Some(code.as_str())
+    });
+    let request = journey_request(&i, JourneyKind::SignUp, AccountKind::Local, &email, |r| {
+        r.password = form.password.clone().filter(|p| !p.is_empty());
+        r.given_name = form.given_name.clone().filter(|g| !g.is_empty());
+        r.surname = form.surname.clone().filter(|s| !s.is_empty());
+        r.complete_email_verification = verified;
+    });
+    let shown_code = mailed.map(|(_, c)| c).unwrap_or_default();
+    let result = match journey::run(&state, request).await {
+        Ok(r) => r,
+        Err(e) => return sign_up_form(&id, Some(&e.0), &email, Some(&shown_code), &form),
+    };
+    finish(&state, &i, result, |message| {
+        sign_up_form(&id, Some(message), &email, Some(&shown_code), &form)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Social accounts: the simulated provider
+// ---------------------------------------------------------------------------------------------
+
+fn provider_form(id: &str, provider: &str, verifies: bool, message: Option<&str>) -> HttpResponse {
+    page(
+        &format!("Sign in with {provider} (simulated)"),
+        &format!(
+            "{}<form method=\"post\" action=\"/mock/ui/{}/provider/{}/continue\">\
+             <label>Email address at {} <input id=\"email\" name=\"email\" type=\"email\"></label>\
+             <label>Given name <input id=\"given-name\" name=\"given_name\"></label>\
+             <label>Surname <input id=\"surname\" name=\"surname\"></label>\
+             <label><input id=\"email-verified\" name=\"email_verified\" type=\"checkbox\" value=\"true\"{}> \
+             the provider says the email is verified</label>\
+             <p><button id=\"continue\" type=\"submit\">Continue</button></p></form>",
+            message_html(message),
+            esc(id),
+            esc(provider),
+            esc(provider),
+            if verifies { " checked" } else { "" }
+        ),
+    )
+}
+
+async fn provider_page(state: State, path: web::Path<(String, String)>) -> HttpResponse {
+    let (id, name) = path.into_inner();
+    if interaction(&state, &id).is_none() {
+        return error_page("AADB2C90088: the page expired; start again from the application.");
+    }
+    let Some(provider) = state.settings.providers.iter().find(|p| p.name == name) else {
+        return error_page("AADB2C90238: unknown identity provider.");
+    };
+    provider_form(&id, &provider.name, provider.verifies_email, None)
+}
+
+#[derive(Deserialize)]
+pub struct ProviderForm {
+    email: Option<String>,
+    given_name: Option<String>,
+    surname: Option<String>,
+    email_verified: Option<String>,
+}
+
+async fn provider_continue(
+    state: State,
+    path: web::Path<(String, String)>,
+    form: web::Form<ProviderForm>,
+) -> HttpResponse {
+    let (id, name) = path.into_inner();
+    let Some(i) = interaction(&state, &id) else {
+        return error_page("AADB2C90088: the page expired; start again from the application.");
+    };
+    let Some(provider) = state.settings.providers.iter().find(|p| p.name == name).cloned() else {
+        return error_page("AADB2C90238: unknown identity provider.");
+    };
+    let email = form.email.clone().unwrap_or_default();
+    let checked = form.email_verified.as_deref() == Some("true");
+    let request = journey_request(&i, JourneyKind::SignUp, AccountKind::Social, &email, |r| {
+        r.provider = Some(provider.name.clone());
+        // A provider that verifies says so either way; one that does not says nothing unless
+        // the box asks it to claim verification.
+        r.email_verified = if provider.verifies_email || checked {
+            Some(checked)
+        } else {
+            None
+        };
+        r.given_name = form.given_name.clone().filter(|g| !g.is_empty());
+        r.surname = form.surname.clone().filter(|s| !s.is_empty());
+    });
+    let result = match journey::run(&state, request).await {
+        Ok(r) => r,
+        Err(e) => return provider_form(&id, &provider.name, provider.verifies_email, Some(&e.0)),
+    };
+    finish(&state, &i, result, |message| {
+        provider_form(&id, &provider.name, provider.verifies_email, Some(message))
+    })
+}
