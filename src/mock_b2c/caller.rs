@@ -15,10 +15,19 @@ use super::types::CallRecord;
 #[derive(Debug, Clone)]
 pub enum Credentials {
     None,
-    Basic { username: String, password: String },
-    ApiKey { header: String, key: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    ApiKey {
+        header: String,
+        key: String,
+    },
     Bearer(String),
-    ClientCertificate { cert_file: PathBuf, key_file: PathBuf },
+    ClientCertificate {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
 }
 
 /// What is sent: JSON (`SendClaimsIn=Body`, and the API connector) or a form.

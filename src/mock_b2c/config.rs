@@ -25,7 +25,10 @@ pub enum CallerAuth {
         scope: String,
     },
     /// Mutual TLS with this certificate and key (PEM files).
-    ClientCertificate { cert_file: PathBuf, key_file: PathBuf },
+    ClientCertificate {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
 }
 
 /// An application registered in the tenant (a relying party).

@@ -15,14 +15,15 @@ use sha2::{Digest, Sha256};
 use super::caller::{Answer, Credentials, NoAnswer, Payload};
 use super::config::CallerAuth;
 use super::directory::User;
-use super::policy::{PolicySet, ProfileOutcome};
+use super::policy::{PolicySet, ProfileOutcome, LOCAL_SIGN_UP_PAGE, SOCIAL_SIGN_UP_PAGE};
 use super::types::{AccountKind, JourneyKind, JourneyRequest, JourneyResult, Outcome};
 use super::Tenant;
 
 /// The password a journey uses when the request names none.
 pub const DEFAULT_PASSWORD: &str = "Passw0rd!";
 /// B2C's message when a sign-up names an existing account.
-pub const USER_EXISTS: &str = "A user with the specified ID already exists. Please choose a different one.";
+pub const USER_EXISTS: &str =
+    "A user with the specified ID already exists. Please choose a different one.";
 /// B2C's message when a local sign-in names no account.
 pub const NO_ACCOUNT: &str = "We can't seem to find your account.";
 /// B2C's message for a wrong password.
@@ -30,7 +31,8 @@ pub const WRONG_PASSWORD: &str = "Your password is incorrect.";
 /// The sign-up page's message when the email was not verified.
 pub const VERIFY_FIRST: &str = "Please verify your email address before you continue.";
 /// B2C's error page after a connector failure or an answer it does not accept.
-pub const CONNECTOR_FAILED: &str = "Something went wrong. The API connector did not give a valid answer.";
+pub const CONNECTOR_FAILED: &str =
+    "Something went wrong. The API connector did not give a valid answer.";
 
 /// A request the driver must refuse (HTTP 400), before anything runs.
 #[derive(Debug)]
@@ -78,7 +80,9 @@ pub async fn run(tenant: &Tenant, request: JourneyRequest) -> Result<JourneyResu
         )));
     }
     if let Some(uri) = &request.redirect_uri {
-        tenant.check_redirect(&request.client_id, uri).map_err(BadJourney)?;
+        tenant
+            .check_redirect(&request.client_id, uri)
+            .map_err(BadJourney)?;
     }
     if request.email.trim().is_empty() {
         return Err(BadJourney("email is required".into()));
@@ -86,7 +90,10 @@ pub async fn run(tenant: &Tenant, request: JourneyRequest) -> Result<JourneyResu
     let provider = match request.account {
         AccountKind::Local => None,
         AccountKind::Social => {
-            let name = request.provider.clone().unwrap_or_else(|| "google.com".into());
+            let name = request
+                .provider
+                .clone()
+                .unwrap_or_else(|| "google.com".into());
             let configured = tenant
                 .settings
                 .providers
@@ -176,7 +183,8 @@ impl Journey<'_> {
     // -----------------------------------------------------------------------------------------
 
     async fn local_sign_up(&mut self) -> Step<()> {
-        if self.tenant.settings.local_email_verification && !self.request.complete_email_verification
+        if self.tenant.settings.local_email_verification
+            && !self.request.complete_email_verification
         {
             return self.stop(Outcome::ValidationError, VERIFY_FIRST, None);
         }
@@ -238,7 +246,7 @@ impl Journey<'_> {
             }
             Mode::CustomPolicy => {
                 let mut bag = self.page_bag(&user);
-                match self.profile("REST-Autolink-Precheck-Local", &mut bag, true).await {
+                match self.validate_page(LOCAL_SIGN_UP_PAGE, &mut bag).await {
                     Step::Go(()) => Step::Go(user),
                     Step::Stop => Step::Stop,
                 }
@@ -291,10 +299,7 @@ impl Journey<'_> {
             }
             Mode::CustomPolicy => {
                 let mut bag = self.page_bag(&user);
-                if let Step::Stop = self
-                    .profile("REST-Autolink-Precheck-Social", &mut bag, true)
-                    .await
-                {
+                if let Step::Stop = self.validate_page(SOCIAL_SIGN_UP_PAGE, &mut bag).await {
                     return Step::Stop;
                 }
             }
@@ -357,9 +362,11 @@ impl Journey<'_> {
                 if let Step::Stop = self.profile(link, &mut bag, false).await {
                     return Step::Stop;
                 }
-                let token = match self.policies.as_ref().map(|p| {
-                    p.token_claims(&bag, self.tenant.settings.tenant_id.as_str())
-                }) {
+                let token = match self
+                    .policies
+                    .as_ref()
+                    .map(|p| p.token_claims(&bag, self.tenant.settings.tenant_id.as_str()))
+                {
                     Some(claims) => claims,
                     None => return self.stop(Outcome::Error, "no policy", None),
                 };
@@ -413,9 +420,14 @@ impl Journey<'_> {
         if let Some(uri) = &self.request.redirect_uri {
             // A driver journey's code is redeemed as if the application had asked for its own
             // scope too: the token response carries an access token.
-            let code =
-                self.tenant
-                    .remember_code(&self.request.client_id, uri, self.policy, &token, None, true);
+            let code = self.tenant.remember_code(
+                &self.request.client_id,
+                uri,
+                self.policy,
+                &token,
+                None,
+                true,
+            );
             let mut redirect = format!(
                 "{uri}{}code={}",
                 if uri.contains('?') { '&' } else { '?' },
@@ -481,7 +493,10 @@ impl Journey<'_> {
     /// Calls the API connector and reads its answer as B2C does at `step`.
     async fn connector(&mut self, step: &str, body: Value) -> Step<Map<String, Value>> {
         let url = format!("{}/b2c/api-connector", self.tenant.service_url());
-        let credentials = match self.tenant.credentials(&self.tenant.settings.connector_auth).await
+        let credentials = match self
+            .tenant
+            .credentials(&self.tenant.settings.connector_auth)
+            .await
         {
             Ok(c) => c,
             Err(e) => return self.stop(Outcome::Error, &e, None).map_never(),
@@ -549,6 +564,22 @@ impl Journey<'_> {
         bag
     }
 
+    /// Submits a sign-up page: its validation technical profiles run in order, and the first
+    /// refusal stays on the form.
+    async fn validate_page(&mut self, page: &str, bag: &mut Bag) -> Step<()> {
+        let list = self
+            .policies
+            .as_ref()
+            .map(|p| p.validations(page))
+            .unwrap_or_default();
+        for id in list {
+            if let Step::Stop = self.profile(&id, bag, true).await {
+                return Step::Stop;
+            }
+        }
+        Step::Go(())
+    }
+
     /// Runs a technical profile. `on_page`: a validation profile, whose refusal stays on the
     /// form; otherwise a journey step, whose refusal ends the journey with an error.
     async fn profile(&mut self, id: &str, bag: &mut Bag, on_page: bool) -> Step<()> {
@@ -557,13 +588,7 @@ impl Journey<'_> {
         };
         let context = self.resolver_context();
         let outcome = policies
-            .run(
-                id,
-                bag,
-                &context,
-                self.tenant,
-                &mut self.result.calls,
-            )
+            .run(id, bag, &context, self.tenant, &mut self.result.calls)
             .await;
         match outcome {
             ProfileOutcome::Done => Step::Go(()),
@@ -612,8 +637,14 @@ fn apply_attribute_overrides(user: &mut User, claims: &Map<String, Value>) {
 #[derive(Debug, PartialEq)]
 pub enum ConnectorAnswer {
     Continue(Map<String, Value>),
-    Block { message: String, code: Option<String> },
-    Validation { message: String, code: Option<String> },
+    Block {
+        message: String,
+        code: Option<String>,
+    },
+    Validation {
+        message: String,
+        code: Option<String>,
+    },
     /// Not an answer B2C accepts at this step: its error page.
     Invalid(String),
 }
@@ -627,10 +658,7 @@ pub fn read_connector_answer(step: &str, answer: Result<Answer, NoAnswer>) -> Co
         Err(no) => return ConnectorAnswer::Invalid(no.message),
     };
     let Some(Value::Object(body)) = answer.json else {
-        return ConnectorAnswer::Invalid(format!(
-            "HTTP {} without a JSON object",
-            answer.status
-        ));
+        return ConnectorAnswer::Invalid(format!("HTTP {} without a JSON object", answer.status));
     };
     if body.get("version").and_then(Value::as_str) != Some("1.0.0") {
         return ConnectorAnswer::Invalid(format!(
@@ -760,9 +788,9 @@ mod tests {
     #[test]
     fn validation_errors_need_http_400_status_400_and_the_right_step() {
         let good = json!({"version":"1.0.0","status":400,"action":"ValidationError","userMessage":"fix it"});
-        let string_status =
-            json!({"version":"1.0.0","status":"400","action":"ValidationError","userMessage":"fix it"});
-        let no_status = json!({"version":"1.0.0","action":"ValidationError","userMessage":"fix it"});
+        let string_status = json!({"version":"1.0.0","status":"400","action":"ValidationError","userMessage":"fix it"});
+        let no_status =
+            json!({"version":"1.0.0","action":"ValidationError","userMessage":"fix it"});
         assert!(matches!(
             read_connector_answer("PostAttributeCollection", answer(400, good.clone())),
             ConnectorAnswer::Validation { .. }
@@ -796,10 +824,13 @@ mod tests {
             json!({"version":"1.0.0","action":"Proceed"}),
             json!(["not an object"]),
         ] {
-            assert!(matches!(
-                read_connector_answer("PreTokenIssuance", answer(200, body.clone())),
-                ConnectorAnswer::Invalid(_)
-            ), "{body}");
+            assert!(
+                matches!(
+                    read_connector_answer("PreTokenIssuance", answer(200, body.clone())),
+                    ConnectorAnswer::Invalid(_)
+                ),
+                "{body}"
+            );
         }
         assert!(matches!(
             read_connector_answer(

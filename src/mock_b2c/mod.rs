@@ -135,7 +135,8 @@ impl Tenant {
 
     /// Whether `name` is this tenant (its domain name or its id).
     pub fn is_tenant(&self, name: &str) -> bool {
-        name.eq_ignore_ascii_case(&self.settings.tenant) || name.eq_ignore_ascii_case(&self.settings.tenant_id)
+        name.eq_ignore_ascii_case(&self.settings.tenant)
+            || name.eq_ignore_ascii_case(&self.settings.tenant_id)
     }
 
     pub fn base_url(&self) -> &str {
@@ -153,7 +154,10 @@ impl Tenant {
     }
 
     pub fn entra_token_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.base_url, self.settings.tenant_id)
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.base_url, self.settings.tenant_id
+        )
     }
 
     pub fn service_url(&self) -> String {
@@ -244,7 +248,12 @@ impl Tenant {
             .iter()
             .find(|c| c.client_id == client_id)
             .ok_or("unknown client")?;
-        if !bool::from(client.client_secret.as_bytes().ct_eq(client_secret.as_bytes())) {
+        if !bool::from(
+            client
+                .client_secret
+                .as_bytes()
+                .ct_eq(client_secret.as_bytes()),
+        ) {
             return Err("invalid client secret".into());
         }
         let audience = scope
@@ -271,7 +280,9 @@ impl Tenant {
     /// An access token for the application itself (scope `{client_id}`), as B2C issues one.
     fn application_access_token(&self, id_token_claims: &Map<String, Value>) -> String {
         let mut claims = Map::new();
-        for name in ["iss", "sub", "oid", "aud", "tfp", "iat", "nbf", "exp", "ver"] {
+        for name in [
+            "iss", "sub", "oid", "aud", "tfp", "iat", "nbf", "exp", "ver",
+        ] {
             if let Some(v) = id_token_claims.get(name) {
                 claims.insert(name.into(), v.clone());
             }
@@ -302,7 +313,7 @@ impl MockB2c {
     /// Binds `settings.bind` and serves on the current runtime until [`MockB2c::stop`].
     pub async fn start(settings: MockSettings) -> anyhow::Result<MockB2c> {
         let (mock, server) = Self::build(settings)?;
-        actix_web::rt::spawn(server);
+        tokio::spawn(server);
         Ok(mock)
     }
 

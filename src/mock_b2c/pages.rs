@@ -39,7 +39,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/mock/ui/{id}/signup", web::get().to(sign_up_page))
         .route("/mock/ui/{id}/signup/code", web::post().to(send_code))
         .route("/mock/ui/{id}/signup", web::post().to(sign_up))
-        .route("/mock/ui/{id}/provider/{name}", web::post().to(provider_page))
+        .route(
+            "/mock/ui/{id}/provider/{name}",
+            web::post().to(provider_page),
+        )
         .route(
             "/mock/ui/{id}/provider/{name}/continue",
             web::post().to(provider_continue),
@@ -80,7 +83,10 @@ fn page(title: &str, body: &str) -> HttpResponse {
 fn error_page(message: &str) -> HttpResponse {
     let mut response = page(
         "Error",
-        &format!("<p id=\"error-message\" class=\"message\">{}</p>", esc(message)),
+        &format!(
+            "<p id=\"error-message\" class=\"message\">{}</p>",
+            esc(message)
+        ),
     );
     *response.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
     response
@@ -202,7 +208,12 @@ fn update(state: &Tenant, id: &str, change: impl FnOnce(&mut Interaction)) {
 
 fn message_html(message: Option<&str>) -> String {
     message
-        .map(|m| format!("<p id=\"validation-message\" class=\"message\">{}</p>", esc(m)))
+        .map(|m| {
+            format!(
+                "<p id=\"validation-message\" class=\"message\">{}</p>",
+                esc(m)
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -240,7 +251,11 @@ pub struct SignInForm {
     password: Option<String>,
 }
 
-async fn sign_in(state: State, path: web::Path<String>, form: web::Form<SignInForm>) -> HttpResponse {
+async fn sign_in(
+    state: State,
+    path: web::Path<String>,
+    form: web::Form<SignInForm>,
+) -> HttpResponse {
     let id = path.into_inner();
     let Some(i) = interaction(&state, &id) else {
         return error_page("AADB2C90088: the page expired; start again from the application.");
@@ -318,7 +333,10 @@ fn finish(
                 esc(&message),
                 result
                     .code
-                    .map(|c| format!("<p><small>Code: <span id=\"block-code\">{}</span></small></p>", esc(&c)))
+                    .map(|c| format!(
+                        "<p><small>Code: <span id=\"block-code\">{}</span></small></p>",
+                        esc(&c)
+                    ))
                     .unwrap_or_default()
             ),
         ),
@@ -335,7 +353,13 @@ fn redirect(i: &Interaction, params: &[(&str, &str)]) -> HttpResponse {
     if i.response_mode == "form_post" {
         let inputs: String = all
             .iter()
-            .map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(k), esc(v)))
+            .map(|(k, v)| {
+                format!(
+                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                    esc(k),
+                    esc(v)
+                )
+            })
             .collect();
         return HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
@@ -349,9 +373,16 @@ fn redirect(i: &Interaction, params: &[(&str, &str)]) -> HttpResponse {
         .iter()
         .map(|(k, v)| format!("{k}={}", urlencode(v)))
         .collect();
-    let separator = if i.redirect_uri.contains('?') { '&' } else { '?' };
+    let separator = if i.redirect_uri.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     HttpResponse::Found()
-        .insert_header(("Location", format!("{}{separator}{}", i.redirect_uri, query.join("&"))))
+        .insert_header((
+            "Location",
+            format!("{}{separator}{}", i.redirect_uri, query.join("&")),
+        ))
         .finish()
 }
 
@@ -416,24 +447,40 @@ pub struct SignUpForm {
     surname: Option<String>,
 }
 
-async fn send_code(state: State, path: web::Path<String>, form: web::Form<SignUpForm>) -> HttpResponse {
+async fn send_code(
+    state: State,
+    path: web::Path<String>,
+    form: web::Form<SignUpForm>,
+) -> HttpResponse {
     let id = path.into_inner();
     if interaction(&state, &id).is_none() {
         return error_page("AADB2C90088: the page expired; start again from the application.");
     }
     let email = form.email.clone().unwrap_or_default().trim().to_string();
     if !email.contains('@') {
-        return sign_up_form(&id, Some("Please enter a valid email address."), &email, None, &form);
+        return sign_up_form(
+            &id,
+            Some("Please enter a valid email address."),
+            &email,
+            None,
+            &form,
+        );
     }
     let code = {
         use rand::Rng;
         format!("{:06}", rand::thread_rng().gen_range(0..1_000_000))
     };
-    update(&state, &id, |i| i.verification = Some((email.clone(), code.clone())));
+    update(&state, &id, |i| {
+        i.verification = Some((email.clone(), code.clone()))
+    });
     sign_up_form(&id, None, &email, Some(&code), &SignUpForm::default())
 }
 
-async fn sign_up(state: State, path: web::Path<String>, form: web::Form<SignUpForm>) -> HttpResponse {
+async fn sign_up(
+    state: State,
+    path: web::Path<String>,
+    form: web::Form<SignUpForm>,
+) -> HttpResponse {
     let id = path.into_inner();
     let Some(i) = interaction(&state, &id) else {
         return error_page("AADB2C90088: the page expired; start again from the application.");
@@ -512,7 +559,13 @@ async fn provider_continue(
     let Some(i) = interaction(&state, &id) else {
         return error_page("AADB2C90088: the page expired; start again from the application.");
     };
-    let Some(provider) = state.settings.providers.iter().find(|p| p.name == name).cloned() else {
+    let Some(provider) = state
+        .settings
+        .providers
+        .iter()
+        .find(|p| p.name == name)
+        .cloned()
+    else {
         return error_page("AADB2C90238: unknown identity provider.");
     };
     let email = form.email.clone().unwrap_or_default();

@@ -13,15 +13,16 @@ use super::types::CallRecord;
 use super::Tenant;
 use crate::policies::{self, AppSettings, Chain, ClaimRef, PolicyFile, TechnicalProfile};
 
-/// The journey's REST technical profiles (the orchestration steps and validation profiles of
-/// `AutolinkSignUpOrSignIn` that call out).
-pub const PROFILES: [&str; 5] = [
-    "REST-Autolink-Precheck-Local",
-    "REST-Autolink-Precheck-Social",
+/// The journey's orchestration steps that call out (`AutolinkSignUpOrSignIn`, steps 6, 9, 10).
+pub const STEP_PROFILES: [&str; 3] = [
+    "Autolink-AcquireCredentials",
     "REST-Autolink-Link-Local",
     "REST-Autolink-Link-Social",
-    "Autolink-AcquireCredentials",
 ];
+
+/// The sign-up pages whose validation technical profiles run when the form is submitted.
+pub const LOCAL_SIGN_UP_PAGE: &str = "LocalAccountSignUpWithLogonEmail";
+pub const SOCIAL_SIGN_UP_PAGE: &str = "SelfAsserted-Social";
 
 /// The relying party's technical profile: what goes into the token.
 pub const RELYING_PARTY_PROFILE: &str = "PolicyProfile";
@@ -51,13 +52,17 @@ pub enum ProfileOutcome {
         code: Option<String>,
     },
     /// No answer, or one B2C does not accept.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 /// The rendered chain and the profiles the journey uses.
 pub struct PolicySet {
     chain: Chain,
     profiles: BTreeMap<String, TechnicalProfile>,
+    /// The validation technical profiles of each sign-up page, in order.
+    validations: BTreeMap<String, Vec<String>>,
     relying_party: TechnicalProfile,
     settings: CustomPolicySettings,
 }
@@ -71,10 +76,13 @@ impl PolicySet {
         token_endpoint: &str,
     ) -> Result<PolicySet, String> {
         let dir = &settings.dir;
-        let app_settings = AppSettings::load(&dir.join(policies::APP_SETTINGS_FILE))
-            .map_err(|e| e.to_string())?;
+        let app_settings =
+            AppSettings::load(&dir.join(policies::APP_SETTINGS_FILE)).map_err(|e| e.to_string())?;
         let mut env = app_settings
-            .environment(&dir.join(policies::APP_SETTINGS_FILE), &settings.environment)
+            .environment(
+                &dir.join(policies::APP_SETTINGS_FILE),
+                &settings.environment,
+            )
             .map_err(|e| e.to_string())?
             .clone();
         env.policy_settings.insert(
@@ -93,14 +101,28 @@ impl PolicySet {
         let mut files = Vec::new();
         for name in &names {
             let path = dir.join(name);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let rendered = policies::render_text(&path, &text, &env).map_err(|e| e.to_string())?;
             files.push(PolicyFile::parse(&path, rendered).map_err(|e| e.to_string())?);
         }
         let chain = Chain::above_missing_base(files).map_err(|e| e.to_string())?;
+        let mut validations = BTreeMap::new();
+        let mut needed: Vec<String> = STEP_PROFILES.iter().map(|s| s.to_string()).collect();
+        for page in [LOCAL_SIGN_UP_PAGE, SOCIAL_SIGN_UP_PAGE] {
+            // The project's layers add their validation profiles to the starter pack's pages;
+            // the starter pack's own (the directory write) are the mock's directory.
+            let list = chain
+                .technical_profile(page)
+                .map_err(|e| e.to_string())?
+                .map(|tp| tp.validation_technical_profiles)
+                .unwrap_or_default();
+            needed.extend(list.iter().cloned());
+            validations.insert(page.to_string(), list);
+        }
         let mut profiles = BTreeMap::new();
-        for id in PROFILES {
+        for id in &needed {
+            let id = id.as_str();
             let profile = chain
                 .technical_profile(id)
                 .map_err(|e| e.to_string())?
@@ -114,9 +136,15 @@ impl PolicySet {
         Ok(PolicySet {
             chain,
             profiles,
+            validations,
             relying_party,
             settings: settings.clone(),
         })
+    }
+
+    /// The validation technical profiles a sign-up page runs, in order.
+    pub fn validations(&self, page: &str) -> Vec<String> {
+        self.validations.get(page).cloned().unwrap_or_default()
     }
 
     fn data_type(&self, claim: &str) -> String {
@@ -192,7 +220,11 @@ impl PolicySet {
     }
 
     /// The ID token's claims, as the relying party's output claims say.
-    pub fn token_claims(&self, bag: &BTreeMap<String, Value>, tenant_id: &str) -> Map<String, Value> {
+    pub fn token_claims(
+        &self,
+        bag: &BTreeMap<String, Value>,
+        tenant_id: &str,
+    ) -> Map<String, Value> {
         let mut claims = Map::new();
         for claim in &self.relying_party.output_claims {
             let value = if claim.always_use_default_value {
@@ -300,11 +332,17 @@ impl PolicySet {
         let mut out = Map::new();
         for claim in claims {
             let value = if claim.always_use_default_value {
-                claim.default_value.as_deref().map(|d| Value::String(resolve(d)))
+                claim
+                    .default_value
+                    .as_deref()
+                    .map(|d| Value::String(resolve(d)))
             } else {
-                bag.get(&claim.claim_type)
-                    .cloned()
-                    .or_else(|| claim.default_value.as_deref().map(|d| Value::String(resolve(d))))
+                bag.get(&claim.claim_type).cloned().or_else(|| {
+                    claim
+                        .default_value
+                        .as_deref()
+                        .map(|d| Value::String(resolve(d)))
+                })
             };
             // Claims without a value are left out.
             let Some(value) = value else { continue };
@@ -314,7 +352,9 @@ impl PolicySet {
                     "false" | "False" => Value::Bool(false),
                     _ => value,
                 },
-                ("string", Value::Bool(b)) => Value::String(if *b { "true" } else { "false" }.into()),
+                ("string", Value::Bool(b)) => {
+                    Value::String(if *b { "true" } else { "false" }.into())
+                }
                 _ => value,
             };
             out.insert(claim.partner_name().to_string(), typed);
@@ -395,7 +435,8 @@ impl PolicySet {
             Ok(answer) => answer,
             Err(no) => {
                 let message = if no.timed_out {
-                    tp.metadata("UserMessageIfRequestTimeout").unwrap_or(failed_message)
+                    tp.metadata("UserMessageIfRequestTimeout")
+                        .unwrap_or(failed_message)
                 } else {
                     failed_message
                 };
@@ -461,7 +502,10 @@ impl PolicySet {
                     Some(Value::String(s)) => s == "409",
                     _ => false,
                 };
-                let null_key = body.iter().find(|(_, v)| v.is_null()).map(|(k, _)| k.clone());
+                let null_key = body
+                    .iter()
+                    .find(|(_, v)| v.is_null())
+                    .map(|(k, _)| k.clone());
                 match body.get("userMessage").and_then(Value::as_str) {
                     Some(message) if version_ok && status_ok && null_key.is_none() && !message.is_empty() => {
                         ProfileOutcome::Refused {

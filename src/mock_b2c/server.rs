@@ -20,14 +20,18 @@ pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(tenant.clone()))
-            .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| {
-                let message = e.to_string();
-                actix_web::error::InternalError::from_response(
-                    e,
-                    HttpResponse::BadRequest().json(json!({ "error": message })),
-                )
-                .into()
-            }))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(64 * 1024)
+                    .error_handler(|e, _| {
+                        let message = e.to_string();
+                        actix_web::error::InternalError::from_response(
+                            e,
+                            HttpResponse::BadRequest().json(json!({ "error": message })),
+                        )
+                        .into()
+                    }),
+            )
             .app_data(web::FormConfig::default().limit(64 * 1024))
             .route("/", web::get().to(pages::home))
             .route("/mock/journeys", web::post().to(run_journey))
@@ -44,8 +48,14 @@ pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix
                 "/{tenant}/{policy}/v2.0/.well-known/openid-configuration",
                 web::get().to(discovery),
             )
-            .route("/{tenant}/{policy}/discovery/v2.0/keys", web::get().to(keys))
-            .route("/{tenant}/{policy}/oauth2/v2.0/token", web::post().to(token))
+            .route(
+                "/{tenant}/{policy}/discovery/v2.0/keys",
+                web::get().to(keys),
+            )
+            .route(
+                "/{tenant}/{policy}/oauth2/v2.0/token",
+                web::post().to(token),
+            )
             .route(
                 "/{tenant}/{policy}/oauth2/v2.0/authorize",
                 web::get().to(pages::authorize),
@@ -167,7 +177,11 @@ fn client_credentials(req: &HttpRequest, form: &TokenForm) -> (Option<String>, O
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|v| {
             let (id, secret) = v.split_once(':')?;
@@ -193,7 +207,11 @@ async fn token(
     use actix_web::http::StatusCode;
     let (tenant, policy) = path.into_inner();
     let Some(policy) = policy_of(&state, &tenant, &policy) else {
-        return error(StatusCode::NOT_FOUND, "invalid_tenant_or_policy", "unknown tenant or policy");
+        return error(
+            StatusCode::NOT_FOUND,
+            "invalid_tenant_or_policy",
+            "unknown tenant or policy",
+        );
     };
     if form.grant_type.as_deref() != Some("authorization_code") {
         return error(
@@ -204,26 +222,49 @@ async fn token(
     }
     let (client_id, secret) = client_credentials(&req, &form);
     let Some(code) = form.code.as_deref().and_then(|c| state.take_code(c)) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_grant", "the code is unknown, used or expired");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the code is unknown, used or expired",
+        );
     };
     if client_id.as_deref() != Some(code.client_id.as_str()) || code.policy != policy {
-        return error(StatusCode::BAD_REQUEST, "invalid_grant", "the code was issued to another client or policy");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the code was issued to another client or policy",
+        );
     }
     if form.redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
-        return error(StatusCode::BAD_REQUEST, "invalid_grant", "the redirect URI does not match");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the redirect URI does not match",
+        );
     }
-    if let Some(expected) = state.application(&code.client_id).and_then(|a| a.client_secret.clone()) {
+    if let Some(expected) = state
+        .application(&code.client_id)
+        .and_then(|a| a.client_secret.clone())
+    {
         use subtle::ConstantTimeEq;
         let given = secret.unwrap_or_default();
         if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
-            return error(StatusCode::UNAUTHORIZED, "invalid_client", "the client secret is wrong");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "the client secret is wrong",
+            );
         }
     }
     if let Some(challenge) = &code.code_challenge {
         let verifier = form.code_verifier.clone().unwrap_or_default();
         let computed = super::keys::b64(&Sha256::digest(verifier.as_bytes()));
         if &computed != challenge {
-            return error(StatusCode::BAD_REQUEST, "invalid_grant", "the code verifier does not match");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the code verifier does not match",
+            );
         }
     }
     let _ = &form.scope;
@@ -256,7 +297,11 @@ fn decode_claims(token: &str) -> Option<Map<String, Value>> {
 
 async fn entra_discovery(state: State, path: web::Path<String>) -> HttpResponse {
     if path.as_str() != state.settings.tenant_id {
-        return error(actix_web::http::StatusCode::NOT_FOUND, "invalid_tenant", "unknown tenant");
+        return error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "invalid_tenant",
+            "unknown tenant",
+        );
     }
     let base = format!("{}/{}", state.base_url(), state.settings.tenant_id);
     HttpResponse::Ok().json(json!({
@@ -272,7 +317,11 @@ async fn entra_discovery(state: State, path: web::Path<String>) -> HttpResponse 
 
 async fn entra_keys(state: State, path: web::Path<String>) -> HttpResponse {
     if path.as_str() != state.settings.tenant_id {
-        return error(actix_web::http::StatusCode::NOT_FOUND, "invalid_tenant", "unknown tenant");
+        return error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "invalid_tenant",
+            "unknown tenant",
+        );
     }
     HttpResponse::Ok().json(state.key.jwks())
 }

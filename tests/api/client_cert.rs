@@ -17,9 +17,9 @@ use sha1::{Digest, Sha1};
 use crate::helpers::*;
 
 /// A certificate with its key.
-struct Issued {
-    cert: rcgen::Certificate,
-    key: KeyPair,
+pub(crate) struct Issued {
+    pub(crate) cert: rcgen::Certificate,
+    pub(crate) key: KeyPair,
 }
 
 impl Issued {
@@ -53,7 +53,7 @@ impl Issued {
     }
 }
 
-fn ca(name: &str) -> Issued {
+pub(crate) fn ca(name: &str) -> Issued {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, name);
@@ -67,7 +67,7 @@ fn ca(name: &str) -> Issued {
 
 /// A client certificate valid from `from` to `to` (January 1st), signed by `issuer` or
 /// self-signed.
-fn client(name: &str, issuer: Option<&Issued>, from: i32, to: i32) -> Issued {
+pub(crate) fn client(name: &str, issuer: Option<&Issued>, from: i32, to: i32) -> Issued {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, name);
@@ -82,15 +82,15 @@ fn client(name: &str, issuer: Option<&Issued>, from: i32, to: i32) -> Issued {
 }
 
 /// The certificates of one test, written to a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    server_ca: Issued,
-    client_ca: Issued,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) server_ca: Issued,
+    pub(crate) client_ca: Issued,
     tls: TlsSettings,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let server_ca = ca("Test Server CA");
         let client_ca = ca("Test Client CA");
@@ -122,7 +122,7 @@ impl Pki {
     }
 
     /// Writes a CA certificate and returns its path.
-    fn ca_file(&self, name: &str, ca: &Issued) -> PathBuf {
+    pub(crate) fn ca_file(&self, name: &str, ca: &Issued) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, ca.cert.pem()).unwrap();
         path
@@ -145,7 +145,7 @@ impl Pki {
 
 /// Serves HTTPS with the test PKI and `[auth.client_certificate]` as given; Basic stays
 /// configured (the test settings), as it would during a migration.
-async fn spawn_tls(pki: &Pki, certs: ClientCertificateSettings) -> (TestApp, String) {
+pub(crate) async fn spawn_tls(pki: &Pki, certs: ClientCertificateSettings) -> (TestApp, String) {
     let tls = pki.tls.clone();
     spawn_with_https(move |settings| {
         settings.tls = Some(tls);
