@@ -23,10 +23,18 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:8081", env = "MOCK_B2C_BIND")]
     bind: String,
     /// autolink's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "MOCK_B2C_SERVICE_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "MOCK_B2C_SERVICE_URL"
+    )]
     service_url: String,
     /// The connector's Basic user name (autolink prints it at first start).
-    #[arg(long, default_value = "b2c-connector", env = "MOCK_B2C_CONNECTOR_USERNAME")]
+    #[arg(
+        long,
+        default_value = "b2c-connector",
+        env = "MOCK_B2C_CONNECTOR_USERNAME"
+    )]
     connector_username: String,
     /// The connector's Basic password (autolink prints it at first start).
     #[arg(long, env = "MOCK_B2C_CONNECTOR_PASSWORD")]
