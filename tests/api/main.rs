@@ -3,12 +3,15 @@
 
 mod admin;
 mod bad_input;
+mod browser;
 mod cli;
 mod client_cert;
 mod connector;
 mod health;
 mod helpers;
 mod import;
+mod journeys;
+mod mock_b2c;
 mod mock_issuer;
 mod policies;
 mod race;
