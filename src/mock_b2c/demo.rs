@@ -11,9 +11,9 @@
 //! - `GET /demo/callback?code&state`: exchanges the code at the token endpoint, verifies the ID
 //!   token (signature against the policy's keys, issuer, audience, nonce) and shows
 //!   `#account-number` (or `#no-account-number` and `#autolink-error`), `#outcome` and every claim.
-//! - `POST /demo/link`: sends the ID token of the signed-in session to autolink's
+//! - `POST /demo/link`: sends the ID token of a finished sign-in to autolink's
 //!   `POST {service_url}/v1/link` (`Authorization: Bearer`) and shows the answer in `#link-result`.
-//!   The token stays on the server; the page only holds a random session id.
+//!   The token stays on the server; the page only holds a random id for it.
 //!
 //! Everything the caller sends that does not fit ends on an HTML page with `#error-message` (status
 //! 400, or 502 when the provider fails), never a panic or a 500.
@@ -50,9 +50,9 @@ const CLAIM_ERROR: &str = "extension_AutoLinkError";
 
 /// How long a started sign-in may take before its state is forgotten.
 const LOGIN_TTL: Duration = Duration::from_secs(30 * 60);
-/// How long a signed-in session (its ID token) is kept.
-const SESSION_TTL: Duration = Duration::from_secs(2 * 3600);
-/// At most this many pending sign-ins and as many sessions are kept; the oldest go first.
+/// How long a finished sign-in (its ID token) is kept.
+const SIGNED_IN_TTL: Duration = Duration::from_secs(2 * 3600);
+/// At most this many pending and as many finished sign-ins are kept; the oldest go first.
 const MAX_ENTRIES: usize = 10_000;
 /// Time limit of one outgoing HTTP call (discovery, keys, token, `/v1/link`).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,7 +82,7 @@ pub struct Demo {
     settings: DemoSettings,
     http: Result<reqwest::Client, String>,
     logins: Mutex<HashMap<String, PendingLogin>>,
-    sessions: Mutex<HashMap<String, SignedIn>>,
+    signed_in: Mutex<HashMap<String, SignedIn>>,
 }
 
 /// A sign-in that was sent to the provider and has not come back.
@@ -105,7 +105,7 @@ struct SignedIn {
 
 /// The claims the standard ones leave over (B2C's `emails`, `tfp`, `idp`, `extension_*`, ...).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct B2cClaims {
+struct B2cClaims {
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -143,7 +143,7 @@ type B2cClient = Client<
 /// An outgoing HTTP call that failed (the message never holds a body).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct HttpError(String);
+struct HttpError(String);
 
 /// Why a page could not be shown: the status and the text of `#error-message`.
 #[derive(Debug)]
@@ -186,7 +186,7 @@ impl Demo {
             settings,
             http,
             logins: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            signed_in: Mutex::new(HashMap::new()),
         }
     }
 
@@ -352,20 +352,19 @@ impl Demo {
             .filter(|l| l.created.elapsed() < LOGIN_TTL)
     }
 
-    fn remember_session(&self, session: SignedIn) -> String {
+    fn remember_signed_in(&self, signed_in: SignedIn) -> String {
         let id = random_id();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
-        trim_oldest(&mut sessions, |s| s.created);
-        sessions.insert(id.clone(), session);
+        let mut all = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, s| s.created.elapsed() < SIGNED_IN_TTL);
+        trim_oldest(&mut all, |s| s.created);
+        all.insert(id.clone(), signed_in);
         id
     }
 
-    fn session(&self, id: &str) -> Option<SignedIn> {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions
-            .get(id)
-            .filter(|s| s.created.elapsed() < SESSION_TTL)
+    fn signed_in(&self, id: &str) -> Option<SignedIn> {
+        let all = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(id)
+            .filter(|s| s.created.elapsed() < SIGNED_IN_TTL)
             .cloned()
     }
 
@@ -408,7 +407,7 @@ impl Demo {
         Ok(url.to_string())
     }
 
-    /// `GET /demo/callback`: the signed-in session, or why there is none.
+    /// `GET /demo/callback`: the id of the finished sign-in, or why there is none.
     async fn finish_login(&self, query: &HashMap<String, String>) -> Result<String, PageError> {
         let state = query.get("state").map(String::as_str).unwrap_or_default();
         if let Some(error) = query.get("error") {
@@ -475,7 +474,7 @@ impl Demo {
                 return Err(PageError::provider("the ID token's claims cannot be shown"));
             }
         };
-        Ok(self.remember_session(SignedIn {
+        Ok(self.remember_signed_in(SignedIn {
             policy: login.policy,
             issuer,
             id_token: id_token.to_string(),
@@ -484,8 +483,8 @@ impl Demo {
         }))
     }
 
-    /// `POST /demo/link`: autolink's answer to the session's ID token.
-    async fn call_link(&self, session: &SignedIn) -> LinkResult {
+    /// `POST /demo/link`: autolink's answer to the sign-in's ID token.
+    async fn call_link(&self, signed_in: &SignedIn) -> LinkResult {
         let url = format!("{}/v1/link", self.service_url());
         let http = match self.http() {
             Ok(http) => http,
@@ -493,7 +492,7 @@ impl Demo {
         };
         let response = http
             .post(&url)
-            .bearer_auth(&session.id_token)
+            .bearer_auth(&signed_in.id_token)
             .header(header::ACCEPT.as_str(), "application/json")
             .send()
             .await;
@@ -590,9 +589,9 @@ async fn login(demo: web::Data<Demo>, req: HttpRequest) -> HttpResponse {
 async fn callback(demo: web::Data<Demo>, req: HttpRequest) -> HttpResponse {
     let query = parse_pairs(req.query_string().as_bytes());
     match demo.finish_login(&query).await {
-        Ok(id) => match demo.session(&id) {
-            Some(session) => result_page(&demo, &id, &session, None),
-            None => error_page(&demo, PageError::bad_request("the session expired")),
+        Ok(id) => match demo.signed_in(&id) {
+            Some(signed_in) => result_page(&demo, &id, &signed_in, None),
+            None => error_page(&demo, PageError::bad_request("the sign-in expired")),
         },
         Err(error) => {
             if error.status.is_server_error() {
@@ -605,25 +604,25 @@ async fn callback(demo: web::Data<Demo>, req: HttpRequest) -> HttpResponse {
 
 async fn link(demo: web::Data<Demo>, body: Bytes) -> HttpResponse {
     let form = parse_pairs(&body);
-    let id = form.get("session").map(String::as_str).unwrap_or_default();
-    let Some(session) = demo.session(id) else {
+    let id = form.get("signin").map(String::as_str).unwrap_or_default();
+    let Some(signed_in) = demo.signed_in(id) else {
         return error_page(
             &demo,
-            PageError::bad_request("unknown or expired session: sign in again"),
+            PageError::bad_request("unknown or expired sign-in: sign in again"),
         );
     };
-    let result = demo.call_link(&session).await;
-    result_page(&demo, id, &session, Some(&result))
+    let result = demo.call_link(&signed_in).await;
+    result_page(&demo, id, &signed_in, Some(&result))
 }
 
 /// The page after a sign-in: the account number, the outcome, the claims and the link button.
 fn result_page(
     demo: &Demo,
-    session_id: &str,
-    session: &SignedIn,
+    signed_in_id: &str,
+    signed_in: &SignedIn,
     link: Option<&LinkResult>,
 ) -> HttpResponse {
-    let claims = &session.claims;
+    let claims = &signed_in.claims;
     let mount = demo.mount_path();
     let mut body = String::from("<h1>Signed in</h1>\n");
     match claims.get(CLAIM_ACCOUNT_NUMBER).map(claim_text) {
@@ -652,14 +651,14 @@ fn result_page(
     ));
     body.push_str(&format!(
         "<p class=\"muted\">Policy <code id=\"policy\">{}</code>, issuer <code id=\"issuer\">{}</code>.</p>\n",
-        escape(&session.policy),
-        escape(&session.issuer)
+        escape(&signed_in.policy),
+        escape(&signed_in.issuer)
     ));
     body.push_str(&format!(
-        "<form method=\"post\" action=\"{}\">\n<input type=\"hidden\" name=\"session\" value=\"{}\">\n\
+        "<form method=\"post\" action=\"{}\">\n<input type=\"hidden\" name=\"signin\" value=\"{}\">\n\
          <button id=\"link\" type=\"submit\">Link with POST /v1/link</button>\n</form>\n",
         escape(&format!("{mount}/link")),
-        escape(session_id)
+        escape(signed_in_id)
     ));
     if let Some(link) = link {
         let status = link
@@ -737,7 +736,7 @@ fn claim_text(value: &Value) -> String {
 }
 
 /// Escapes text for HTML content and quoted attribute values.
-pub fn escape(text: &str) -> String {
+fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -1073,8 +1072,8 @@ mod tests {
         Some(html[open..close].to_string())
     }
 
-    fn hidden_session(html: &str) -> String {
-        let marker = "name=\"session\" value=\"";
+    fn hidden_signin(html: &str) -> String {
+        let marker = "name=\"signin\" value=\"";
         let start = html.find(marker).unwrap() + marker.len();
         let end = start + html[start..].find('"').unwrap();
         html[start..end].to_string()
@@ -1143,7 +1142,7 @@ mod tests {
             atest::TestRequest::post()
                 .uri("/demo/link")
                 .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-                .set_payload("session=nothing")
+                .set_payload("signin=nothing")
                 .to_request(),
         )
         .await;
@@ -1151,7 +1150,7 @@ mod tests {
         let html = body_of(response).await;
         assert!(text_of(&html, "error-message")
             .unwrap()
-            .contains("unknown or expired session"));
+            .contains("unknown or expired sign-in"));
     }
 
     #[actix_web::test]
@@ -1258,7 +1257,7 @@ mod tests {
             );
         }
         // The token stays on the server.
-        let session = hidden_session(&html);
+        let signin = hidden_signin(&html);
         assert!(!html.contains("eyJ"), "{html}");
 
         // The same answer twice: the state was used.
@@ -1272,7 +1271,7 @@ mod tests {
             atest::TestRequest::post()
                 .uri("/demo/link")
                 .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-                .set_payload(format!("session={}", url_encode(&session)))
+                .set_payload(format!("signin={}", url_encode(&signin)))
                 .to_request(),
         )
         .await;

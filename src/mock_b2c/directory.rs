@@ -80,8 +80,8 @@ impl Directory {
     }
 
     /// Writes a new user, unless one with the same sign-in name or social identity exists (the
-    /// directory's own uniqueness); returns the user as stored, or the existing one as `Err`.
-    pub fn create(&self, user: User) -> Result<User, User> {
+    /// directory's own uniqueness): the user as stored, or `None` when it exists already.
+    pub fn create(&self, user: User) -> Option<User> {
         self.with(|users| {
             let clash = users.iter().find(|u| {
                 (user.sign_in_email.is_some()
@@ -93,11 +93,11 @@ impl Directory {
                         && u.provider == user.provider
                         && u.provider_subject == user.provider_subject)
             });
-            if let Some(existing) = clash {
-                return Err(existing.clone());
+            if clash.is_some() {
+                return None;
             }
             users.push(user.clone());
-            Ok(user)
+            Some(user)
         })
     }
 

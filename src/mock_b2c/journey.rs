@@ -205,8 +205,8 @@ impl Journey<'_> {
             Step::Stop => return Step::Stop,
         };
         let user = match self.tenant.directory.create(user) {
-            Ok(user) => user,
-            Err(_) => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
+            Some(user) => user,
+            None => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
         };
         self.result.account_created = true;
         self.result.object_id = Some(user.object_id.clone());
@@ -305,8 +305,8 @@ impl Journey<'_> {
             }
         }
         let user = match self.tenant.directory.create(user) {
-            Ok(user) => user,
-            Err(_) => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
+            Some(user) => user,
+            None => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
         };
         self.result.account_created = true;
         self.result.object_id = Some(user.object_id.clone());
