@@ -9,12 +9,12 @@
 //! run, and fails under `CI=true`.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autolink::config::RelyingPartySettings;
-use autolink::mock_b2c::{Application, CallerAuth, MockB2c, MockSettings};
+use autolink::mock_b2c::{Application, MockB2c, MockSettings};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Map, Value};
 
@@ -24,9 +24,6 @@ const TEST: &str = "browser::a_shopper_signs_up_in_the_browser_and_gets_a_custom
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-const TENANT: &str = "fabrikamqa.onmicrosoft.com";
-const TENANT_ID: &str = "6b1d2c3e-4f50-4a61-8b72-9c8d7e6f5a41";
-const USER_FLOW: &str = "B2C_1_signup_signin";
 const PASSWORD: &str = "Br0wser!-Passw0rd-for-tests";
 /// How long one page may take to show what the test waits for (journeys call the service).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,44 +40,25 @@ fn free_port() -> u16 {
 
 /// The mock tenant: the user flow, and the web store's application whose redirect URI is the
 /// demo's callback on the mock itself.
-fn mock_settings(port: u16) -> MockSettings {
-    MockSettings {
-        bind: format!("127.0.0.1:{port}"),
-        tenant: TENANT.into(),
-        tenant_id: TENANT_ID.into(),
-        user_flows: vec![USER_FLOW.into()],
-        custom_policy_id: None,
-        custom_policy: None,
-        // Replaced by `set_service_url` once the service runs.
-        service_url: "http://127.0.0.1:9".into(),
-        connector_auth: CallerAuth::Basic {
-            username: CONNECTOR_USER.into(),
-            password: CONNECTOR_PASSWORD.into(),
-        },
-        service_ca_file: None,
-        timeout_ms: None,
-        retries: None,
-        local_email_verification: true,
-        applications: vec![Application {
-            client_id: B2C_CLIENT.into(),
-            redirect_uris: vec![format!("http://127.0.0.1:{port}/demo/callback")],
-            client_secret: None,
-            name: Some("Fabrikam web store".into()),
-        }],
-        providers: autolink::mock_b2c::config::default_providers(),
-        entra_clients: vec![],
-        // A test-only key: generating one is slow in a debug build.
-        signing_key_file: Some(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-test-key-2.pem"),
-        ),
-    }
+fn browser_settings(port: u16) -> MockSettings {
+    let mut settings = mock_settings();
+    settings.bind = format!("127.0.0.1:{port}");
+    settings.custom_policy_id = None;
+    settings.custom_policy = None;
+    settings.applications = vec![Application {
+        client_id: B2C_CLIENT.into(),
+        redirect_uris: vec![format!("http://127.0.0.1:{port}/demo/callback")],
+        client_secret: None,
+        name: Some("Fabrikam web store".into()),
+    }];
+    settings
 }
 
 /// Starts the mock on a free port (trying again if another process took the port meanwhile).
 async fn start_mock() -> MockB2c {
     let mut last_error = None;
     for _ in 0..5 {
-        match MockB2c::start(mock_settings(free_port())).await {
+        match MockB2c::start(browser_settings(free_port())).await {
             Ok(mock) => return mock,
             Err(e) => last_error = Some(e),
         }

@@ -19,9 +19,8 @@
 //! a block page otherwise, and a social sign-up at `PostFederationSignup` with a block page; a
 //! custom policy's precheck answers 409, which B2C shows on the sign-up form.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +28,8 @@ use std::time::Duration;
 use autolink::config::{RelyingPartySettings, Settings};
 use autolink::domain::Refusal;
 use autolink::mock_b2c::{
-    AccountKind, Application, CallRecord, CallerAuth, CustomPolicySettings, JourneyKind,
-    JourneyRequest, JourneyResult, MockB2c, MockSettings, Outcome,
+    AccountKind, Application, CallRecord, JourneyKind, JourneyRequest, JourneyResult, MockB2c,
+    MockSettings, Outcome,
 };
 use autolink::storage::links::Link;
 use serde_json::{json, Value};
@@ -43,10 +42,6 @@ use crate::helpers::*;
 // ---------------------------------------------------------------------------------------------
 // The tenant.
 
-const TENANT: &str = "fabrikamtest.onmicrosoft.com";
-const TENANT_ID: &str = "3f0c5d2e-8a71-4b0e-9c6d-1e2f3a4b5c6d";
-const USER_FLOW: &str = "B2C_1_signup_signin";
-const CUSTOM_POLICY: &str = "B2C_1A_Autolink_signup_signin";
 /// Where the web store receives the authorization code (registered for `B2C_CLIENT`).
 const REDIRECT_URI: &str = "http://localhost:5000/signin-oidc";
 /// The web store's client secret at the mock's token endpoint.
@@ -118,65 +113,24 @@ in_both_modes!(
     relying_party_links_with_the_id_token_from_the_code_exchange,
 );
 
-fn policies_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
-}
-
-/// The mock's settings: the tenant with both policies, the two stores' applications, Basic
-/// credentials for the connector and the policy keys.
-fn mock_settings() -> MockSettings {
-    MockSettings {
-        bind: "127.0.0.1:0".into(),
-        tenant: TENANT.into(),
-        tenant_id: TENANT_ID.into(),
-        user_flows: vec![USER_FLOW.into()],
-        custom_policy_id: Some(CUSTOM_POLICY.into()),
-        custom_policy: Some(CustomPolicySettings {
-            dir: policies_dir(),
-            environment: "Test".into(),
-            rest_auth: "Basic".into(),
-            policy_keys: BTreeMap::from([
-                (
-                    "B2C_1A_AutolinkRestUsername".to_string(),
-                    CONNECTOR_USER.to_string(),
-                ),
-                (
-                    "B2C_1A_AutolinkRestPassword".to_string(),
-                    CONNECTOR_PASSWORD.to_string(),
-                ),
-            ]),
-        }),
-        // Replaced by `set_service_url` once the service runs (its port is not known yet).
-        service_url: "http://127.0.0.1:9".into(),
-        connector_auth: CallerAuth::Basic {
-            username: CONNECTOR_USER.into(),
-            password: CONNECTOR_PASSWORD.into(),
+/// The mock's settings: the tenant with both policies and the two stores' applications.
+fn journey_settings() -> MockSettings {
+    let mut settings = mock_settings();
+    settings.applications = vec![
+        Application {
+            client_id: B2C_CLIENT.into(),
+            redirect_uris: vec![REDIRECT_URI.into()],
+            client_secret: Some(STORE_CLIENT_SECRET.into()),
+            name: Some("Fabrikam web store".into()),
         },
-        service_ca_file: None,
-        timeout_ms: None,
-        retries: None,
-        local_email_verification: true,
-        applications: vec![
-            Application {
-                client_id: B2C_CLIENT.into(),
-                redirect_uris: vec![REDIRECT_URI.into()],
-                client_secret: Some(STORE_CLIENT_SECRET.into()),
-                name: Some("Fabrikam web store".into()),
-            },
-            Application {
-                client_id: B2B_CLIENT.into(),
-                redirect_uris: vec![],
-                client_secret: None,
-                name: Some("Fabrikam business store".into()),
-            },
-        ],
-        providers: autolink::mock_b2c::config::default_providers(),
-        entra_clients: vec![],
-        // A test-only key: generating one per test is slow in a debug build.
-        signing_key_file: Some(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-test-key-2.pem"),
-        ),
-    }
+        Application {
+            client_id: B2B_CLIENT.into(),
+            redirect_uris: vec![],
+            client_secret: None,
+            name: Some("Fabrikam business store".into()),
+        },
+    ];
+    settings
 }
 
 /// The mock B2C and the service, wired to each other.
@@ -204,7 +158,7 @@ async fn start_with(
     change_mock: impl FnOnce(&mut MockSettings),
     change_app: impl FnOnce(&MockB2c, &mut Settings),
 ) -> Pair {
-    let mut settings = mock_settings();
+    let mut settings = journey_settings();
     change_mock(&mut settings);
     let mock = MockB2c::start(settings)
         .await

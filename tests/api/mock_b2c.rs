@@ -5,23 +5,18 @@
 //! codes).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use autolink::config::{ApiKeySettings, BearerSettings, ClientCertificateSettings};
 use autolink::mock_b2c::{
-    default_providers, AccountKind, Application, CallerAuth, CustomPolicySettings, EntraClient,
-    JourneyKind, JourneyRequest, JourneyResult, MockB2c, MockSettings, Outcome,
+    AccountKind, Application, CallerAuth, EntraClient, JourneyKind, JourneyRequest, JourneyResult,
+    MockB2c, MockSettings, Outcome,
 };
 use serde_json::{json, Value};
 
 use crate::client_cert::{client, spawn_tls, Pki};
 use crate::helpers::*;
 
-const TENANT: &str = "fabrikamtest.onmicrosoft.com";
-const TENANT_ID: &str = "775527ff-9a37-4307-8b3d-cc311f58d925";
-const USER_FLOW: &str = "B2C_1_signup_signin";
-const CUSTOM_POLICY: &str = "B2C_1A_Autolink_signup_signin";
 /// The Test environment's `AutolinkApiScope` is `api://autolink-test/.default`.
 const API_AUDIENCE: &str = "api://autolink-test";
 const ENTRA_CLIENT: &str = "b2c-ief-caller";
@@ -29,49 +24,28 @@ const ENTRA_SECRET: &str = "entra-client-secret-for-tests";
 const API_KEY: &str = "api-key-for-the-mock-tests-0123";
 const REDIRECT: &str = "https://shop.example.com/signin-oidc";
 
-fn policies_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
-}
-
 fn settings(rest_auth: &str, policy_keys: &[(&str, String)]) -> MockSettings {
-    MockSettings {
-        bind: "127.0.0.1:0".into(),
-        tenant: TENANT.into(),
-        tenant_id: TENANT_ID.into(),
-        user_flows: vec![USER_FLOW.into()],
-        custom_policy_id: Some(CUSTOM_POLICY.into()),
-        custom_policy: Some(CustomPolicySettings {
-            dir: policies_dir(),
-            environment: "Test".into(),
-            rest_auth: rest_auth.into(),
-            policy_keys: policy_keys
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect::<BTreeMap<_, _>>(),
-        }),
-        service_url: "http://127.0.0.1:9".into(),
-        connector_auth: CallerAuth::Basic {
-            username: CONNECTOR_USER.into(),
-            password: CONNECTOR_PASSWORD.into(),
-        },
-        service_ca_file: None,
-        timeout_ms: Some(10_000),
-        retries: None,
-        local_email_verification: true,
-        applications: vec![Application {
-            client_id: B2C_CLIENT.into(),
-            redirect_uris: vec![REDIRECT.into()],
-            client_secret: Some("app-secret".into()),
-            name: None,
-        }],
-        providers: default_providers(),
-        entra_clients: vec![EntraClient {
-            client_id: ENTRA_CLIENT.into(),
-            client_secret: ENTRA_SECRET.into(),
-            roles: vec!["Connector.Call".into()],
-        }],
-        signing_key_file: None,
+    let mut settings = mock_settings();
+    if let Some(policy) = settings.custom_policy.as_mut() {
+        policy.rest_auth = rest_auth.into();
+        policy.policy_keys = policy_keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<BTreeMap<_, _>>();
     }
+    settings.timeout_ms = Some(10_000);
+    settings.applications = vec![Application {
+        client_id: B2C_CLIENT.into(),
+        redirect_uris: vec![REDIRECT.into()],
+        client_secret: Some("app-secret".into()),
+        name: None,
+    }];
+    settings.entra_clients = vec![EntraClient {
+        client_id: ENTRA_CLIENT.into(),
+        client_secret: ENTRA_SECRET.into(),
+        roles: vec!["Connector.Call".into()],
+    }];
+    settings
 }
 
 fn basic_keys() -> Vec<(&'static str, String)> {
