@@ -34,9 +34,14 @@ pub struct Application {
 
 /// Opens the database (applying migrations) with the pool settings of `settings`.
 pub fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    open_database_with(settings, true)
+}
+
+fn open_database_with(settings: &Settings, automatic_checkpoints: bool) -> anyhow::Result<Db> {
     let options = PoolOptions {
         max_size: settings.database.pool_size,
         checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
+        automatic_checkpoints,
     };
     Ok(Db::open(&settings.database_url, &options)?)
 }
@@ -52,6 +57,8 @@ pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, Audi
         &PoolOptions {
             max_size: 1,
             checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
+            // It checkpoints every second itself, outside its writes.
+            automatic_checkpoints: false,
         },
     )?;
     let (audit, audit_handle) = AuditWriter::start(audit_db);
@@ -81,7 +88,8 @@ pub fn build_admin(settings: &Settings, db: Db) -> anyhow::Result<(Admin, AuditW
 impl Application {
     /// Opens the database, loads or generates credentials, and binds the listener.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let db = open_database(settings)?;
+        // The server's requests never checkpoint inside their commits; the audit writer does it.
+        let db = open_database_with(settings, false)?;
         let (credentials, generated) = bootstrap::load_or_generate(settings, &db)?;
         let (engine, audit) = build_engine(settings, db)?;
         if !settings.tenant_issuer_configured() {

@@ -257,13 +257,26 @@ impl AuditWriterHandle {
     }
 }
 
+/// How often the writer checkpoints SQLite's WAL (the server's connections do not; see
+/// [`PoolOptions::automatic_checkpoints`](super::PoolOptions)).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
 fn run_writer(db: Db, receiver: Receiver<AuditEvent>) {
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(MAX_BATCH);
     let mut deadline: Option<Instant> = None;
+    let mut last_checkpoint = Instant::now();
     loop {
+        if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            if let Err(error) = db.checkpoint() {
+                log::warn!("WAL checkpoint failed: {error}");
+            }
+            last_checkpoint = Instant::now();
+        }
+        let until_checkpoint = CHECKPOINT_INTERVAL.saturating_sub(last_checkpoint.elapsed());
         let timeout = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(3600));
+            .unwrap_or(until_checkpoint)
+            .min(until_checkpoint.max(Duration::from_millis(1)));
         match receiver.recv_timeout(timeout) {
             Ok(event) => {
                 if batch.is_empty() {
@@ -276,8 +289,10 @@ fn run_writer(db: Db, receiver: Receiver<AuditEvent>) {
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                flush(&db, &mut batch);
-                deadline = None;
+                if deadline.is_some_and(|d| d <= Instant::now()) {
+                    flush(&db, &mut batch);
+                    deadline = None;
+                }
             }
             Err(RecvTimeoutError::Disconnected) => {
                 flush(&db, &mut batch);

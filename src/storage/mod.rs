@@ -137,6 +137,7 @@ pub fn redact_url(url: &str) -> String {
 pub struct Manager {
     backend: Backend,
     connect_timeout: Duration,
+    automatic_checkpoints: bool,
 }
 
 impl Manager {
@@ -153,6 +154,13 @@ impl Manager {
                     "PRAGMA foreign_keys = ON",
                 ] {
                     conn.batch_execute(pragma)
+                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                }
+                if !self.automatic_checkpoints {
+                    // The committing connection would otherwise copy the WAL back into the
+                    // database inside its commit, while this process's other writers wait for
+                    // their turn; [`Db::checkpoint`] does it outside any write instead.
+                    conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
                         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
                 }
                 Ok(DbConn::Sqlite(conn))
@@ -200,6 +208,9 @@ pub struct PoolOptions {
     pub max_size: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub checkout_timeout: Duration,
+    /// SQLite: whether committing connections checkpoint the WAL themselves (SQLite's default).
+    /// The server turns this off and checkpoints from the audit writer ([`Db::checkpoint`]).
+    pub automatic_checkpoints: bool,
 }
 
 impl Default for PoolOptions {
@@ -207,6 +218,7 @@ impl Default for PoolOptions {
         Self {
             max_size: 8,
             checkout_timeout: Duration::from_millis(1000),
+            automatic_checkpoints: true,
         }
     }
 }
@@ -240,6 +252,7 @@ impl Db {
         let manager = Manager {
             backend,
             connect_timeout: options.checkout_timeout,
+            automatic_checkpoints: options.automatic_checkpoints,
         };
         let mut conn = manager
             .connect()
@@ -255,8 +268,20 @@ impl Db {
         let manager = Manager {
             backend,
             connect_timeout: options.checkout_timeout,
+            automatic_checkpoints: options.automatic_checkpoints,
         };
         Self::pool(manager, options)
+    }
+
+    /// SQLite: copies what the WAL holds back into the database file, without waiting for
+    /// readers or writers (`PRAGMA wal_checkpoint(PASSIVE)`). Nothing to do on PostgreSQL.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        if self.sqlite_path.is_none() {
+            return Ok(());
+        }
+        let mut conn = self.get()?;
+        conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")?;
+        Ok(())
     }
 
     fn pool(manager: Manager, options: &PoolOptions) -> Result<Self, StorageError> {
@@ -387,6 +412,50 @@ pub fn now() -> chrono::NaiveDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(diesel::QueryableByName)]
+    struct Pragma {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        wal_autocheckpoint: i64,
+    }
+
+    #[test]
+    fn server_connections_leave_checkpoints_to_db_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        for automatic in [true, false] {
+            let db = Db::open(
+                &url,
+                &PoolOptions {
+                    automatic_checkpoints: automatic,
+                    ..PoolOptions::default()
+                },
+            )
+            .unwrap();
+            let mut conn = db.get().unwrap();
+            let DbConn::Sqlite(c) = &mut *conn else {
+                panic!("not SQLite")
+            };
+            let setting: Pragma = diesel::sql_query("PRAGMA wal_autocheckpoint")
+                .get_result(c)
+                .unwrap();
+            assert_eq!(setting.wal_autocheckpoint, if automatic { 1000 } else { 0 });
+            if !automatic {
+                c.batch_execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+                    .unwrap();
+                drop(conn);
+                // The new table lives in the WAL until a checkpoint copies it into the file.
+                let file = dir.path().join("c.db");
+                let before = std::fs::metadata(&file).unwrap().len();
+                db.checkpoint().unwrap();
+                let after = std::fs::metadata(&file).unwrap().len();
+                assert!(
+                    after > before,
+                    "the checkpoint wrote the file ({before} -> {after})"
+                );
+            }
+        }
+    }
 
     #[test]
     fn chooses_the_backend_from_the_scheme() {
