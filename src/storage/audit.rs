@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 
-use super::schema::audit_events;
+use super::schema::{audit_events, audit_lookup, audit_lookup_state};
 use super::{Db, DbConn, StorageError};
 
 /// One audit event.
@@ -103,45 +103,139 @@ pub struct AuditFilter<'a> {
     pub limit: i64,
 }
 
+/// The `audit_lookup` key of an email key (SQLite).
+fn email_lookup_key(email_key: &str) -> String {
+    format!("e:{email_key}")
+}
+
+/// The `audit_lookup` key of an identity, or its issuer's prefix (SQLite).
+fn identity_lookup_key(issuer: &str, subject: Option<&str>) -> String {
+    format!("i:{issuer}\n{}", subject.unwrap_or_default())
+}
+
+/// On SQLite, where the events an email or identity filter can match are: those `audit_lookup`
+/// lists, and every event after its watermark (not yet merged into it).
+enum Lookup {
+    /// No lookup: PostgreSQL (indexes on audit_events), or no email or issuer filter.
+    None,
+    Exact {
+        key: String,
+        after: i64,
+    },
+    Prefix {
+        from: String,
+        to: String,
+        after: i64,
+    },
+}
+
+fn lookup_of(conn: &mut DbConn, filter: &AuditFilter<'_>) -> Result<Lookup, StorageError> {
+    let DbConn::Sqlite(c) = conn else {
+        return Ok(Lookup::None);
+    };
+    let key = match (filter.email_key, filter.issuer, filter.subject) {
+        (Some(email), _, _) => Some(Ok(email_lookup_key(email))),
+        (None, Some(issuer), Some(subject)) => Some(Ok(identity_lookup_key(issuer, Some(subject)))),
+        (None, Some(issuer), None) => Some(Err(identity_lookup_key(issuer, None))),
+        (None, None, _) => None,
+    };
+    let Some(key) = key else {
+        return Ok(Lookup::None);
+    };
+    let after: i64 = audit_lookup_state::table
+        .select(audit_lookup_state::indexed_through)
+        .first(c)
+        .optional()?
+        .unwrap_or(0);
+    Ok(match key {
+        Ok(key) => Lookup::Exact { key, after },
+        Err(from) => {
+            // Every key that starts with `from`: up to the same prefix with the separator's
+            // successor.
+            let to = format!("{}\u{b}", from.trim_end_matches('\n'));
+            Lookup::Prefix { from, to, after }
+        }
+    })
+}
+
 /// Events matching the filter, newest first.
 pub fn query(
     conn: &mut DbConn,
     filter: &AuditFilter<'_>,
 ) -> Result<Vec<AuditRecord>, StorageError> {
-    let mut query = audit_events::table
-        .order(audit_events::id.desc())
-        .limit(filter.limit)
-        .select((audit_events::id, EVENT_COLUMNS))
-        .into_boxed();
-    if let Some(from) = filter.from {
-        query = query.filter(audit_events::at.ge(from));
+    let lookup = lookup_of(conn, filter)?;
+    let base = || {
+        let mut query = audit_events::table
+            .order(audit_events::id.desc())
+            .limit(filter.limit)
+            .select((audit_events::id, EVENT_COLUMNS))
+            .into_boxed();
+        if let Some(from) = filter.from {
+            query = query.filter(audit_events::at.ge(from));
+        }
+        if let Some(to) = filter.to {
+            query = query.filter(audit_events::at.lt(to));
+        }
+        if let Some(channel) = filter.channel {
+            query = query.filter(audit_events::channel.eq(channel));
+        }
+        if let Some(outcome) = filter.outcome {
+            query = query.filter(audit_events::outcome.eq(outcome));
+        }
+        if let Some(email_key) = filter.email_key {
+            query = query.filter(audit_events::email_key.eq(email_key));
+        }
+        if let Some(issuer) = filter.issuer {
+            query = query.filter(audit_events::issuer.eq(issuer));
+        }
+        if let Some(subject) = filter.subject {
+            query = query.filter(audit_events::subject.eq(subject));
+        }
+        if let Some(before) = filter.before {
+            query = query.filter(audit_events::id.lt(before));
+        }
+        query
+    };
+    // Two queries, each on the primary key: SQLite plans `id IN (...) OR id > ?` as a full
+    // scan. The newest events first (not merged yet), then the listed ones.
+    macro_rules! newest_then_listed {
+        ($after:expr, $listed:expr) => {{
+            let mut rows: Vec<(i64, AuditEvent)> =
+                base().filter(audit_events::id.gt($after)).load(conn)?;
+            if (rows.len() as i64) < filter.limit {
+                let older: Vec<(i64, AuditEvent)> = base()
+                    .filter(audit_events::id.le($after))
+                    .filter(audit_events::id.eq_any($listed))
+                    .load(conn)?;
+                rows.extend(older);
+                rows.truncate(usize::try_from(filter.limit).unwrap_or(usize::MAX));
+            }
+            rows
+        }};
     }
-    if let Some(to) = filter.to {
-        query = query.filter(audit_events::at.lt(to));
-    }
-    if let Some(channel) = filter.channel {
-        query = query.filter(audit_events::channel.eq(channel));
-    }
-    if let Some(outcome) = filter.outcome {
-        query = query.filter(audit_events::outcome.eq(outcome));
-    }
-    if let Some(email_key) = filter.email_key {
-        query = query.filter(audit_events::email_key.eq(email_key));
-    }
-    if let Some(issuer) = filter.issuer {
-        query = query.filter(audit_events::issuer.eq(issuer));
-    }
-    if let Some(subject) = filter.subject {
-        query = query.filter(audit_events::subject.eq(subject));
-    }
-    if let Some(before) = filter.before {
-        query = query.filter(audit_events::id.lt(before));
-    }
-    let rows: Vec<(i64, AuditEvent)> = query.load(conn)?;
-    Ok(rows
-        .into_iter()
+    let rows: Vec<(i64, AuditEvent)> = match lookup {
+        Lookup::None => base().load(conn)?,
+        Lookup::Exact { key, after } => newest_then_listed!(
+            after,
+            audit_lookup::table
+                .filter(audit_lookup::lookup_key.eq(key))
+                .select(audit_lookup::event_id)
+        ),
+        Lookup::Prefix { from, to, after } => newest_then_listed!(
+            after,
+            audit_lookup::table
+                .filter(audit_lookup::lookup_key.ge(from))
+                .filter(audit_lookup::lookup_key.lt(to))
+                .select(audit_lookup::event_id)
+        ),
+    };
+    Ok(records(rows))
+}
+
+fn records(rows: Vec<(i64, AuditEvent)>) -> Vec<AuditRecord> {
+    rows.into_iter()
         .map(|(id, event)| AuditRecord { id, event })
-        .collect())
+        .collect()
 }
 
 /// The type of [`EVENT_COLUMNS`].
@@ -261,11 +355,62 @@ impl AuditWriterHandle {
 /// [`PoolOptions::automatic_checkpoints`](super::PoolOptions)).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often the writer merges new events into `audit_lookup` (SQLite). Seldom on purpose: a
+/// merge touches about one page per distinct email or identity, whatever the number of events,
+/// so the more events a merge takes, the less each costs. Newer events are found by a scan.
+const MERGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Adds the events after the watermark to `audit_lookup`, sorted, in one write transaction, and
+/// moves the watermark. SQLite only (a single writer, so every id up to the largest is committed).
+pub fn merge_lookup(conn: &mut DbConn) -> Result<usize, StorageError> {
+    if !matches!(conn, DbConn::Sqlite(_)) {
+        return Ok(0);
+    }
+    super::write_transaction(conn, |conn| {
+        let DbConn::Sqlite(c) = conn else {
+            return Ok(0);
+        };
+        let after: i64 = audit_lookup_state::table
+            .select(audit_lookup_state::indexed_through)
+            .first(c)?;
+        let through: Option<i64> = audit_events::table
+            .select(diesel::dsl::max(audit_events::id))
+            .first(c)?;
+        let Some(through) = through.filter(|t| *t > after) else {
+            return Ok(0);
+        };
+        let added = diesel::sql_query(
+            "INSERT INTO audit_lookup (lookup_key, event_id) \
+             SELECT lookup_key, id FROM ( \
+               SELECT 'e:' || email_key AS lookup_key, id FROM audit_events \
+                 WHERE id > ?1 AND id <= ?2 AND email_key IS NOT NULL \
+               UNION ALL \
+               SELECT 'i:' || issuer || char(10) || subject, id FROM audit_events \
+                 WHERE id > ?1 AND id <= ?2 AND issuer IS NOT NULL AND subject IS NOT NULL \
+             ) ORDER BY lookup_key, id",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(after)
+        .bind::<diesel::sql_types::BigInt, _>(through)
+        .execute(c)?;
+        diesel::update(audit_lookup_state::table)
+            .set(audit_lookup_state::indexed_through.eq(through))
+            .execute(c)?;
+        Ok(added)
+    })
+}
+
 fn run_writer(db: Db, receiver: Receiver<AuditEvent>) {
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(MAX_BATCH);
     let mut deadline: Option<Instant> = None;
     let mut last_checkpoint = Instant::now();
+    let mut last_merge = Instant::now();
     loop {
+        if last_merge.elapsed() >= MERGE_INTERVAL {
+            if let Err(error) = db.get().and_then(|mut conn| merge_lookup(&mut conn)) {
+                log::warn!("audit lookup merge failed: {error}");
+            }
+            last_merge = Instant::now();
+        }
         if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
             if let Err(error) = db.checkpoint() {
                 log::warn!("WAL checkpoint failed: {error}");
@@ -335,5 +480,122 @@ fn flush(db: &Db, batch: &mut Vec<AuditEvent>) {
             event.outcome,
             event.code.as_deref().unwrap_or("-")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::PoolOptions;
+
+    fn event(n: usize, email: &str, subject: &str) -> AuditEvent {
+        AuditEvent {
+            at: crate::storage::now(),
+            request_id: format!("r{n}"),
+            actor: "b2c".into(),
+            source: "test".into(),
+            step: None,
+            channel: Some("web".into()),
+            outcome: "AlreadyLinked".into(),
+            code: None,
+            email_key: Some(email.into()),
+            issuer: Some(if n % 2 == 0 { "iss-a" } else { "iss-b" }.into()),
+            subject: Some(subject.into()),
+            account_number: None,
+            detail: None,
+        }
+    }
+
+    fn ids(conn: &mut DbConn, filter: AuditFilter<'_>) -> Vec<String> {
+        query(
+            conn,
+            &AuditFilter {
+                limit: 100,
+                ..filter
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.request_id)
+        .collect()
+    }
+
+    #[test]
+    fn lookups_find_events_on_both_sides_of_the_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        let mut conn = db.get().unwrap();
+        let first: Vec<AuditEvent> = (0..6)
+            .map(|n| {
+                event(
+                    n,
+                    if n < 3 { "a@x.com" } else { "b@x.com" },
+                    &format!("s{}", n % 3),
+                )
+            })
+            .collect();
+        insert(&mut conn, &first).unwrap();
+        assert_eq!(
+            merge_lookup(&mut conn).unwrap(),
+            12,
+            "an email and an identity each"
+        );
+        assert_eq!(merge_lookup(&mut conn).unwrap(), 0, "nothing new");
+        // After the watermark: found by the scan until the next merge.
+        insert(
+            &mut conn,
+            &[event(6, "a@x.com", "s0"), event(7, "c@x.com", "s1")],
+        )
+        .unwrap();
+        for round in ["before the second merge", "after it"] {
+            assert_eq!(
+                ids(
+                    &mut conn,
+                    AuditFilter {
+                        email_key: Some("a@x.com"),
+                        ..Default::default()
+                    }
+                ),
+                ["r6", "r2", "r1", "r0"],
+                "{round}"
+            );
+            assert_eq!(
+                ids(
+                    &mut conn,
+                    AuditFilter {
+                        issuer: Some("iss-a"),
+                        subject: Some("s0"),
+                        ..Default::default()
+                    }
+                ),
+                ["r6", "r0"],
+                "{round}"
+            );
+            assert_eq!(
+                ids(
+                    &mut conn,
+                    AuditFilter {
+                        issuer: Some("iss-b"),
+                        ..Default::default()
+                    }
+                ),
+                ["r7", "r5", "r3", "r1"],
+                "{round}: an issuer alone"
+            );
+            assert_eq!(
+                ids(
+                    &mut conn,
+                    AuditFilter {
+                        email_key: Some("b@x.com"),
+                        subject: Some("s1"),
+                        ..Default::default()
+                    }
+                ),
+                ["r4"],
+                "{round}: two filters"
+            );
+            merge_lookup(&mut conn).unwrap();
+        }
     }
 }

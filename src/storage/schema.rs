@@ -84,11 +84,28 @@ diesel::table! {
     }
 }
 
+// SQLite only (migration 000004): the audit log's lookups by email and identity.
+diesel::table! {
+    audit_lookup (lookup_key, event_id) {
+        lookup_key -> Text,
+        event_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_lookup_state (singleton) {
+        singleton -> BigInt,
+        indexed_through -> BigInt,
+    }
+}
+
 diesel::joinable!(identity_links -> customers (customer_id));
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     identity_links,
     audit_events,
+    audit_lookup,
+    audit_lookup_state,
     service_credentials,
     b2b_prospects
 );
