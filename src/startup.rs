@@ -34,14 +34,9 @@ pub struct Application {
 
 /// Opens the database (applying migrations) with the pool settings of `settings`.
 pub fn open_database(settings: &Settings) -> anyhow::Result<Db> {
-    open_database_with(settings, true)
-}
-
-fn open_database_with(settings: &Settings, automatic_checkpoints: bool) -> anyhow::Result<Db> {
     let options = PoolOptions {
         max_size: settings.database.pool_size,
         checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
-        automatic_checkpoints,
     };
     Ok(Db::open(&settings.database_url, &options)?)
 }
@@ -50,15 +45,14 @@ fn open_database_with(settings: &Settings, automatic_checkpoints: bool) -> anyho
 pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, AuditWriterHandle)> {
     let channels = settings.channel_directory()?;
     let metrics = Arc::new(Metrics::new(&channels)?);
-    // The audit writer has a connection of its own, so that requests holding the pool's
+    // The audit writer has connections of its own, so that requests holding the pool's
     // connections can never keep it from emptying its queue.
     let audit_db = Db::connect_lazy(
         &settings.database_url,
         &PoolOptions {
-            max_size: 1,
+            // The writer, and on SQLite the audit lookup's merge thread.
+            max_size: 2,
             checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
-            // It checkpoints every second itself, outside its writes.
-            automatic_checkpoints: false,
         },
     )?;
     let (audit, audit_handle) = AuditWriter::start(audit_db);
@@ -88,8 +82,7 @@ pub fn build_admin(settings: &Settings, db: Db) -> anyhow::Result<(Admin, AuditW
 impl Application {
     /// Opens the database, loads or generates credentials, and binds the listener.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
-        // The server's requests never checkpoint inside their commits; the audit writer does it.
-        let db = open_database_with(settings, false)?;
+        let db = open_database(settings)?;
         let (credentials, generated) = bootstrap::load_or_generate(settings, &db)?;
         let (engine, audit) = build_engine(settings, db)?;
         if !settings.tenant_issuer_configured() {

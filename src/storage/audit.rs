@@ -311,12 +311,15 @@ pub struct AuditWriter {
 /// Owns the writer thread; dropping it after every [`AuditWriter`] is gone flushes and joins.
 pub struct AuditWriterHandle {
     thread: Option<JoinHandle<()>>,
+    /// SQLite: the lookup merge thread, and what stops it (dropping the sender).
+    merger: Option<(SyncSender<()>, JoinHandle<()>)>,
 }
 
 impl AuditWriter {
     /// Starts the writer thread on the pool.
     pub fn start(db: Db) -> (AuditWriter, AuditWriterHandle) {
         let (sender, receiver) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let merger_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("autolink-audit".into())
             .spawn(move || run_writer(db, receiver))
@@ -324,7 +327,17 @@ impl AuditWriter {
         if thread.is_none() {
             log::error!("could not start the audit writer thread; audit events will be lost");
         }
-        (AuditWriter { sender }, AuditWriterHandle { thread })
+        let merger = (merger_db.backend() == "sqlite")
+            .then(|| {
+                let (stop, stopped) = mpsc::sync_channel(0);
+                std::thread::Builder::new()
+                    .name("autolink-audit-lookup".into())
+                    .spawn(move || run_merger(merger_db, stopped))
+                    .ok()
+                    .map(|handle| (stop, handle))
+            })
+            .flatten();
+        (AuditWriter { sender }, AuditWriterHandle { thread, merger })
     }
 
     /// Queues an event without waiting; false when the queue is full (the caller then takes a
@@ -348,44 +361,50 @@ impl AuditWriterHandle {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // After the writer: the last merge takes its last events.
+        if let Some((stop, merger)) = self.merger.take() {
+            drop(stop);
+            let _ = merger.join();
+        }
     }
 }
 
-/// How often the writer checkpoints SQLite's WAL (the server's connections do not; see
-/// [`PoolOptions::automatic_checkpoints`](super::PoolOptions)).
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// How often new events are merged into `audit_lookup` (SQLite). Seldom on purpose: a merge
+/// writes about one page per distinct email or identity, whatever the number of events, so the
+/// more events a merge takes, the less each costs. Newer events are found by a scan.
+const MERGE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How often the writer merges new events into `audit_lookup` (SQLite). Seldom on purpose: a
-/// merge touches about one page per distinct email or identity, whatever the number of events,
-/// so the more events a merge takes, the less each costs. Newer events are found by a scan.
-const MERGE_INTERVAL: Duration = Duration::from_secs(10);
+/// Most events one merge transaction takes (the rest waits for the next).
+const MERGE_CHUNK: i64 = 1_000_000;
 
-/// Adds the events after the watermark to `audit_lookup`, sorted, in one write transaction, and
-/// moves the watermark. SQLite only (a single writer, so every id up to the largest is committed).
+/// Adds the events after the watermark to `audit_lookup`, sorted, and moves the watermark, in
+/// one transaction of the lookup database: the main database is only read, so its writers never
+/// wait for a merge. SQLite only (one writer at a time: every id up to the largest one visible
+/// is committed). Returns the number of lookup rows added.
 pub fn merge_lookup(conn: &mut DbConn) -> Result<usize, StorageError> {
-    if !matches!(conn, DbConn::Sqlite(_)) {
+    let DbConn::Sqlite(c) = conn else {
         return Ok(0);
-    }
-    super::write_transaction(conn, |conn| {
-        let DbConn::Sqlite(c) = conn else {
-            return Ok(0);
-        };
+    };
+    let added = c.transaction::<_, StorageError, _>(|c| {
         let after: i64 = audit_lookup_state::table
             .select(audit_lookup_state::indexed_through)
             .first(c)?;
-        let through: Option<i64> = audit_events::table
+        let newest: Option<i64> = audit_events::table
             .select(diesel::dsl::max(audit_events::id))
             .first(c)?;
-        let Some(through) = through.filter(|t| *t > after) else {
+        let Some(through) = newest
+            .map(|n| n.min(after.saturating_add(MERGE_CHUNK)))
+            .filter(|t| *t > after)
+        else {
             return Ok(0);
         };
         let added = diesel::sql_query(
-            "INSERT INTO audit_lookup (lookup_key, event_id) \
+            "INSERT INTO lookup.audit_lookup (lookup_key, event_id) \
              SELECT lookup_key, id FROM ( \
-               SELECT 'e:' || email_key AS lookup_key, id FROM audit_events \
+               SELECT 'e:' || email_key AS lookup_key, id FROM main.audit_events \
                  WHERE id > ?1 AND id <= ?2 AND email_key IS NOT NULL \
                UNION ALL \
-               SELECT 'i:' || issuer || char(10) || subject, id FROM audit_events \
+               SELECT 'i:' || issuer || char(10) || subject, id FROM main.audit_events \
                  WHERE id > ?1 AND id <= ?2 AND issuer IS NOT NULL AND subject IS NOT NULL \
              ) ORDER BY lookup_key, id",
         )
@@ -396,32 +415,33 @@ pub fn merge_lookup(conn: &mut DbConn) -> Result<usize, StorageError> {
             .set(audit_lookup_state::indexed_through.eq(through))
             .execute(c)?;
         Ok(added)
-    })
+    })?;
+    Ok(added)
+}
+
+/// The merge thread: every [`MERGE_INTERVAL`] until `stop` is dropped, then once more.
+fn run_merger(db: Db, stop: Receiver<()>) {
+    loop {
+        let stopping = matches!(
+            stop.recv_timeout(MERGE_INTERVAL),
+            Err(RecvTimeoutError::Disconnected)
+        );
+        if let Err(error) = db.get().and_then(|mut conn| merge_lookup(&mut conn)) {
+            log::warn!("audit lookup merge failed: {error}");
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 fn run_writer(db: Db, receiver: Receiver<AuditEvent>) {
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(MAX_BATCH);
     let mut deadline: Option<Instant> = None;
-    let mut last_checkpoint = Instant::now();
-    let mut last_merge = Instant::now();
     loop {
-        if last_merge.elapsed() >= MERGE_INTERVAL {
-            if let Err(error) = db.get().and_then(|mut conn| merge_lookup(&mut conn)) {
-                log::warn!("audit lookup merge failed: {error}");
-            }
-            last_merge = Instant::now();
-        }
-        if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
-            if let Err(error) = db.checkpoint() {
-                log::warn!("WAL checkpoint failed: {error}");
-            }
-            last_checkpoint = Instant::now();
-        }
-        let until_checkpoint = CHECKPOINT_INTERVAL.saturating_sub(last_checkpoint.elapsed());
         let timeout = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(until_checkpoint)
-            .min(until_checkpoint.max(Duration::from_millis(1)));
+            .unwrap_or(Duration::from_secs(3600));
         match receiver.recv_timeout(timeout) {
             Ok(event) => {
                 if batch.is_empty() {
@@ -434,10 +454,8 @@ fn run_writer(db: Db, receiver: Receiver<AuditEvent>) {
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| d <= Instant::now()) {
-                    flush(&db, &mut batch);
-                    deadline = None;
-                }
+                flush(&db, &mut batch);
+                deadline = None;
             }
             Err(RecvTimeoutError::Disconnected) => {
                 flush(&db, &mut batch);

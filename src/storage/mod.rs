@@ -137,7 +137,6 @@ pub fn redact_url(url: &str) -> String {
 pub struct Manager {
     backend: Backend,
     connect_timeout: Duration,
-    automatic_checkpoints: bool,
 }
 
 impl Manager {
@@ -156,13 +155,8 @@ impl Manager {
                     conn.batch_execute(pragma)
                         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
                 }
-                if !self.automatic_checkpoints {
-                    // The committing connection would otherwise copy the WAL back into the
-                    // database inside its commit, while this process's other writers wait for
-                    // their turn; [`Db::checkpoint`] does it outside any write instead.
-                    conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
-                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-                }
+                attach_audit_lookup(&mut conn, path)
+                    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
                 Ok(DbConn::Sqlite(conn))
             }
             Backend::Postgres(url) => {
@@ -171,6 +165,56 @@ impl Manager {
             }
         }
     }
+}
+
+/// The file of the audit log's lookups beside a SQLite database file.
+pub fn audit_lookup_path(database: &str) -> String {
+    format!("{database}.audit-lookup")
+}
+
+/// Attaches the audit log's lookup database (`audit_lookup`, see `src/storage/audit.rs`) as
+/// `lookup`. It is a file of its own so that filling it never holds the main database's write
+/// lock; it holds only data derived from `audit_events`, and a deleted file is rebuilt from the
+/// start of the log. Attaching writes nothing ([`create_audit_lookup`] does, once, at open).
+fn attach_audit_lookup(conn: &mut SqliteConnection, database: &str) -> QueryResult<()> {
+    let file = audit_lookup_path(database).replace('\'', "''");
+    conn.batch_execute(&format!("ATTACH DATABASE '{file}' AS lookup"))?;
+    conn.batch_execute("PRAGMA lookup.synchronous = NORMAL")
+}
+
+/// Creates the lookup database's tables when missing. Reads first: a write would wait for a
+/// running merge, and another process (an admin command) may open the database meanwhile.
+fn create_audit_lookup(conn: &mut SqliteConnection) -> QueryResult<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let ready: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM lookup.sqlite_master \
+         WHERE type = 'table' AND name IN ('audit_lookup', 'audit_lookup_state')",
+    )
+    .get_result(conn)?;
+    if ready.n == 2 {
+        let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM lookup.audit_lookup_state")
+            .get_result(conn)?;
+        if rows.n == 1 {
+            return Ok(());
+        }
+    }
+    for statement in [
+        "PRAGMA lookup.journal_mode = WAL",
+        "CREATE TABLE IF NOT EXISTS lookup.audit_lookup (\
+             lookup_key TEXT NOT NULL, event_id INTEGER NOT NULL, \
+             PRIMARY KEY (lookup_key, event_id)) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS lookup.audit_lookup_state (\
+             singleton INTEGER PRIMARY KEY CHECK (singleton = 1), \
+             indexed_through INTEGER NOT NULL)",
+        "INSERT OR IGNORE INTO lookup.audit_lookup_state (singleton, indexed_through) VALUES (1, 0)",
+    ] {
+        conn.batch_execute(statement)?;
+    }
+    Ok(())
 }
 
 /// Adds libpq's `connect_timeout` (whole seconds, at least 2 as libpq requires) unless set.
@@ -208,9 +252,6 @@ pub struct PoolOptions {
     pub max_size: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub checkout_timeout: Duration,
-    /// SQLite: whether committing connections checkpoint the WAL themselves (SQLite's default).
-    /// The server turns this off and checkpoints from the audit writer ([`Db::checkpoint`]).
-    pub automatic_checkpoints: bool,
 }
 
 impl Default for PoolOptions {
@@ -218,7 +259,6 @@ impl Default for PoolOptions {
         Self {
             max_size: 8,
             checkout_timeout: Duration::from_millis(1000),
-            automatic_checkpoints: true,
         }
     }
 }
@@ -252,12 +292,14 @@ impl Db {
         let manager = Manager {
             backend,
             connect_timeout: options.checkout_timeout,
-            automatic_checkpoints: options.automatic_checkpoints,
         };
         let mut conn = manager
             .connect()
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
         run_migrations(&mut conn)?;
+        if let DbConn::Sqlite(c) = &mut conn {
+            create_audit_lookup(c)?;
+        }
         drop(conn);
         Self::pool(manager, options)
     }
@@ -268,20 +310,8 @@ impl Db {
         let manager = Manager {
             backend,
             connect_timeout: options.checkout_timeout,
-            automatic_checkpoints: options.automatic_checkpoints,
         };
         Self::pool(manager, options)
-    }
-
-    /// SQLite: copies what the WAL holds back into the database file, without waiting for
-    /// readers or writers (`PRAGMA wal_checkpoint(PASSIVE)`). Nothing to do on PostgreSQL.
-    pub fn checkpoint(&self) -> Result<(), StorageError> {
-        if self.sqlite_path.is_none() {
-            return Ok(());
-        }
-        let mut conn = self.get()?;
-        conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")?;
-        Ok(())
     }
 
     fn pool(manager: Manager, options: &PoolOptions) -> Result<Self, StorageError> {
@@ -412,50 +442,6 @@ pub fn now() -> chrono::NaiveDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(diesel::QueryableByName)]
-    struct Pragma {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        wal_autocheckpoint: i64,
-    }
-
-    #[test]
-    fn server_connections_leave_checkpoints_to_db_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        for automatic in [true, false] {
-            let db = Db::open(
-                &url,
-                &PoolOptions {
-                    automatic_checkpoints: automatic,
-                    ..PoolOptions::default()
-                },
-            )
-            .unwrap();
-            let mut conn = db.get().unwrap();
-            let DbConn::Sqlite(c) = &mut *conn else {
-                panic!("not SQLite")
-            };
-            let setting: Pragma = diesel::sql_query("PRAGMA wal_autocheckpoint")
-                .get_result(c)
-                .unwrap();
-            assert_eq!(setting.wal_autocheckpoint, if automatic { 1000 } else { 0 });
-            if !automatic {
-                c.batch_execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
-                    .unwrap();
-                drop(conn);
-                // The new table lives in the WAL until a checkpoint copies it into the file.
-                let file = dir.path().join("c.db");
-                let before = std::fs::metadata(&file).unwrap().len();
-                db.checkpoint().unwrap();
-                let after = std::fs::metadata(&file).unwrap().len();
-                assert!(
-                    after > before,
-                    "the checkpoint wrote the file ({before} -> {after})"
-                );
-            }
-        }
-    }
 
     #[test]
     fn chooses_the_backend_from_the_scheme() {

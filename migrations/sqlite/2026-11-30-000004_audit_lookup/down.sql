@@ -1,4 +1,2 @@
-DROP TABLE audit_lookup_state;
-DROP TABLE audit_lookup;
 CREATE INDEX audit_events_email_key ON audit_events (email_key);
 CREATE INDEX audit_events_identity ON audit_events (issuer, subject);
