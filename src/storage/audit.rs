@@ -163,6 +163,27 @@ pub fn query(
     conn: &mut DbConn,
     filter: &AuditFilter<'_>,
 ) -> Result<Vec<AuditRecord>, StorageError> {
+    let needs_lookup = matches!(conn, DbConn::Sqlite(_))
+        && (filter.email_key.is_some() || filter.issuer.is_some());
+    if !needs_lookup {
+        return query_attached(conn, filter);
+    }
+    if let DbConn::Sqlite(c) = conn {
+        let file = super::main_file(c)?;
+        super::attach_audit_lookup(c, &file)?;
+    }
+    let result = query_attached(conn, filter);
+    if let DbConn::Sqlite(c) = conn {
+        super::detach_audit_lookup(c)?;
+    }
+    result
+}
+
+/// [`query`], with the lookup database attached when the filter needs it.
+fn query_attached(
+    conn: &mut DbConn,
+    filter: &AuditFilter<'_>,
+) -> Result<Vec<AuditRecord>, StorageError> {
     let lookup = lookup_of(conn, filter)?;
     let base = || {
         let mut query = audit_events::table
@@ -327,16 +348,17 @@ impl AuditWriter {
         if thread.is_none() {
             log::error!("could not start the audit writer thread; audit events will be lost");
         }
-        let merger = (merger_db.backend() == "sqlite")
-            .then(|| {
+        let merger = merger_db
+            .sqlite_path()
+            .map(str::to_string)
+            .and_then(|path| {
                 let (stop, stopped) = mpsc::sync_channel(0);
                 std::thread::Builder::new()
                     .name("autolink-audit-lookup".into())
-                    .spawn(move || run_merger(merger_db, stopped))
+                    .spawn(move || run_merger(path, stopped))
                     .ok()
                     .map(|handle| (stop, handle))
-            })
-            .flatten();
+            });
         (AuditWriter { sender }, AuditWriterHandle { thread, merger })
     }
 
@@ -375,16 +397,13 @@ impl AuditWriterHandle {
 const MERGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Most events one merge transaction takes (the rest waits for the next).
-const MERGE_CHUNK: i64 = 1_000_000;
+const MERGE_CHUNK: i64 = 200_000;
 
 /// Adds the events after the watermark to `audit_lookup`, sorted, and moves the watermark, in
 /// one transaction of the lookup database: the main database is only read, so its writers never
 /// wait for a merge. SQLite only (one writer at a time: every id up to the largest one visible
 /// is committed). Returns the number of lookup rows added.
-pub fn merge_lookup(conn: &mut DbConn) -> Result<usize, StorageError> {
-    let DbConn::Sqlite(c) = conn else {
-        return Ok(0);
-    };
+pub fn merge_lookup(c: &mut diesel::SqliteConnection) -> Result<usize, StorageError> {
     let added = c.transaction::<_, StorageError, _>(|c| {
         let after: i64 = audit_lookup_state::table
             .select(audit_lookup_state::indexed_through)
@@ -419,15 +438,26 @@ pub fn merge_lookup(conn: &mut DbConn) -> Result<usize, StorageError> {
     Ok(added)
 }
 
-/// The merge thread: every [`MERGE_INTERVAL`] until `stop` is dropped, then once more.
-fn run_merger(db: Db, stop: Receiver<()>) {
+/// The merge thread: every [`MERGE_INTERVAL`] until `stop` is dropped, then once more, on a
+/// connection of its own to the SQLite file `database`.
+fn run_merger(database: String, stop: Receiver<()>) {
+    let mut conn: Option<diesel::SqliteConnection> = None;
     loop {
         let stopping = matches!(
             stop.recv_timeout(MERGE_INTERVAL),
             Err(RecvTimeoutError::Disconnected)
         );
-        if let Err(error) = db.get().and_then(|mut conn| merge_lookup(&mut conn)) {
+        let merged = match conn.as_mut() {
+            Some(c) => merge_lookup(c),
+            None => super::lookup_connection(&database).and_then(|mut c| {
+                let merged = merge_lookup(&mut c);
+                conn = Some(c);
+                merged
+            }),
+        };
+        if let Err(error) = merged {
             log::warn!("audit lookup merge failed: {error}");
+            conn = None;
         }
         if stopping {
             return;
@@ -544,6 +574,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
         let db = Db::open(&url, &PoolOptions::default()).unwrap();
         let mut conn = db.get().unwrap();
+        let mut merger = crate::storage::lookup_connection(db.sqlite_path().unwrap()).unwrap();
         let first: Vec<AuditEvent> = (0..6)
             .map(|n| {
                 event(
@@ -555,11 +586,11 @@ mod tests {
             .collect();
         insert(&mut conn, &first).unwrap();
         assert_eq!(
-            merge_lookup(&mut conn).unwrap(),
+            merge_lookup(&mut merger).unwrap(),
             12,
             "an email and an identity each"
         );
-        assert_eq!(merge_lookup(&mut conn).unwrap(), 0, "nothing new");
+        assert_eq!(merge_lookup(&mut merger).unwrap(), 0, "nothing new");
         // After the watermark: found by the scan until the next merge.
         insert(
             &mut conn,
@@ -613,7 +644,23 @@ mod tests {
                 ["r4"],
                 "{round}: two filters"
             );
-            merge_lookup(&mut conn).unwrap();
+            merge_lookup(&mut merger).unwrap();
         }
+        // The pool's connection does not keep the lookup attached: its next BEGIN IMMEDIATE
+        // would take the lookup's write lock too.
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let DbConn::Sqlite(c) = &mut *conn else {
+            panic!("not SQLite")
+        };
+        let attached: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM pragma_database_list WHERE name = 'lookup'",
+        )
+        .get_result(c)
+        .unwrap();
+        assert_eq!(attached.n, 0);
     }
 }

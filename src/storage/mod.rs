@@ -155,8 +155,6 @@ impl Manager {
                     conn.batch_execute(pragma)
                         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
                 }
-                attach_audit_lookup(&mut conn, path)
-                    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
                 Ok(DbConn::Sqlite(conn))
             }
             Backend::Postgres(url) => {
@@ -175,11 +173,38 @@ pub fn audit_lookup_path(database: &str) -> String {
 /// Attaches the audit log's lookup database (`audit_lookup`, see `src/storage/audit.rs`) as
 /// `lookup`. It is a file of its own so that filling it never holds the main database's write
 /// lock; it holds only data derived from `audit_events`, and a deleted file is rebuilt from the
-/// start of the log. Attaching writes nothing ([`create_audit_lookup`] does, once, at open).
-fn attach_audit_lookup(conn: &mut SqliteConnection, database: &str) -> QueryResult<()> {
+/// start of the log. Only the merge thread's connection keeps it attached: `BEGIN IMMEDIATE` on
+/// a connection takes the write lock of every attached database, so the pool's connections
+/// attach it just for an audit query ([`detach_audit_lookup`] after).
+pub(crate) fn attach_audit_lookup(conn: &mut SqliteConnection, database: &str) -> QueryResult<()> {
     let file = audit_lookup_path(database).replace('\'', "''");
     conn.batch_execute(&format!("ATTACH DATABASE '{file}' AS lookup"))?;
     conn.batch_execute("PRAGMA lookup.synchronous = NORMAL")
+}
+
+pub(crate) fn detach_audit_lookup(conn: &mut SqliteConnection) -> QueryResult<()> {
+    conn.batch_execute("DETACH DATABASE lookup")
+}
+
+/// The file of the main database of a SQLite connection.
+pub(crate) fn main_file(conn: &mut SqliteConnection) -> QueryResult<String> {
+    #[derive(diesel::QueryableByName)]
+    struct File {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        file: String,
+    }
+    let main: File = diesel::sql_query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        .get_result(conn)?;
+    Ok(main.file)
+}
+
+/// A connection of its own for the audit lookup's merge thread, with the lookup attached.
+pub(crate) fn lookup_connection(database: &str) -> Result<SqliteConnection, StorageError> {
+    let mut conn = SqliteConnection::establish(database)
+        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+    conn.batch_execute("PRAGMA busy_timeout = 5000")?;
+    attach_audit_lookup(&mut conn, database)?;
+    Ok(conn)
 }
 
 /// Creates the lookup database's tables when missing. Reads first: a write would wait for a
@@ -297,8 +322,10 @@ impl Db {
             .connect()
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
         run_migrations(&mut conn)?;
-        if let DbConn::Sqlite(c) = &mut conn {
+        if let (DbConn::Sqlite(c), Backend::Sqlite(path)) = (&mut conn, &manager.backend) {
+            attach_audit_lookup(c, path)?;
             create_audit_lookup(c)?;
+            detach_audit_lookup(c)?;
         }
         drop(conn);
         Self::pool(manager, options)
