@@ -14,8 +14,7 @@
 #
 # Knobs (environment): BENCH_REPS (3), BENCH_DURATION (15s), BENCH_WARMUP (3s),
 # BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_CUSTOMERS (100000),
-# BENCH_SIGNIN_IDENTITIES (10000), BENCH_MALLOC_ARENA_MAX (2, the server's glibc
-# MALLOC_ARENA_MAX), BENCH_KEEP=1 keeps the temporary folder, BENCH_CODE labels
+# BENCH_SIGNIN_IDENTITIES (10000), BENCH_KEEP=1 keeps the temporary folder, BENCH_CODE labels
 # the code measured in the results, BENCH_EXPERIMENT_SQL (diagnostic only) runs SQL on the
 # database before the server starts.
 # Needs: cargo, awk, wrk and sqlite3 (both Debian packages; installed with apt-get when
@@ -147,9 +146,7 @@ wait_listening() {
     return 1
 }
 
-# The allocator setting the README recommends for the service (Operations): glibc's per-thread
-# arenas otherwise keep freed memory of the audit and merge threads resident.
-MALLOC_ARENA_MAX=${BENCH_MALLOC_ARENA_MAX:-2} RUST_LOG=warn "$AUTOLINK" --config "$CONFIG" serve >"$WORK/server.out" 2>"$WORK/server.err" &
+RUST_LOG=warn "$AUTOLINK" --config "$CONFIG" serve >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 SERVER_URL=$(wait_listening "$WORK/server.out" "$SERVER_PID") || { cat "$WORK/server.err" >&2; die "autolink did not start"; }
 "$BARE" 0 >"$WORK/bare.out" 2>"$WORK/bare.err" &
