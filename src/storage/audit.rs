@@ -603,6 +603,60 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_writes_every_queued_event_before_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        let (writer, handle) = AuditWriter::start(db.clone());
+        let second = writer.clone();
+        for n in 0..10 {
+            assert!(writer.try_record(event(n, "q@x.com", "s")));
+        }
+        second.record(event(10, "q@x.com", "s"));
+        drop(writer);
+        drop(second);
+        handle.join();
+        let mut conn = db.get().unwrap();
+        let found = ids(
+            &mut conn,
+            AuditFilter {
+                email_key: Some("q@x.com"),
+                ..Default::default()
+            },
+        );
+        assert_eq!(found.len(), 11, "{found:?}");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_makes_record_wait_for_room() {
+        let queue = Arc::new(Queue {
+            events: Mutex::new(Vec::new()),
+            room: Condvar::new(),
+            senders: AtomicUsize::new(1),
+        });
+        // No writer thread: the test takes the events itself.
+        let writer = AuditWriter {
+            queue: queue.clone(),
+        };
+        for n in 0..QUEUE_CAPACITY {
+            assert!(writer.try_record(event(n, "f@x.com", "s")));
+        }
+        assert!(!writer.try_record(event(0, "f@x.com", "s")), "full");
+        let waiting = writer.clone();
+        let blocked = std::thread::spawn(move || waiting.record(event(1, "f@x.com", "s")));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !blocked.is_finished(),
+            "record waits while the queue is full"
+        );
+        let taken = std::mem::take(&mut *queue.events());
+        queue.room.notify_all();
+        blocked.join().unwrap();
+        assert_eq!(taken.len(), QUEUE_CAPACITY);
+        assert_eq!(queue.events().len(), 1, "the waiting event went in");
+    }
+
+    #[test]
     fn lookups_find_events_on_both_sides_of_the_merge() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("a.db").display());

@@ -151,11 +151,11 @@ impl Manager {
                     "PRAGMA journal_mode = WAL",
                     "PRAGMA synchronous = NORMAL",
                     "PRAGMA foreign_keys = ON",
-                    // 256 KiB of page cache per connection (SQLite's default is 2 MiB). The
+                    // 128 KiB of page cache per connection (SQLite's default is 2 MiB). The
                     // pool's connections fill their caches over time, and the OS caches the file
-                    // anyway: measured, the smaller cache was both leaner (55.6 against 82.2 MiB
-                    // at peak) and faster (BENCHMARKS.md, 2026-11-30).
-                    "PRAGMA cache_size = -256",
+                    // anyway: measured, smaller caches were both leaner and faster
+                    // (BENCHMARKS.md, 2026-11-30).
+                    "PRAGMA cache_size = -128",
                 ] {
                     conn.batch_execute(pragma)
                         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
