@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use autolink::mock_b2c::{
-    Application, CallerAuth, CustomPolicySettings, MockB2c, MockSettings, Provider,
+    default_providers, Application, CallerAuth, CustomPolicySettings, MockB2c, MockSettings,
 };
 use clap::Parser;
 
@@ -102,16 +102,7 @@ fn settings(args: &Args) -> anyhow::Result<MockSettings> {
             client_secret: None,
             name: Some("Demo".into()),
         }],
-        providers: vec![
-            Provider {
-                name: "google.com".into(),
-                verifies_email: true,
-            },
-            Provider {
-                name: "facebook.com".into(),
-                verifies_email: false,
-            },
-        ],
+        providers: default_providers(),
         entra_clients: Vec::new(),
         signing_key_file: None,
     })

@@ -19,6 +19,9 @@
 //! 400, or 502 when the provider fails), never a panic or a 500.
 
 use std::collections::HashMap;
+
+use super::journey::urlencode;
+use super::pages::esc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -556,21 +559,21 @@ async fn index(demo: web::Data<Demo>) -> HttpResponse {
     } else {
         body.push_str("<ul>\n");
         for (i, policy) in demo.settings.policies.iter().enumerate() {
-            let href = format!("{mount}/login?policy={}", url_encode(policy));
+            let href = format!("{mount}/login?policy={}", urlencode(policy));
             let id = if i == 0 { " id=\"sign-in\"" } else { "" };
             body.push_str(&format!(
                 "<li><a class=\"sign-in\"{id} href=\"{}\" data-policy=\"{}\">Sign in with {}</a></li>\n",
-                escape(&href),
-                escape(policy),
-                escape(policy)
+                esc(&href),
+                esc(policy),
+                esc(policy)
             ));
         }
         body.push_str("</ul>\n");
     }
     body.push_str(&format!(
         "<p class=\"muted\">Application <code>{}</code>; autolink at <code id=\"service-url\">{}</code>.</p>\n",
-        escape(&demo.settings.client_id),
-        escape(&demo.service_url())
+        esc(&demo.settings.client_id),
+        esc(&demo.service_url())
     ));
     page(actix_web::http::StatusCode::OK, "Demo store", &body)
 }
@@ -628,7 +631,7 @@ fn result_page(
     match claims.get(CLAIM_ACCOUNT_NUMBER).map(claim_text) {
         Some(number) if !number.is_empty() => body.push_str(&format!(
             "<p>Customer account number: <span id=\"account-number\">{}</span></p>\n",
-            escape(&number)
+            esc(&number)
         )),
         _ => body.push_str(
             "<p id=\"no-account-number\">The token carries no customer account number.</p>\n",
@@ -637,28 +640,26 @@ fn result_page(
     if let Some(error) = claims.get(CLAIM_ERROR).map(claim_text) {
         body.push_str(&format!(
             "<p>autolink refused: <span id=\"autolink-error\">{}</span></p>\n",
-            escape(&error)
+            esc(&error)
         ));
     }
     body.push_str(&format!(
         "<p>Outcome: <span id=\"outcome\">{}</span></p>\n",
-        escape(
-            &claims
-                .get(CLAIM_OUTCOME)
-                .map(claim_text)
-                .unwrap_or_default()
-        )
+        esc(&claims
+            .get(CLAIM_OUTCOME)
+            .map(claim_text)
+            .unwrap_or_default())
     ));
     body.push_str(&format!(
         "<p class=\"muted\">Policy <code id=\"policy\">{}</code>, issuer <code id=\"issuer\">{}</code>.</p>\n",
-        escape(&signed_in.policy),
-        escape(&signed_in.issuer)
+        esc(&signed_in.policy),
+        esc(&signed_in.issuer)
     ));
     body.push_str(&format!(
         "<form method=\"post\" action=\"{}\">\n<input type=\"hidden\" name=\"signin\" value=\"{}\">\n\
          <button id=\"link\" type=\"submit\">Link with POST /v1/link</button>\n</form>\n",
-        escape(&format!("{mount}/link")),
-        escape(signed_in_id)
+        esc(&format!("{mount}/link")),
+        esc(signed_in_id)
     ));
     if let Some(link) = link {
         let status = link
@@ -667,9 +668,9 @@ fn result_page(
             .unwrap_or_else(|| "no answer".into());
         body.push_str(&format!(
             "<h2>POST <code>{}</code>: <span id=\"link-status\">{}</span></h2>\n<pre id=\"link-result\">{}</pre>\n",
-            escape(&link.url),
-            escape(&status),
-            escape(&link.body)
+            esc(&link.url),
+            esc(&status),
+            esc(&link.body)
         ));
     }
     body.push_str(
@@ -678,31 +679,31 @@ fn result_page(
     for (name, value) in claims {
         body.push_str(&format!(
             "<tr><td class=\"claim-name\">{}</td><td class=\"claim-value\" data-claim=\"{}\">{}</td></tr>\n",
-            escape(name),
-            escape(name),
-            escape(&claim_text(value))
+            esc(name),
+            esc(name),
+            esc(&claim_text(value))
         ));
     }
     body.push_str("</table>\n");
     body.push_str(&format!(
         "<p><a id=\"start-over\" href=\"{}\">Start over</a></p>\n",
-        escape(&mount)
+        esc(&mount)
     ));
     page(actix_web::http::StatusCode::OK, "Signed in", &body)
 }
 
 fn error_page(demo: &Demo, error: PageError) -> HttpResponse {
-    let mut body = format!("<h1>{}</h1>\n", escape(error.title));
+    let mut body = format!("<h1>{}</h1>\n", esc(error.title));
     if let Some(code) = &error.code {
         body.push_str(&format!(
             "<p>Error: <code id=\"error-code\">{}</code></p>\n",
-            escape(code)
+            esc(code)
         ));
     }
     body.push_str(&format!(
         "<p id=\"error-message\">{}</p>\n<p><a id=\"start-over\" href=\"{}\">Start over</a></p>\n",
-        escape(&error.message),
-        escape(&demo.mount_path())
+        esc(&error.message),
+        esc(&demo.mount_path())
     ));
     page(error.status, error.title, &body)
 }
@@ -714,7 +715,7 @@ fn page(status: actix_web::http::StatusCode, title: &str, body: &str) -> HttpRes
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}}\
          td{{font-family:monospace;word-break:break-all}}.muted{{color:#666}}</style>\n\
          </head>\n<body>\n{}</body>\n</html>\n",
-        escape(title),
+        esc(title),
         body
     );
     HttpResponse::build(status)
@@ -733,26 +734,6 @@ fn claim_text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// Escapes text for HTML content and quoted attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn url_encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// `application/x-www-form-urlencoded` pairs; the first of a repeated name wins.
@@ -1082,10 +1063,10 @@ mod tests {
     #[test]
     fn escapes_html() {
         assert_eq!(
-            escape("<a href=\"x\">'&'</a>"),
+            esc("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
-        assert_eq!(escape("plain"), "plain");
+        assert_eq!(esc("plain"), "plain");
     }
 
     #[test]
@@ -1223,7 +1204,7 @@ mod tests {
 
         let callback = format!(
             "/demo/callback?code={CODE}&state={}",
-            url_encode(&params["state"])
+            urlencode(&params["state"])
         );
         let response =
             atest::call_service(&app, atest::TestRequest::get().uri(&callback).to_request()).await;
@@ -1271,7 +1252,7 @@ mod tests {
             atest::TestRequest::post()
                 .uri("/demo/link")
                 .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-                .set_payload(format!("signin={}", url_encode(&signin)))
+                .set_payload(format!("signin={}", urlencode(&signin)))
                 .to_request(),
         )
         .await;
@@ -1303,7 +1284,7 @@ mod tests {
         let params = authorization(login, &base, &fake);
         let callback = format!(
             "/demo/callback?code={CODE}&state={}",
-            url_encode(&params["state"])
+            urlencode(&params["state"])
         );
         let response =
             atest::call_service(&app, atest::TestRequest::get().uri(&callback).to_request()).await;
@@ -1327,7 +1308,7 @@ mod tests {
         let params = authorization(login, &base, &fake);
         let callback = format!(
             "/demo/callback?code=wrong&state={}",
-            url_encode(&params["state"])
+            urlencode(&params["state"])
         );
         let response =
             atest::call_service(&app, atest::TestRequest::get().uri(&callback).to_request()).await;

@@ -143,7 +143,7 @@ struct Journey<'a> {
     request: &'a JourneyRequest,
     policy: &'a str,
     provider: Option<ProviderAnswer>,
-    policies: Option<PolicySet>,
+    policies: Option<std::sync::Arc<PolicySet>>,
     result: JourneyResult,
 }
 

@@ -71,6 +71,8 @@ pub struct Tenant {
     policy_caller: Caller,
     codes: Mutex<HashMap<String, IssuedCode>>,
     interactions: Mutex<HashMap<String, pages::Interaction>>,
+    /// The custom policy as last rendered, with the service URL it was rendered for.
+    rendered: Mutex<Option<(String, Arc<PolicySet>)>>,
 }
 
 impl Tenant {
@@ -101,6 +103,7 @@ impl Tenant {
             policy_caller,
             codes: Mutex::new(HashMap::new()),
             interactions: Mutex::new(HashMap::new()),
+            rendered: Mutex::new(None),
         })
     }
 
@@ -168,14 +171,28 @@ impl Tenant {
             .to_string()
     }
 
-    /// The custom policy, rendered for the current service URL.
-    pub fn policy_set(&self) -> Result<PolicySet, String> {
+    /// The custom policy, rendered for the current service URL (read from `policies/` again only
+    /// when the service URL changed).
+    pub fn policy_set(&self) -> Result<Arc<PolicySet>, String> {
         let settings = self
             .settings
             .custom_policy
             .as_ref()
             .ok_or("custom-policy mode is not configured")?;
-        PolicySet::load(settings, &self.service_url(), &self.entra_token_url())
+        let service_url = self.service_url();
+        let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((url, set)) = rendered.as_ref() {
+            if *url == service_url {
+                return Ok(set.clone());
+            }
+        }
+        let set = Arc::new(PolicySet::load(
+            settings,
+            &service_url,
+            &self.entra_token_url(),
+        )?);
+        *rendered = Some((service_url, set.clone()));
+        Ok(set)
     }
 
     fn application(&self, client_id: &str) -> Option<&Application> {
