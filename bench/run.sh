@@ -16,7 +16,8 @@
 # BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_CUSTOMERS (100000),
 # BENCH_SIGNIN_IDENTITIES (10000), BENCH_KEEP=1 keeps the temporary folder, BENCH_CODE labels
 # the code measured in the results, BENCH_EXPERIMENT_SQL (diagnostic only) runs SQL on the
-# database before the server starts.
+# database before the server starts, BENCH_PROFILE=SECONDS (diagnostic only) records perf
+# profiles of the server.
 # Needs: cargo, awk, wrk and sqlite3 (both Debian packages; installed with apt-get when
 # missing and running as root). No python.
 set -euo pipefail
@@ -212,6 +213,18 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) 
 INVALID=()
 LINKED_REPORTED=0
 
+# Diagnosis: BENCH_PROFILE=SECONDS records a CPU profile of the server (perf, sampling) for that
+# long from the start of the first repetition's measured sign-up and sign-in runs, into
+# bench/out/perf-<stamp>-<run>.data; read with `perf report -i FILE --no-children --sort symbol`.
+# Profiled figures are not the service's figures (the sampling costs CPU); the results say so.
+PROFILE=${BENCH_PROFILE:-}
+profile() {
+    [[ -n $PROFILE && $2 == 1 ]] || return 0
+    command -v perf >/dev/null || die "BENCH_PROFILE needs perf (Debian package linux-perf)"
+    perf record -q -e cpu-clock -F 999 -p "$SERVER_PID" -o "$OUT/perf-$STAMP-$1.data" -- sleep "$PROFILE" \
+        >/dev/null 2>&1 &
+}
+
 # --- pre-link the sign-in set (also the cold start: the credential cache is empty) ------------
 MEM_IDLE_RSS=$(status_kb "$SERVER_PID" VmRSS)
 say "pre-linking signin-0..$((SIGNIN - 1)) (cold start, $CONNS connections)"
@@ -238,12 +251,14 @@ for rep in $(seq 1 "$REPS"); do
     say "repetition $rep/$REPS: (b) sign-up"
     w=$(run_wrk "b$rep-warmup" "$CONNECTOR" signup "r${rep}w" "$WARMUP" "$SERVER_PID")
     LINKED_REPORTED=$((LINKED_REPORTED + $(field "$w" linked)))
+    profile b "$rep"
     b=$(run_wrk "b$rep" "$CONNECTOR" signup "r$rep" "$DURATION" "$SERVER_PID")
     LINKED_REPORTED=$((LINKED_REPORTED + $(field "$b" linked)))
     check_clean "b$rep" "$b"
 
     say "repetition $rep/$REPS: (a) sign-in"
     run_wrk "a$rep-warmup" "$CONNECTOR" signin w "$WARMUP" "$SERVER_PID" >/dev/null
+    profile a "$rep"
     a=$(run_wrk "a$rep" "$CONNECTOR" signin m "$DURATION" "$SERVER_PID")
     check_clean "a$rep" "$a"
 
@@ -310,6 +325,7 @@ list() { local IFS=' '; echo "$*"; }
     echo "Code measured: $BUILD_TREE (binary sha256 $BUILD_SHA); $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2); $(rustc --version)"
     echo "Import: $import_line"
     [[ -n $EXPERIMENT_SQL ]] && echo "EXPERIMENT (not the service's figures): applied \`$EXPERIMENT_SQL\` before starting the server."
+    [[ -n $PROFILE ]] && echo "PROFILED (not the service's figures): perf sampled the server for ${PROFILE} s of the first sign-up and sign-in runs: bench/out/perf-$STAMP-{a,b}.data."
     echo "SQLite plan of the sign-in lookup (links::find_active): $PLAN_FIND_ACTIVE"
     env | grep -q '^MALLOC_' && echo "Allocator settings in the environment (not the defaults): $(env | grep '^MALLOC_' | tr '\n' ' ')"
     echo

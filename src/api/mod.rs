@@ -126,20 +126,26 @@ where
     let engine = state.engine.clone();
     let blocking = web::block(move || work(&engine));
     match actix_web::rt::time::timeout(state.request_timeout, blocking).await {
-        Ok(Ok(Ok(answer))) => answer,
-        Ok(Ok(Err(error))) => {
-            log::warn!("request_id={request_id} {source}: storage failed: {error}");
-            Err(Refusal::ServiceUnavailable)
-        }
+        Ok(Ok(result)) => storage_answer(request_id, source, result),
         Ok(Err(_)) => {
             log::error!("request_id={request_id} {source}: worker failed");
             Err(Refusal::ServiceUnavailable)
         }
-        Err(_) => {
-            log::warn!("request_id={request_id} {source}: database did not answer in time");
-            Err(Refusal::ServiceUnavailable)
-        }
+        Err(_) => timed_out(request_id, source),
     }
+}
+
+/// The answer of a storage call: a storage failure becomes `ServiceUnavailable`.
+fn storage_answer(request_id: &str, source: &str, result: Result<Answer, StorageError>) -> Answer {
+    result.unwrap_or_else(|error| {
+        log::warn!("request_id={request_id} {source}: storage failed: {error}");
+        Err(Refusal::ServiceUnavailable)
+    })
+}
+
+fn timed_out(request_id: &str, source: &str) -> Answer {
+    log::warn!("request_id={request_id} {source}: database did not answer in time");
+    Err(Refusal::ServiceUnavailable)
 }
 
 /// The sign-up checks: the non-waiting fast path first, then the blocking path.
@@ -154,16 +160,29 @@ pub async fn check_identity(state: &AppState, request: LinkRequest, source: &str
     .await
 }
 
-/// Links (or resolves) an identity: the non-waiting fast path first, then the blocking path.
+/// Links (or resolves) an identity: the non-waiting fast path first, then (SQLite) the
+/// group-commit thread, or (PostgreSQL) the blocking path. Within the request's time limit.
 pub async fn link_identity(state: &AppState, request: LinkRequest, source: &str) -> Answer {
     if let Some(answer) = state.engine.resolve_linked_without_waiting(&request) {
         return answer;
     }
     let request_id = request.request_id.clone();
-    run_engine(state, &request_id, source, move |engine| {
-        engine.link(&request)
-    })
-    .await
+    match state.engine.submit_link(request) {
+        Ok(pending) => {
+            // When the time limit passes first, the receiver is dropped, and the group-commit
+            // thread skips the request if it has not started on it.
+            match actix_web::rt::time::timeout(state.request_timeout, pending.answer()).await {
+                Ok(result) => storage_answer(&request_id, source, result),
+                Err(_) => timed_out(&request_id, source),
+            }
+        }
+        Err(request) => {
+            run_engine(state, &request_id, source, move |engine| {
+                engine.link(&request)
+            })
+            .await
+        }
+    }
 }
 
 /// The decision part of the request log line; the email is redacted.

@@ -83,9 +83,9 @@ pub fn find_active(
 
 /// Inserts a link. A second active link for the same identity is a unique violation.
 pub fn insert(conn: &mut DbConn, link: &NewLink<'_>) -> Result<(), StorageError> {
-    diesel::insert_into(identity_links::table)
-        .values(link)
-        .execute(conn)?;
+    // On the concrete connection, so that the prepared statement is cached (the new-link path).
+    let insert = diesel::insert_into(identity_links::table).values(link);
+    crate::on_backend!(conn, c => insert.execute(c))?;
     Ok(())
 }
 

@@ -297,6 +297,8 @@ impl Default for PoolOptions {
 #[derive(Clone)]
 pub struct Db {
     pool: r2d2::Pool<Manager>,
+    /// Opens connections outside the pool ([`Db::connect_unpooled`]).
+    manager: Manager,
     backend: &'static str,
     /// The SQLite file, for the import's bulk writer.
     sqlite_path: Option<String>,
@@ -361,9 +363,10 @@ impl Db {
             .test_on_check_out(backend == "postgres")
             .min_idle(Some(0))
             .connection_timeout(options.checkout_timeout)
-            .build_unchecked(manager);
+            .build_unchecked(manager.clone());
         Ok(Self {
             pool,
+            manager,
             backend,
             sqlite_path,
         })
@@ -373,6 +376,14 @@ impl Db {
     pub fn get(&self) -> Result<PooledConn, StorageError> {
         self.pool
             .get()
+            .map_err(|e| StorageError::Unavailable(e.to_string()))
+    }
+
+    /// A connection of its own, outside the pool, with the pool's settings: for a thread that
+    /// keeps one (the group-commit thread of the engine).
+    pub fn connect_unpooled(&self) -> Result<DbConn, StorageError> {
+        self.manager
+            .connect()
             .map_err(|e| StorageError::Unavailable(e.to_string()))
     }
 

@@ -1,7 +1,10 @@
 //! The decision engine: gathers facts from storage, asks the pure rules, applies the decision in
 //! one transaction, and audits it. Every wire format calls this; none re-implements a rule.
 //!
-//! All functions here block (database I/O); HTTP handlers call them through `web::block`.
+//! All functions here block (database I/O); HTTP handlers call them through `web::block`, or
+//! hand links to the group-commit thread of [`group_commit`] on SQLite.
+
+mod group_commit;
 
 use std::sync::Arc;
 
@@ -13,6 +16,9 @@ use crate::storage::audit::{AuditEvent, AuditWriter};
 use crate::storage::customers::{self, NewCustomer};
 use crate::storage::links::{self, NewLink};
 use crate::storage::{self, Db, DbConn, StorageError};
+
+use group_commit::LinkWriter;
+pub use group_commit::PendingLink;
 
 /// How often a write is attempted when it loses a race (a unique violation) before giving up.
 const MAX_ATTEMPTS: usize = 4;
@@ -101,9 +107,17 @@ pub type Answer = Result<Resolution, Refusal>;
 /// The decision engine. Cheap to share behind an `Arc`.
 pub struct Engine {
     db: Db,
+    decider: Arc<Decider>,
+    audit: AuditWriter,
+    /// SQLite: the thread that writes links in groups ([`group_commit`]).
+    links: Option<LinkWriter>,
+}
+
+/// The rules and their settings, shared by the engine and the group-commit thread: everything
+/// that decides and writes inside a transaction the caller holds.
+pub(crate) struct Decider {
     channels: ChannelDirectory,
     settings: EngineSettings,
-    audit: AuditWriter,
     metrics: Arc<Metrics>,
 }
 
@@ -115,7 +129,8 @@ struct Prepared<'a> {
 }
 
 impl Engine {
-    /// Builds the engine. `metrics` counts its decisions.
+    /// Builds the engine. `metrics` counts its decisions. On SQLite it starts the thread that
+    /// writes links in groups ([`group_commit`]).
     pub fn new(
         db: Db,
         channels: ChannelDirectory,
@@ -123,12 +138,20 @@ impl Engine {
         audit: AuditWriter,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self {
-            db,
+        let decider = Arc::new(Decider {
             channels,
             settings,
-            audit,
             metrics,
+        });
+        let links = match db.backend() {
+            "sqlite" => LinkWriter::start(decider.clone(), db.clone()),
+            _ => None,
+        };
+        Self {
+            db,
+            decider,
+            audit,
+            links,
         }
     }
 
@@ -139,29 +162,17 @@ impl Engine {
 
     /// The configured channels.
     pub fn channels(&self) -> &ChannelDirectory {
-        &self.channels
+        &self.decider.channels
     }
 
     /// The environment-wide linking switch.
     pub fn linking_enabled(&self) -> bool {
-        self.settings.linking_enabled
+        self.decider.settings.linking_enabled
     }
 
     /// The service's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// Counts a decision taken on B2C's call in the metrics (previews are not counted).
-    fn count(&self, request: &LinkRequest, answer: &Answer) {
-        match answer {
-            Ok(resolution) => self.metrics.decision(Some(&resolution.channel), answer),
-            Err(_) => {
-                let channel = self.channels.resolve(request.client_id.as_deref()).ok();
-                self.metrics
-                    .decision(channel.map(|c| c.id.as_str()), answer);
-            }
-        }
+        &self.decider.metrics
     }
 
     /// The sign-up checks (before the B2C account exists): would the rules refuse? Writes
@@ -169,71 +180,63 @@ impl Engine {
     pub fn check(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
         let answer = self.check_inner(request);
         if let Ok(answer) = &answer {
-            self.audit.record(self.event(request, answer, None));
-            self.count(request, answer);
+            self.audit.record(self.decider.event(request, answer, None));
+            self.decider.count(request, answer);
         }
         answer
     }
 
     fn check_inner(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
-        let prepared = match self.prepare(request) {
+        let prepared = match self.decider.prepare(request) {
             Ok(p) => p,
             Err(refusal) => return Ok(Err(refusal)),
         };
         let mut conn = self.db.get()?;
-        let decision = self.decide(&mut conn, &prepared, None)?;
+        let decision = self.decider.decide(&mut conn, &prepared, None)?;
         Ok(check_answer(&prepared, decision))
     }
 
-    /// Links the identity (or resolves its existing link) and returns the account number.
+    /// Links the identity (or resolves its existing link) and returns the account number, in a
+    /// write transaction of its own. Blocks; on SQLite the HTTP handlers use
+    /// [`Engine::submit_link`] instead, which writes links in groups.
     pub fn link(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
         let answer = self.link_inner(request)?;
-        self.count(request, &answer);
+        self.decider.count(request, &answer);
         Ok(answer)
     }
 
     fn link_inner(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
-        let channel = match self.channels.resolve(request.client_id.as_deref()) {
+        let decider = &self.decider;
+        let channel = match decider.channels.resolve(request.client_id.as_deref()) {
             Ok(c) => c,
             Err(refusal) => return Ok(self.refuse(request, None, refusal)),
         };
         let Some(identity) = &request.identity else {
             return Ok(self.refuse(request, Some(channel), Refusal::ObjectIdMissing));
         };
-        // The audit queue is emptied by a writer that needs a connection of its own: never wait
-        // for room in the queue while holding one of the request pool's connections.
-        let prepared = match self.prepare(request) {
-            Ok(p) => p,
-            Err(refusal) => {
-                // An identity that is linked resolves whatever its email claim says now.
-                let mut conn = self.db.get()?;
-                let link = links::find_active(&mut conn, &identity.issuer, &identity.subject)?;
-                drop(conn);
-                return Ok(match link {
-                    Some(link) => {
-                        let answer = Ok(already_linked(channel, link));
-                        self.audit
-                            .record(self.event(request, &answer, Some(channel)));
-                        answer
-                    }
-                    None => self.refuse(request, Some(channel), refusal),
-                });
-            }
-        };
-        // The sign-in hot path: an identity that is linked resolves without a write transaction.
+        // The sign-in hot path: an identity that is linked resolves without a write transaction,
+        // whatever its email claim says now. The audit queue is emptied by a writer that needs a
+        // connection of its own: never wait for room in the queue while holding one of the
+        // request pool's connections.
         let mut conn = self.db.get()?;
         if let Some(link) = links::find_active(&mut conn, &identity.issuer, &identity.subject)? {
             drop(conn);
             let answer = Ok(already_linked(channel, link));
             self.audit
-                .record(self.event(request, &answer, Some(channel)));
+                .record(decider.event(request, &answer, Some(channel)));
             return Ok(answer);
+        }
+        if let Err(refusal) = decider.prepare(request) {
+            drop(conn);
+            return Ok(self.refuse(request, Some(channel), refusal));
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = storage::write_transaction(&mut conn, |conn| {
-                self.link_in_transaction(conn, request, identity, &prepared)
+                let (answer, event) = decider.link_in(conn, request)?;
+                storage::audit::insert(conn, &[event])?;
+                Ok::<_, StorageError>(answer)
             });
             match result {
                 Err(error) if error.is_unique_violation() && attempt < MAX_ATTEMPTS => {
@@ -241,16 +244,18 @@ impl Engine {
                     // next attempt sees its row.
                     log::debug!("request_id={} lost a race, retrying", request.request_id);
                 }
-                Err(error) => return Err(error),
-                Ok((answer, audited)) => {
-                    drop(conn);
-                    if !audited {
-                        self.audit
-                            .record(self.event(request, &answer, Some(channel)));
-                    }
-                    return Ok(answer);
-                }
+                other => return other,
             }
+        }
+    }
+
+    /// Hands a link to the group-commit thread (SQLite). The receiver gets the answer after the
+    /// transaction that holds it has committed. Gives the request back when there is no such
+    /// thread (PostgreSQL, where each link is its own transaction and [`Engine::link`] applies).
+    pub fn submit_link(&self, request: LinkRequest) -> Result<PendingLink, LinkRequest> {
+        match &self.links {
+            Some(writer) => writer.submit(request),
+            None => Err(request),
         }
     }
 
@@ -263,7 +268,11 @@ impl Engine {
         if self.db.backend() != "sqlite" {
             return None;
         }
-        let channel = self.channels.resolve(request.client_id.as_deref()).ok()?;
+        let decider = &self.decider;
+        let channel = decider
+            .channels
+            .resolve(request.client_id.as_deref())
+            .ok()?;
         let identity = request.identity.as_ref()?;
         let mut conn = self.db.try_get()?;
         let link = links::find_active(&mut conn, &identity.issuer, &identity.subject).ok()??;
@@ -271,9 +280,9 @@ impl Engine {
         let answer = Ok(already_linked(channel, link));
         let queued = self
             .audit
-            .try_record(self.event(request, &answer, Some(channel)));
+            .try_record(decider.event(request, &answer, Some(channel)));
         if queued {
-            self.metrics.decision(Some(&channel.id), &answer);
+            decider.metrics.decision(Some(&channel.id), &answer);
         }
         queued.then_some(answer)
     }
@@ -285,38 +294,137 @@ impl Engine {
         if self.db.backend() != "sqlite" {
             return None;
         }
+        let decider = &self.decider;
         let mut conn = self.db.try_get()?;
-        let answer = match self.prepare(request) {
+        let answer = match decider.prepare(request) {
             Err(refusal) => Err(refusal),
             Ok(prepared) => {
-                let decision = self.decide(&mut conn, &prepared, None).ok()?;
+                let decision = decider.decide(&mut conn, &prepared, None).ok()?;
                 check_answer(&prepared, decision)
             }
         };
         drop(conn);
-        if !self.audit.try_record(self.event(request, &answer, None)) {
+        if !self.audit.try_record(decider.event(request, &answer, None)) {
             return None;
         }
-        self.count(request, &answer);
+        decider.count(request, &answer);
         Some(answer)
     }
 
-    /// Decides and writes inside the transaction. Returns the answer and whether its audit event
-    /// was written in the transaction.
-    fn link_in_transaction(
+    /// What would happen for this email on this channel, assuming a verified email and a new
+    /// identity. Writes only the audit event, in the name of `actor` (the administrator).
+    pub fn preview(
+        &self,
+        request_id: &str,
+        actor: &str,
+        channel_id: &str,
+        email: &str,
+    ) -> Result<Answer, StorageError> {
+        let decider = &self.decider;
+        let channel = decider.channels.by_id(channel_id);
+        let request = LinkRequest {
+            request_id: request_id.to_string(),
+            source: "preview",
+            step: None,
+            client_id: channel.and_then(|c| c.client_ids.first().cloned()),
+            email: Some(email.to_string()),
+            evidence: SignInEvidence::Local,
+            email_verified: Some(true),
+            identity: None,
+            given_name: None,
+            surname: None,
+        };
+        let answer = match (channel, EmailAddress::parse(email)) {
+            (None, _) => Err(Refusal::UnknownChannel),
+            (Some(_), Err(_)) => Err(Refusal::InvalidEmail),
+            (Some(channel), Ok(email)) => {
+                let prepared = Prepared {
+                    channel,
+                    email,
+                    verified: true,
+                };
+                let mut conn = self.db.get()?;
+                match decider.decide(&mut conn, &prepared, None)? {
+                    Decision::Link { account_number, .. } => Ok(Resolution {
+                        outcome: Outcome::WouldLink,
+                        account_number: Some(account_number),
+                        channel: channel.id.clone(),
+                    }),
+                    Decision::Create => Ok(Resolution {
+                        outcome: Outcome::WouldCreate,
+                        account_number: None,
+                        channel: channel.id.clone(),
+                    }),
+                    Decision::AlreadyLinked(link) => Ok(already_linked(channel, link)),
+                    Decision::Refuse(refusal) => Err(refusal),
+                }
+            }
+        };
+        let mut event = decider.event(&request, &answer, channel);
+        event.actor = actor.to_string();
+        self.audit.record(event);
+        Ok(answer)
+    }
+
+    fn refuse(&self, request: &LinkRequest, channel: Option<&Channel>, refusal: Refusal) -> Answer {
+        let answer = Err(refusal);
+        self.audit
+            .record(self.decider.event(request, &answer, channel));
+        answer
+    }
+}
+
+impl Decider {
+    /// Counts a decision taken on B2C's call in the metrics (previews are not counted).
+    fn count(&self, request: &LinkRequest, answer: &Answer) {
+        match answer {
+            Ok(resolution) => self.metrics.decision(Some(&resolution.channel), answer),
+            Err(_) => {
+                let channel = self.channels.resolve(request.client_id.as_deref()).ok();
+                self.metrics
+                    .decision(channel.map(|c| c.id.as_str()), answer);
+            }
+        }
+    }
+
+    /// Decides a link request and applies the decision, inside the write transaction the caller
+    /// holds; returns the answer and its audit event, which the caller writes in the same
+    /// transaction. Refusals and already-linked identities write nothing else.
+    fn link_in(
         &self,
         conn: &mut DbConn,
         request: &LinkRequest,
-        identity: &Identity,
-        prepared: &Prepared<'_>,
-    ) -> Result<(Answer, bool), StorageError> {
+    ) -> Result<(Answer, AuditEvent), StorageError> {
+        let channel = match self.channels.resolve(request.client_id.as_deref()) {
+            Ok(c) => c,
+            Err(refusal) => return Ok(self.answered(request, None, Err(refusal))),
+        };
+        let Some(identity) = &request.identity else {
+            let answer = Err(Refusal::ObjectIdMissing);
+            return Ok(self.answered(request, Some(channel), answer));
+        };
         let existing = links::find_active(conn, &identity.issuer, &identity.subject)?;
-        let channel = prepared.channel;
-        let decision = self.decide(conn, prepared, existing)?;
+        let prepared = match self.prepare(request) {
+            Ok(p) => p,
+            // An identity that is linked resolves whatever its email claim says now.
+            Err(refusal) => {
+                let answer = match existing {
+                    Some(link) => Ok(already_linked(channel, link)),
+                    None => Err(refusal),
+                };
+                return Ok(self.answered(request, Some(channel), answer));
+            }
+        };
+        let decision = self.decide(conn, &prepared, existing)?;
         let now = storage::now();
         let (customer_id, account_number, outcome) = match decision {
-            Decision::AlreadyLinked(link) => return Ok((Ok(already_linked(channel, link)), false)),
-            Decision::Refuse(refusal) => return Ok((Err(refusal), false)),
+            Decision::AlreadyLinked(link) => {
+                let answer = Ok(already_linked(channel, link));
+                return Ok(self.answered(request, Some(channel), answer));
+            }
+            Decision::Refuse(refusal) => {
+                return Ok(self.answered(request, Some(channel), Err(refusal)))
+            }
             Decision::Link {
                 customer_id,
                 account_number,
@@ -365,62 +473,18 @@ impl Engine {
             account_number: Some(account_number),
             channel: channel.id.clone(),
         });
-        storage::audit::insert(conn, &[self.event(request, &answer, Some(channel))])?;
-        Ok((answer, true))
+        Ok(self.answered(request, Some(channel), answer))
     }
 
-    /// What would happen for this email on this channel, assuming a verified email and a new
-    /// identity. Writes only the audit event, in the name of `actor` (the administrator).
-    pub fn preview(
+    /// An answer with its audit event.
+    fn answered(
         &self,
-        request_id: &str,
-        actor: &str,
-        channel_id: &str,
-        email: &str,
-    ) -> Result<Answer, StorageError> {
-        let channel = self.channels.by_id(channel_id);
-        let request = LinkRequest {
-            request_id: request_id.to_string(),
-            source: "preview",
-            step: None,
-            client_id: channel.and_then(|c| c.client_ids.first().cloned()),
-            email: Some(email.to_string()),
-            evidence: SignInEvidence::Local,
-            email_verified: Some(true),
-            identity: None,
-            given_name: None,
-            surname: None,
-        };
-        let answer = match (channel, EmailAddress::parse(email)) {
-            (None, _) => Err(Refusal::UnknownChannel),
-            (Some(_), Err(_)) => Err(Refusal::InvalidEmail),
-            (Some(channel), Ok(email)) => {
-                let prepared = Prepared {
-                    channel,
-                    email,
-                    verified: true,
-                };
-                let mut conn = self.db.get()?;
-                match self.decide(&mut conn, &prepared, None)? {
-                    Decision::Link { account_number, .. } => Ok(Resolution {
-                        outcome: Outcome::WouldLink,
-                        account_number: Some(account_number),
-                        channel: channel.id.clone(),
-                    }),
-                    Decision::Create => Ok(Resolution {
-                        outcome: Outcome::WouldCreate,
-                        account_number: None,
-                        channel: channel.id.clone(),
-                    }),
-                    Decision::AlreadyLinked(link) => Ok(already_linked(channel, link)),
-                    Decision::Refuse(refusal) => Err(refusal),
-                }
-            }
-        };
-        let mut event = self.event(&request, &answer, channel);
-        event.actor = actor.to_string();
-        self.audit.record(event);
-        Ok(answer)
+        request: &LinkRequest,
+        channel: Option<&Channel>,
+        answer: Answer,
+    ) -> (Answer, AuditEvent) {
+        let event = self.event(request, &answer, channel);
+        (answer, event)
     }
 
     /// Resolves the channel, parses the email and decides whether it is verified.
@@ -479,12 +543,6 @@ impl Engine {
             existing_link,
             candidates: &candidates,
         }))
-    }
-
-    fn refuse(&self, request: &LinkRequest, channel: Option<&Channel>, refusal: Refusal) -> Answer {
-        let answer = Err(refusal);
-        self.audit.record(self.event(request, &answer, channel));
-        answer
     }
 
     fn new_account_number(&self) -> String {
