@@ -201,7 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preview { channel, email } => {
             let db = startup::open_database(&settings)?;
             let (engine, audit) = startup::build_engine(&settings, db)?;
-            let request_id = uuid::Uuid::new_v4().simple().to_string();
+            let request_id = crate::api::new_request_id();
             let answer = engine.preview(&request_id, "admin", &channel, &email)?;
             drop(engine);
             audit.join();

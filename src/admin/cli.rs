@@ -476,7 +476,7 @@ fn context(actor: &ActorArg) -> AdminResult<Context> {
     };
     Ok(Context {
         actor,
-        request_id: uuid::Uuid::new_v4().simple().to_string(),
+        request_id: crate::api::new_request_id(),
         source: "cli",
     })
 }

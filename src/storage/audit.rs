@@ -15,6 +15,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use super::schema::{audit_events, audit_lookup, audit_lookup_state};
+use super::sqlite_audit::SqliteAuditAppender;
 use super::{Db, DbConn, StorageError};
 
 /// One audit event.
@@ -515,6 +516,8 @@ fn run_merger(database: String, stop: Receiver<()>) {
 
 fn run_writer(db: Db, queue: Arc<Queue>) {
     let mut batch: Vec<AuditEvent> = Vec::new();
+    // SQLite: the writer's own connection, with statements prepared once (sqlite_audit.rs).
+    let mut appender: Option<SqliteAuditAppender> = None;
     loop {
         let last = queue.senders.load(Ordering::SeqCst) == 0;
         if !last {
@@ -522,24 +525,44 @@ fn run_writer(db: Db, queue: Arc<Queue>) {
         }
         std::mem::swap(&mut batch, &mut *queue.events());
         queue.room.notify_all();
-        flush(&db, &mut batch);
+        flush(&db, &mut appender, &mut batch);
         if last && queue.events().is_empty() {
             return;
         }
     }
 }
 
-fn flush(db: &Db, batch: &mut Vec<AuditEvent>) {
+/// Appends a batch: on SQLite through the writer's own connection, on PostgreSQL through the
+/// pool.
+fn append(
+    db: &Db,
+    appender: &mut Option<SqliteAuditAppender>,
+    batch: &[AuditEvent],
+) -> Result<(), StorageError> {
+    let Some(path) = db.sqlite_path() else {
+        let mut conn = db.get()?;
+        return super::write_transaction(&mut conn, |c| insert(c, batch));
+    };
+    let writer = match appender {
+        Some(writer) => writer,
+        None => appender.insert(SqliteAuditAppender::open(path)?),
+    };
+    let appended = writer.append(batch);
+    if appended.is_err() {
+        // A new connection for the next attempt.
+        *appender = None;
+    }
+    appended
+}
+
+fn flush(db: &Db, appender: &mut Option<SqliteAuditAppender>, batch: &mut Vec<AuditEvent>) {
     if batch.is_empty() {
         return;
     }
     // A few attempts cover a short database outage; after that the events are logged (without
     // emails) and dropped rather than growing memory without bound.
     for attempt in 0..5 {
-        let result = db
-            .get()
-            .and_then(|mut conn| super::write_transaction(&mut conn, |c| insert(c, batch)));
-        match result {
+        match append(db, appender, batch) {
             Ok(()) => {
                 batch.clear();
                 return;

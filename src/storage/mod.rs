@@ -9,6 +9,7 @@ pub mod customers;
 pub mod links;
 pub mod prospects;
 pub mod schema;
+pub mod sqlite_audit;
 pub mod sqlite_bulk;
 
 use std::path::Path;
@@ -440,6 +441,12 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), StorageError> {
 /// one database (tests open several, with short writes).
 static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// This process's turn to write to SQLite (see [`SQLITE_WRITER`]), for writers that do not go
+/// through [`write_transaction`].
+pub(crate) fn sqlite_writer_turn() -> std::sync::MutexGuard<'static, ()> {
+    SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `f` in a write transaction. On SQLite the transaction starts `IMMEDIATE`, taking the write
 /// lock up front: a deferred transaction that reads and then writes can fail at once with
 /// `SQLITE_BUSY` when another writer committed in between, which busy_timeout does not cover.
@@ -451,7 +458,7 @@ where
     type Tm = <DbConn as Connection>::TransactionManager;
     let _turn = match conn {
         DbConn::Sqlite(c) => {
-            let turn = SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
+            let turn = sqlite_writer_turn();
             diesel::connection::AnsiTransactionManager::begin_transaction_sql(
                 c,
                 "BEGIN IMMEDIATE",
