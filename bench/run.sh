@@ -214,14 +214,15 @@ INVALID=()
 LINKED_REPORTED=0
 
 # Diagnosis: BENCH_PROFILE=SECONDS records a CPU profile of the server (perf, sampling) for that
-# long from the start of the first repetition's measured sign-up and sign-in runs, into
+# long from the start of the first repetition's measured runs (of the bare endpoint's server
+# for the bare run), into
 # bench/out/perf-<stamp>-<run>.data; read with `perf report -i FILE --no-children --sort symbol`.
 # Profiled figures are not the service's figures (the sampling costs CPU); the results say so.
 PROFILE=${BENCH_PROFILE:-}
 profile() {
     [[ -n $PROFILE && $2 == 1 ]] || return 0
     command -v perf >/dev/null || die "BENCH_PROFILE needs perf (Debian package linux-perf)"
-    perf record -q -e cpu-clock -F 999 -p "$SERVER_PID" -o "$OUT/perf-$STAMP-$1.data" -- sleep "$PROFILE" \
+    perf record -q -e cpu-clock -F 999 -p "${3:-$SERVER_PID}" -o "$OUT/perf-$STAMP-$1.data" -- sleep "$PROFILE" \
         >/dev/null 2>&1 &
 }
 
@@ -245,6 +246,7 @@ declare -a C_RPS C_P50 C_P99 B_RPS B_LPS B_P50 B_P99 A_RPS A_P50 A_P99 RATIO C_C
 for rep in $(seq 1 "$REPS"); do
     say "repetition $rep/$REPS: (c) bare"
     run_wrk "c$rep-warmup" "$BARE_URL/" bare w "$WARMUP" "$BARE_PID" >/dev/null
+    profile c "$rep" "$BARE_PID"
     c=$(run_wrk "c$rep" "$BARE_URL/" bare m "$DURATION" "$BARE_PID")
     check_clean "c$rep" "$c"
 
@@ -325,7 +327,7 @@ list() { local IFS=' '; echo "$*"; }
     echo "Code measured: $BUILD_TREE (binary sha256 $BUILD_SHA); $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2); $(rustc --version)"
     echo "Import: $import_line"
     [[ -n $EXPERIMENT_SQL ]] && echo "EXPERIMENT (not the service's figures): applied \`$EXPERIMENT_SQL\` before starting the server."
-    [[ -n $PROFILE ]] && echo "PROFILED (not the service's figures): perf sampled the server for ${PROFILE} s of the first sign-up and sign-in runs: bench/out/perf-$STAMP-{a,b}.data."
+    [[ -n $PROFILE ]] && echo "PROFILED (not the service's figures): perf sampled the servers for ${PROFILE} s of the first runs: bench/out/perf-$STAMP-{a,b,c}.data."
     echo "SQLite plan of the sign-in lookup (links::find_active): $PLAN_FIND_ACTIVE"
     env | grep -q '^MALLOC_' && echo "Allocator settings in the environment (not the defaults): $(env | grep '^MALLOC_' | tr '\n' ' ')"
     echo

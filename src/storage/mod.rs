@@ -336,7 +336,15 @@ impl Db {
             detach_audit_lookup(c)?;
         }
         drop(conn);
-        Self::pool(manager, options)
+        // SQLite: keep the pool full. Requests answered on the async worker threads take only an
+        // idle connection (`try_get`) and never open one, and the link writer has a connection
+        // of its own, so nothing else would open them. r2d2 opens them in the background. (A
+        // SQLite file is not a server that can be away.)
+        let min_idle = match manager.backend {
+            Backend::Sqlite(_) => options.max_size,
+            Backend::Postgres(_) => 0,
+        };
+        Self::pool(manager, options, min_idle)
     }
 
     /// Builds the pool without touching the database (no migrations); connections open lazily.
@@ -346,23 +354,23 @@ impl Db {
             backend,
             connect_timeout: options.checkout_timeout,
         };
-        Self::pool(manager, options)
+        Self::pool(manager, options, 0)
     }
 
-    fn pool(manager: Manager, options: &PoolOptions) -> Result<Self, StorageError> {
+    fn pool(manager: Manager, options: &PoolOptions, min_idle: u32) -> Result<Self, StorageError> {
         let (backend, sqlite_path) = match &manager.backend {
             Backend::Sqlite(path) => ("sqlite", Some(path.clone())),
             Backend::Postgres(_) => ("postgres", None),
         };
-        // min_idle 0 and build_unchecked: start without waiting for every connection, and keep
-        // running (answering "not ready") while the database is away.
+        // build_unchecked (and min_idle 0 on PostgreSQL): start without waiting for every
+        // connection, and keep running (answering "not ready") while the database is away.
         // A network connection can die while idle, so PostgreSQL connections are tested when
         // taken from the pool; an open SQLite file cannot, and the test would cost a query on
         // every request.
         let pool = r2d2::Pool::builder()
             .max_size(options.max_size)
             .test_on_check_out(backend == "postgres")
-            .min_idle(Some(0))
+            .min_idle(Some(min_idle))
             .connection_timeout(options.checkout_timeout)
             .build_unchecked(manager.clone());
         Ok(Self {
@@ -510,6 +518,20 @@ mod tests {
         assert!(Backend::from_url("sqlite://:memory:").is_err());
         assert!(Backend::from_url("mysql://x").is_err());
         assert!(Backend::from_url("autolink.db").is_err());
+    }
+
+    #[test]
+    fn a_sqlite_pool_opens_its_connections_without_being_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        // The requests' fast paths only take idle connections (try_get); nobody calls get().
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while db.pool_state().1 < 8 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(db.pool_state(), (8, 8, 8));
+        assert!(db.try_get().is_some());
     }
 
     #[test]
