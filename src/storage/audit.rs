@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
-use super::schema::{audit_events, audit_lookup, audit_lookup_state};
-use super::sqlite_audit::SqliteAuditAppender;
+use super::schema::{audit_events, audit_keys, audit_lookup_state};
+use super::sqlite_audit::{SqliteAuditAppender, SqliteAuditKeys, MERGE_CHUNK};
 use super::{Db, DbConn, StorageError};
 
 /// One audit event.
@@ -106,28 +106,37 @@ pub struct AuditFilter<'a> {
     pub limit: i64,
 }
 
-/// The `audit_lookup` key of an email key (SQLite).
-fn email_lookup_key(email_key: &str) -> String {
-    format!("e:{email_key}")
+/// The `audit_keys` key of an email key (SQLite).
+pub(crate) fn email_lookup_key(email_key: &[u8]) -> i64 {
+    lookup_key(b'e', &[email_key])
 }
 
-/// The `audit_lookup` key of an identity, or its issuer's prefix (SQLite).
-fn identity_lookup_key(issuer: &str, subject: Option<&str>) -> String {
-    format!("i:{issuer}\n{}", subject.unwrap_or_default())
+/// The `audit_keys` key of an identity (SQLite).
+pub(crate) fn identity_lookup_key(issuer: &[u8], subject: &[u8]) -> i64 {
+    lookup_key(b'i', &[issuer, subject])
 }
 
-/// On SQLite, where the events an email or identity filter can match are: those `audit_lookup`
+/// A 64-bit hash (XXH3, a fixed algorithm, so the file stays valid across builds) of the kind
+/// and the length-prefixed parts. Two keys may collide: the queries compare the events' own
+/// columns as well, so a collision costs a row read, never a wrong answer.
+fn lookup_key(kind: u8, parts: &[&[u8]]) -> i64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&[kind]);
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    i64::from_ne_bytes(hasher.digest().to_ne_bytes())
+}
+
+/// On SQLite, where the events an email or identity filter can match are: those `audit_keys`
 /// lists, and every event after its watermark (not yet merged into it).
 enum Lookup {
-    /// No lookup: PostgreSQL (indexes on audit_events), or no email or issuer filter.
+    /// No lookup: PostgreSQL (indexes on audit_events), no email or identity filter, or an
+    /// issuer without a subject (few issuers exist, so most events match: a scan of the newest).
     None,
     Exact {
-        key: String,
-        after: i64,
-    },
-    Prefix {
-        from: String,
-        to: String,
+        key: i64,
         after: i64,
     },
 }
@@ -137,28 +146,23 @@ fn lookup_of(conn: &mut DbConn, filter: &AuditFilter<'_>) -> Result<Lookup, Stor
         return Ok(Lookup::None);
     };
     let key = match (filter.email_key, filter.issuer, filter.subject) {
-        (Some(email), _, _) => Some(Ok(email_lookup_key(email))),
-        (None, Some(issuer), Some(subject)) => Some(Ok(identity_lookup_key(issuer, Some(subject)))),
-        (None, Some(issuer), None) => Some(Err(identity_lookup_key(issuer, None))),
-        (None, None, _) => None,
-    };
-    let Some(key) = key else {
-        return Ok(Lookup::None);
+        (Some(email), _, _) => email_lookup_key(email.as_bytes()),
+        (None, Some(issuer), Some(subject)) => {
+            identity_lookup_key(issuer.as_bytes(), subject.as_bytes())
+        }
+        _ => return Ok(Lookup::None),
     };
     let after: i64 = audit_lookup_state::table
         .select(audit_lookup_state::indexed_through)
         .first(c)
         .optional()?
         .unwrap_or(0);
-    Ok(match key {
-        Ok(key) => Lookup::Exact { key, after },
-        Err(from) => {
-            // Every key that starts with `from`: up to the same prefix with the separator's
-            // successor.
-            let to = format!("{}\u{b}", from.trim_end_matches('\n'));
-            Lookup::Prefix { from, to, after }
-        }
-    })
+    Ok(Lookup::Exact { key, after })
+}
+
+/// Whether a filter uses the lookup database (SQLite: an email, or an issuer with a subject).
+fn uses_lookup(filter: &AuditFilter<'_>) -> bool {
+    filter.email_key.is_some() || (filter.issuer.is_some() && filter.subject.is_some())
 }
 
 /// Events matching the filter, newest first.
@@ -166,8 +170,7 @@ pub fn query(
     conn: &mut DbConn,
     filter: &AuditFilter<'_>,
 ) -> Result<Vec<AuditRecord>, StorageError> {
-    let needs_lookup = matches!(conn, DbConn::Sqlite(_))
-        && (filter.email_key.is_some() || filter.issuer.is_some());
+    let needs_lookup = matches!(conn, DbConn::Sqlite(_)) && uses_lookup(filter);
     if !needs_lookup {
         return query_attached(conn, filter);
     }
@@ -241,16 +244,9 @@ fn query_attached(
         Lookup::None => base().load(conn)?,
         Lookup::Exact { key, after } => newest_then_listed!(
             after,
-            audit_lookup::table
-                .filter(audit_lookup::lookup_key.eq(key))
-                .select(audit_lookup::event_id)
-        ),
-        Lookup::Prefix { from, to, after } => newest_then_listed!(
-            after,
-            audit_lookup::table
-                .filter(audit_lookup::lookup_key.ge(from))
-                .filter(audit_lookup::lookup_key.lt(to))
-                .select(audit_lookup::event_id)
+            audit_keys::table
+                .filter(audit_keys::lookup_key.eq(key))
+                .select(audit_keys::event_id)
         ),
     };
     Ok(records(rows))
@@ -440,73 +436,35 @@ impl AuditWriterHandle {
     }
 }
 
-/// How often new events are merged into `audit_lookup` (SQLite). Seldom on purpose: a merge
+/// How often new events are merged into `audit_keys` (SQLite). Seldom on purpose: a merge
 /// writes about one page per distinct email or identity, whatever the number of events, so the
 /// more events a merge takes, the less each costs. Newer events are found by a scan.
 const MERGE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Most events one merge transaction takes (the rest waits for the next).
-const MERGE_CHUNK: i64 = 200_000;
-
-/// Adds the events after the watermark to `audit_lookup`, sorted, and moves the watermark, in
-/// one transaction of the lookup database: the main database is only read, so its writers never
-/// wait for a merge. SQLite only (one writer at a time: every id up to the largest one visible
-/// is committed). Returns the number of lookup rows added.
-pub fn merge_lookup(c: &mut diesel::SqliteConnection) -> Result<usize, StorageError> {
-    let added = c.transaction::<_, StorageError, _>(|c| {
-        let after: i64 = audit_lookup_state::table
-            .select(audit_lookup_state::indexed_through)
-            .first(c)?;
-        let newest: Option<i64> = audit_events::table
-            .select(diesel::dsl::max(audit_events::id))
-            .first(c)?;
-        let Some(through) = newest
-            .map(|n| n.min(after.saturating_add(MERGE_CHUNK)))
-            .filter(|t| *t > after)
-        else {
-            return Ok(0);
-        };
-        let added = diesel::sql_query(
-            "INSERT INTO lookup.audit_lookup (lookup_key, event_id) \
-             SELECT lookup_key, id FROM ( \
-               SELECT 'e:' || email_key AS lookup_key, id FROM main.audit_events \
-                 WHERE id > ?1 AND id <= ?2 AND email_key IS NOT NULL \
-               UNION ALL \
-               SELECT 'i:' || issuer || char(10) || subject, id FROM main.audit_events \
-                 WHERE id > ?1 AND id <= ?2 AND issuer IS NOT NULL AND subject IS NOT NULL \
-             ) ORDER BY lookup_key, id",
-        )
-        .bind::<diesel::sql_types::BigInt, _>(after)
-        .bind::<diesel::sql_types::BigInt, _>(through)
-        .execute(c)?;
-        diesel::update(audit_lookup_state::table)
-            .set(audit_lookup_state::indexed_through.eq(through))
-            .execute(c)?;
-        Ok(added)
-    })?;
-    Ok(added)
-}
-
 /// The merge thread: every [`MERGE_INTERVAL`] until `stop` is dropped, then once more, on a
-/// connection of its own to the SQLite file `database`.
+/// connection of its own to the SQLite file `database`. Each time it merges chunks until it has
+/// caught up.
 fn run_merger(database: String, stop: Receiver<()>) {
-    let mut conn: Option<diesel::SqliteConnection> = None;
+    let mut keys: Option<SqliteAuditKeys> = None;
     loop {
         let stopping = matches!(
             stop.recv_timeout(MERGE_INTERVAL),
             Err(RecvTimeoutError::Disconnected)
         );
-        let merged = match conn.as_mut() {
-            Some(c) => merge_lookup(c),
-            None => super::lookup_connection(&database).and_then(|mut c| {
-                let merged = merge_lookup(&mut c);
-                conn = Some(c);
-                merged
-            }),
-        };
-        if let Err(error) = merged {
-            log::warn!("audit lookup merge failed: {error}");
-            conn = None;
+        loop {
+            let merged = match keys.as_mut() {
+                Some(k) => k.merge(),
+                None => SqliteAuditKeys::open(&database).and_then(|k| keys.insert(k).merge()),
+            };
+            match merged {
+                Ok(events) if events as i64 >= MERGE_CHUNK => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    log::warn!("audit lookup merge failed: {error}");
+                    keys = None;
+                    break;
+                }
+            }
         }
         if stopping {
             return;
@@ -680,12 +638,91 @@ mod tests {
     }
 
     #[test]
+    fn a_colliding_lookup_key_never_returns_another_email_s_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        let mut conn = db.get().unwrap();
+        insert(
+            &mut conn,
+            &[event(0, "a@x.com", "s0"), event(1, "b@x.com", "s1")],
+        )
+        .unwrap();
+        SqliteAuditKeys::open(db.sqlite_path().unwrap())
+            .unwrap()
+            .merge()
+            .unwrap();
+        {
+            // As if b@x.com's key were a@x.com's too.
+            let DbConn::Sqlite(c) = &mut *conn else {
+                panic!("not SQLite")
+            };
+            crate::storage::attach_audit_lookup(c, db.sqlite_path().unwrap()).unwrap();
+            diesel::insert_into(audit_keys::table)
+                .values((
+                    audit_keys::lookup_key.eq(email_lookup_key(b"a@x.com")),
+                    audit_keys::event_id.eq(2),
+                ))
+                .execute(c)
+                .unwrap();
+            crate::storage::detach_audit_lookup(c).unwrap();
+        }
+        let found = ids(
+            &mut conn,
+            AuditFilter {
+                email_key: Some("a@x.com"),
+                ..Default::default()
+            },
+        );
+        assert_eq!(found, ["r0"]);
+    }
+
+    #[test]
+    fn a_lookup_file_of_the_first_layout_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db").display().to_string();
+        {
+            let lookup =
+                rusqlite::Connection::open(crate::storage::audit_lookup_path(&path)).unwrap();
+            lookup
+                .execute_batch(
+                    "CREATE TABLE audit_lookup (lookup_key TEXT NOT NULL, \
+                       event_id INTEGER NOT NULL, PRIMARY KEY (lookup_key, event_id)) WITHOUT ROWID; \
+                     CREATE TABLE audit_lookup_state (singleton INTEGER PRIMARY KEY, \
+                       indexed_through INTEGER NOT NULL); \
+                     INSERT INTO audit_lookup VALUES ('e:a@x.com', 1); \
+                     INSERT INTO audit_lookup_state VALUES (1, 1);",
+                )
+                .unwrap();
+        }
+        let db = Db::open(&format!("sqlite://{path}"), &PoolOptions::default()).unwrap();
+        let mut conn = db.get().unwrap();
+        insert(&mut conn, &[event(0, "a@x.com", "s0")]).unwrap();
+        // Indexed from the start of the log again, under the new keys.
+        let mut keys = SqliteAuditKeys::open(&path).unwrap();
+        assert_eq!(keys.merge().unwrap(), 1);
+        let lookup = rusqlite::Connection::open(crate::storage::audit_lookup_path(&path)).unwrap();
+        let old: i64 = lookup
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'audit_lookup'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+        let rows: i64 = lookup
+            .query_row("SELECT count(*) FROM audit_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
+
+    #[test]
     fn lookups_find_events_on_both_sides_of_the_merge() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
         let db = Db::open(&url, &PoolOptions::default()).unwrap();
         let mut conn = db.get().unwrap();
-        let mut merger = crate::storage::lookup_connection(db.sqlite_path().unwrap()).unwrap();
+        let mut merger = SqliteAuditKeys::open(db.sqlite_path().unwrap()).unwrap();
         let first: Vec<AuditEvent> = (0..6)
             .map(|n| {
                 event(
@@ -696,12 +733,17 @@ mod tests {
             })
             .collect();
         insert(&mut conn, &first).unwrap();
-        assert_eq!(
-            merge_lookup(&mut merger).unwrap(),
-            12,
-            "an email and an identity each"
-        );
-        assert_eq!(merge_lookup(&mut merger).unwrap(), 0, "nothing new");
+        assert_eq!(merger.merge().unwrap(), 6);
+        assert_eq!(merger.merge().unwrap(), 0, "nothing new");
+        {
+            let DbConn::Sqlite(c) = &mut *conn else {
+                panic!("not SQLite")
+            };
+            crate::storage::attach_audit_lookup(c, db.sqlite_path().unwrap()).unwrap();
+            let keys: i64 = audit_keys::table.count().get_result(c).unwrap();
+            crate::storage::detach_audit_lookup(c).unwrap();
+            assert_eq!(keys, 12, "an email and an identity each");
+        }
         // After the watermark: found by the scan until the next merge.
         insert(
             &mut conn,
@@ -755,7 +797,7 @@ mod tests {
                 ["r4"],
                 "{round}: two filters"
             );
-            merge_lookup(&mut merger).unwrap();
+            merger.merge().unwrap();
         }
         // The pool's connection does not keep the lookup attached: its next BEGIN IMMEDIATE
         // would take the lookup's write lock too.

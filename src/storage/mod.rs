@@ -204,39 +204,41 @@ pub(crate) fn main_file(conn: &mut SqliteConnection) -> QueryResult<String> {
     Ok(main.file)
 }
 
-/// A connection of its own for the audit lookup's merge thread, with the lookup attached.
-pub(crate) fn lookup_connection(database: &str) -> Result<SqliteConnection, StorageError> {
-    let mut conn = SqliteConnection::establish(database)
-        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-    conn.batch_execute("PRAGMA busy_timeout = 5000")?;
-    attach_audit_lookup(&mut conn, database)?;
-    Ok(conn)
-}
-
 /// Creates the lookup database's tables when missing. Reads first: a write would wait for a
 /// running merge, and another process (an admin command) may open the database meanwhile.
+/// A lookup file of the first layout (text keys, `audit_lookup`) is emptied and rebuilt: it
+/// holds only data derived from `audit_events`.
 fn create_audit_lookup(conn: &mut SqliteConnection) -> QueryResult<()> {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let ready: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM lookup.sqlite_master \
-         WHERE type = 'table' AND name IN ('audit_lookup', 'audit_lookup_state')",
-    )
-    .get_result(conn)?;
-    if ready.n == 2 {
+    let tables = |conn: &mut SqliteConnection, names: &str| -> QueryResult<i64> {
+        let found: Count = diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM lookup.sqlite_master WHERE type = 'table' AND name IN ({names})"
+        ))
+        .get_result(conn)?;
+        Ok(found.n)
+    };
+    if tables(conn, "'audit_keys', 'audit_lookup_state'")? == 2
+        && tables(conn, "'audit_lookup'")? == 0
+    {
         let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM lookup.audit_lookup_state")
             .get_result(conn)?;
         if rows.n == 1 {
             return Ok(());
         }
     }
+    if tables(conn, "'audit_lookup'")? == 1 {
+        log::info!("the audit lookup file has the first layout: rebuilding it");
+        conn.batch_execute("DROP TABLE lookup.audit_lookup")?;
+        conn.batch_execute("DROP TABLE IF EXISTS lookup.audit_lookup_state")?;
+    }
     for statement in [
         "PRAGMA lookup.journal_mode = WAL",
-        "CREATE TABLE IF NOT EXISTS lookup.audit_lookup (\
-             lookup_key TEXT NOT NULL, event_id INTEGER NOT NULL, \
+        "CREATE TABLE IF NOT EXISTS lookup.audit_keys (\
+             lookup_key INTEGER NOT NULL, event_id INTEGER NOT NULL, \
              PRIMARY KEY (lookup_key, event_id)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS lookup.audit_lookup_state (\
              singleton INTEGER PRIMARY KEY CHECK (singleton = 1), \

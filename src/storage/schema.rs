@@ -84,10 +84,11 @@ diesel::table! {
     }
 }
 
-// SQLite only (migration 000004): the audit log's lookups by email and identity.
+// SQLite only, in the lookup database beside the main one (src/storage/mod.rs): the audit log's
+// lookups by email and identity, keyed by a 64-bit hash.
 diesel::table! {
-    audit_lookup (lookup_key, event_id) {
-        lookup_key -> Text,
+    audit_keys (lookup_key, event_id) {
+        lookup_key -> BigInt,
         event_id -> BigInt,
     }
 }
@@ -104,7 +105,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     customers,
     identity_links,
     audit_events,
-    audit_lookup,
+    audit_keys,
     audit_lookup_state,
     service_credentials,
     b2b_prospects

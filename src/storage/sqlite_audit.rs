@@ -1,5 +1,6 @@
-//! SQLite only: how the audit writer appends its batches. Backend-specific by design, like the
-//! import's [`super::sqlite_bulk`]; everything else, and PostgreSQL, goes through diesel.
+//! SQLite only: how the audit writer appends its batches, and how the lookup thread indexes
+//! them. Backend-specific by design, like the import's [`super::sqlite_bulk`]; everything else,
+//! and PostgreSQL, goes through diesel.
 //!
 //! Every decision writes an audit event, so on the sign-in path the writer appends as many rows
 //! per second as the service answers requests. Through diesel a batch was one multi-row INSERT
@@ -13,6 +14,7 @@
 use std::fmt::Write as _;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
 
 use super::audit::AuditEvent;
@@ -89,6 +91,105 @@ impl SqliteAuditAppender {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Most events one merge transaction takes; a merge takes several in a row when more are waiting.
+/// Each event adds up to two 16-byte pairs to the merge's memory.
+pub const MERGE_CHUNK: i64 = 50_000;
+
+/// Pairs per multi-row INSERT of a merge.
+const PAIRS_PER_INSERT: usize = 128;
+
+/// The lookup thread's own connection, with the lookup database attached as `lookup`.
+pub struct SqliteAuditKeys {
+    conn: Connection,
+}
+
+impl SqliteAuditKeys {
+    /// Opens the database file and attaches its lookup file (see [`super::audit_lookup_path`]).
+    pub fn open(path: &str) -> Result<SqliteAuditKeys, StorageError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute(
+            "ATTACH DATABASE ?1 AS lookup",
+            [super::audit_lookup_path(path)],
+        )?;
+        conn.execute_batch("PRAGMA lookup.synchronous = NORMAL")?;
+        Ok(SqliteAuditKeys { conn })
+    }
+
+    /// Indexes the events after the watermark, at most [`MERGE_CHUNK`], and moves the watermark,
+    /// in one transaction of the lookup database: the main database is only read, so its writers
+    /// never wait for a merge. Every id up to the largest one visible is committed (SQLite has
+    /// one writer at a time). Returns the number of events indexed.
+    pub fn merge(&mut self) -> Result<usize, StorageError> {
+        let tx = self.conn.transaction()?;
+        let after: i64 = tx.query_row(
+            "SELECT indexed_through FROM lookup.audit_lookup_state",
+            [],
+            |r| r.get(0),
+        )?;
+        let newest: Option<i64> =
+            tx.query_row("SELECT max(id) FROM main.audit_events", [], |r| r.get(0))?;
+        let Some(through) = newest
+            .map(|n| n.min(after.saturating_add(MERGE_CHUNK)))
+            .filter(|t| *t > after)
+        else {
+            return Ok(0);
+        };
+        let events = usize::try_from(through - after).unwrap_or(0);
+        let mut pairs: Vec<(i64, i64)> = Vec::with_capacity(events * 2);
+        {
+            let mut select = tx.prepare_cached(
+                "SELECT id, email_key, issuer, subject FROM main.audit_events \
+                 WHERE id > ?1 AND id <= ?2",
+            )?;
+            let mut rows = select.query([after, through])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                if let ValueRef::Text(email_key) = row.get_ref(1)? {
+                    pairs.push((super::audit::email_lookup_key(email_key), id));
+                }
+                if let (ValueRef::Text(issuer), ValueRef::Text(subject)) =
+                    (row.get_ref(2)?, row.get_ref(3)?)
+                {
+                    pairs.push((super::audit::identity_lookup_key(issuer, subject), id));
+                }
+            }
+        }
+        // Sorted, the pairs of one key land on the same few pages of the index.
+        pairs.sort_unstable();
+        pairs.dedup();
+        {
+            let sql = pairs_insert(PAIRS_PER_INSERT);
+            let mut many = tx.prepare_cached(&sql)?;
+            let mut one = tx.prepare_cached(&pairs_insert(1))?;
+            let mut chunks = pairs.chunks_exact(PAIRS_PER_INSERT);
+            for chunk in chunks.by_ref() {
+                for (i, (key, id)) in chunk.iter().enumerate() {
+                    many.raw_bind_parameter(2 * i + 1, key)?;
+                    many.raw_bind_parameter(2 * i + 2, id)?;
+                }
+                many.raw_execute()?;
+            }
+            for (key, id) in chunks.remainder() {
+                one.execute([key, id])?;
+            }
+        }
+        tx.execute(
+            "UPDATE lookup.audit_lookup_state SET indexed_through = ?1",
+            [through],
+        )?;
+        tx.commit()?;
+        Ok(events)
+    }
+}
+
+/// `INSERT OR IGNORE` (a pair may repeat only if two keys of one event collide) of `rows` pairs.
+fn pairs_insert(rows: usize) -> String {
+    let values = vec!["(?, ?)"; rows].join(", ");
+    format!("INSERT OR IGNORE INTO lookup.audit_keys (lookup_key, event_id) VALUES {values}")
 }
 
 fn statement(rows: usize) -> String {
