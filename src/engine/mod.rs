@@ -5,6 +5,7 @@
 //! hand links to the group-commit thread of [`group_commit`] on SQLite.
 
 mod group_commit;
+mod signin_cache;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::storage::{self, Db, DbConn, StorageError};
 
 use group_commit::LinkWriter;
 pub use group_commit::PendingLink;
+use signin_cache::SigninCache;
 
 /// How often a write is attempted when it loses a race (a unique violation) before giving up.
 const MAX_ATTEMPTS: usize = 4;
@@ -111,6 +113,8 @@ pub struct Engine {
     audit: AuditWriter,
     /// SQLite: the thread that writes links in groups ([`group_commit`]).
     links: Option<LinkWriter>,
+    /// SQLite: the links the sign-in path resolved ([`signin_cache`]).
+    signins: SigninCache,
 }
 
 /// The rules and their settings, shared by the engine and the group-commit thread: everything
@@ -152,6 +156,7 @@ impl Engine {
             decider,
             audit,
             links,
+            signins: SigninCache::default(),
         }
     }
 
@@ -275,7 +280,7 @@ impl Engine {
             .ok()?;
         let identity = request.identity.as_ref()?;
         let mut conn = self.db.try_get()?;
-        let link = links::find_active(&mut conn, &identity.issuer, &identity.subject).ok()??;
+        let link = self.signins.find_active(&mut conn, identity).ok()??;
         drop(conn);
         let answer = Ok(already_linked(channel, link));
         let queued = self

@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{customers, identity_links};
+use super::schema::{customers, identity_links, link_generation};
 use super::{DbConn, StorageError};
 use crate::domain::rules::ExistingLink;
 
@@ -79,6 +79,37 @@ pub fn find_active(
         customer_id,
         account_number,
     }))
+}
+
+/// SQLite: the link generation (migration 000006), which every change to an existing link or to
+/// a linked customer's account number moves forward.
+pub fn generation(conn: &mut diesel::SqliteConnection) -> Result<i64, StorageError> {
+    let query = link_generation::table.select(link_generation::n);
+    // Loaded, not `.first()`: a bound LIMIT is prepared anew on every call (see find_active).
+    let rows: Vec<i64> = query.load(conn)?;
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| StorageError::Unavailable("the link generation row is missing".into()))
+}
+
+/// SQLite: [`find_active`] and the link generation, read in one transaction, so the link is the
+/// one of that generation.
+pub fn find_active_with_generation(
+    conn: &mut DbConn,
+    issuer: &str,
+    subject: &str,
+) -> Result<(i64, Option<ExistingLink>), StorageError> {
+    conn.transaction(|conn| {
+        let generation = match conn {
+            DbConn::Sqlite(c) => generation(c)?,
+            DbConn::Postgres(_) => {
+                return Err(StorageError::Unavailable(
+                    "the link generation is SQLite's".into(),
+                ))
+            }
+        };
+        Ok((generation, find_active(conn, issuer, subject)?))
+    })
 }
 
 /// Inserts a link. A second active link for the same identity is a unique violation.

@@ -100,6 +100,14 @@ diesel::table! {
     }
 }
 
+// SQLite only (migration 000006).
+diesel::table! {
+    link_generation (singleton) {
+        singleton -> BigInt,
+        n -> BigInt,
+    }
+}
+
 diesel::joinable!(identity_links -> customers (customer_id));
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
