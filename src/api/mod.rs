@@ -177,21 +177,18 @@ pub async fn link_identity(state: &AppState, request: LinkRequest, source: &str)
         return answer;
     }
     let request_id = request.request_id.clone();
-    match state.engine.submit_link(request) {
-        Ok(pending) => {
-            // When the time limit passes first, the receiver is dropped, and the group-commit
-            // thread skips the request if it has not started on it.
-            match actix_web::rt::time::timeout(state.request_timeout, pending.answer()).await {
-                Ok(result) => storage_answer(&request_id, source, result),
-                Err(_) => timed_out(&request_id, source),
-            }
-        }
-        Err(request) => {
-            run_engine(state, &request_id, source, move |engine| {
-                engine.link(&request)
-            })
-            .await
-        }
+    if !state.engine.links_in_groups() {
+        return run_engine(state, &request_id, source, move |engine| {
+            engine.link(&request)
+        })
+        .await;
+    }
+    // When the time limit passes first, the receiver is dropped, and the group-commit thread
+    // skips the request if it has not started on it.
+    let pending = state.engine.submit_link(request);
+    match actix_web::rt::time::timeout(state.request_timeout, pending.answer()).await {
+        Ok(result) => storage_answer(&request_id, source, result),
+        Err(_) => timed_out(&request_id, source),
     }
 }
 

@@ -44,6 +44,11 @@ struct Job {
 pub struct PendingLink(oneshot::Receiver<Reply>);
 
 impl PendingLink {
+    /// An answer that the database is unavailable (nothing will write the link).
+    pub(super) fn unavailable() -> PendingLink {
+        PendingLink(oneshot::channel().1)
+    }
+
     /// Waits for the answer. A thread that stopped (it never does, short of a panic in the
     /// database driver) is reported as the database being unavailable.
     pub async fn answer(self) -> Reply {
@@ -82,16 +87,14 @@ impl LinkWriter {
         }
     }
 
-    /// Queues a request; gives it back if the thread is gone.
-    pub(super) fn submit(&self, request: LinkRequest) -> Result<PendingLink, LinkRequest> {
-        let Some(sender) = &self.sender else {
-            return Err(request);
-        };
+    /// Queues a request. If the thread is gone, the answer is that the database is unavailable.
+    pub(super) fn submit(&self, request: LinkRequest) -> PendingLink {
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(Job { request, reply })
-            .map(|()| PendingLink(answer))
-            .map_err(|mpsc::SendError(job)| job.request)
+        if let Some(sender) = &self.sender {
+            // On failure the job, and with it `reply`, is dropped: the receiver reports it.
+            let _ = sender.send(Job { request, reply });
+        }
+        PendingLink(answer)
     }
 }
 
@@ -326,10 +329,7 @@ mod tests {
         let (gone, answer) = job(request("gone", "carol@example.com"));
         drop(answer);
         writer.sender.as_ref().unwrap().send(gone).unwrap();
-        let kept = writer
-            .submit(request("kept", "carol@example.com"))
-            .ok()
-            .unwrap();
+        let kept = writer.submit(request("kept", "carol@example.com"));
         let answer = kept.answer().await.unwrap().unwrap();
         // Sent after the abandoned request, so in its group or a later one.
         assert_eq!(answer.outcome, Outcome::Created);
@@ -355,12 +355,7 @@ mod tests {
         let (_dir, db, decider) = setup();
         let writer = Arc::new(LinkWriter::start(decider, db.clone()).unwrap());
         let pending: Vec<PendingLink> = (0..64)
-            .map(|i| {
-                writer
-                    .submit(request(&format!("s{i}"), "dana@example.com"))
-                    .ok()
-                    .unwrap()
-            })
+            .map(|i| writer.submit(request(&format!("s{i}"), "dana@example.com")))
             .collect();
         let mut numbers = std::collections::BTreeSet::new();
         let mut created = 0;

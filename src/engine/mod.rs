@@ -254,13 +254,19 @@ impl Engine {
         }
     }
 
-    /// Hands a link to the group-commit thread (SQLite). The receiver gets the answer after the
-    /// transaction that holds it has committed. Gives the request back when there is no such
-    /// thread (PostgreSQL, where each link is its own transaction and [`Engine::link`] applies).
-    pub fn submit_link(&self, request: LinkRequest) -> Result<PendingLink, LinkRequest> {
+    /// Whether links are written in groups by one thread (SQLite; see [`Engine::submit_link`]).
+    /// On PostgreSQL each link is its own transaction, through [`Engine::link`].
+    pub fn links_in_groups(&self) -> bool {
+        self.links.is_some()
+    }
+
+    /// Hands a link to the group-commit thread (SQLite). The answer comes after the transaction
+    /// that holds it has committed. Without that thread, the answer is that the database is
+    /// unavailable: check [`Engine::links_in_groups`] first.
+    pub fn submit_link(&self, request: LinkRequest) -> PendingLink {
         match &self.links {
             Some(writer) => writer.submit(request),
-            None => Err(request),
+            None => PendingLink::unavailable(),
         }
     }
 
