@@ -6,7 +6,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use super::body::read_json;
 use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
@@ -175,24 +175,17 @@ fn link_request(
 /// Renders the engine's answer in the wire format the step allows.
 fn render(state: &AppState, step: Step, answer: &Answer, language: &str) -> HttpResponse {
     match (step, answer) {
-        (Step::PreTokenIssuance, Ok(resolution)) => {
-            let mut claims = Map::new();
-            if let Some(number) = &resolution.account_number {
-                claims.insert(CLAIM_ACCOUNT_NUMBER.into(), Value::String(number.clone()));
-            }
-            claims.insert(
-                CLAIM_OUTCOME.into(),
-                Value::String(resolution.outcome.as_str().into()),
-            );
-            continue_with(claims)
-        }
+        (Step::PreTokenIssuance, Ok(resolution)) => continue_with(ContinueClaims {
+            account_number: resolution.account_number.as_deref(),
+            outcome: Some(resolution.outcome.as_str()),
+            ..ContinueClaims::default()
+        }),
         // The token step cannot block: continue without an account number, with the code.
-        (Step::PreTokenIssuance, Err(refusal)) => {
-            let mut claims = Map::new();
-            claims.insert(CLAIM_ERROR.into(), Value::String(refusal.code().into()));
-            continue_with(claims)
-        }
-        (_, Ok(_)) => continue_with(Map::new()),
+        (Step::PreTokenIssuance, Err(refusal)) => continue_with(ContinueClaims {
+            error: Some(refusal.code()),
+            ..ContinueClaims::default()
+        }),
+        (_, Ok(_)) => continue_with(ContinueClaims::default()),
         (Step::PostAttributeCollection, Err(refusal)) if refusal.user_can_fix() => {
             validation_error(state, *refusal, language)
         }
@@ -200,12 +193,45 @@ fn render(state: &AppState, step: Step, answer: &Answer, language: &str) -> Http
     }
 }
 
-fn continue_with(claims: Map<String, Value>) -> HttpResponse {
-    let mut body = Map::new();
-    body.insert("version".into(), Value::String(API_VERSION.into()));
-    body.insert("action".into(), Value::String("Continue".into()));
-    body.extend(claims);
-    HttpResponse::Ok().json(Value::Object(body))
+/// The claims a continuation may carry.
+#[derive(Default)]
+struct ContinueClaims<'a> {
+    account_number: Option<&'a str>,
+    outcome: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+/// A continuation, serialized from a struct (a map of values cost a tree of allocations on the
+/// sign-in path). The keys are in the order a JSON map would give them.
+#[derive(serde::Serialize)]
+struct ContinueAnswer<'a> {
+    action: &'static str,
+    #[serde(
+        rename = "extension_AutoLinkError",
+        skip_serializing_if = "Option::is_none"
+    )]
+    error: Option<&'a str>,
+    #[serde(
+        rename = "extension_AutoLinkOutcome",
+        skip_serializing_if = "Option::is_none"
+    )]
+    outcome: Option<&'a str>,
+    #[serde(
+        rename = "extension_CustomerAccountNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
+    account_number: Option<&'a str>,
+    version: &'static str,
+}
+
+fn continue_with(claims: ContinueClaims<'_>) -> HttpResponse {
+    HttpResponse::Ok().json(ContinueAnswer {
+        action: "Continue",
+        error: claims.error,
+        outcome: claims.outcome,
+        account_number: claims.account_number,
+        version: API_VERSION,
+    })
 }
 
 fn block(state: &AppState, refusal: Refusal, language: &str) -> HttpResponse {
@@ -250,5 +276,41 @@ mod tests {
             Some(Step::PostFederationSignup)
         );
         assert_eq!(Step::parse("Other"), None);
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn a_continuation_names_its_claims_as_b2c_expects_and_leaves_out_absent_ones() {
+        let full = serde_json::to_value(ContinueAnswer {
+            action: "Continue",
+            error: Some("E"),
+            outcome: Some("Linked"),
+            account_number: Some("C1"),
+            version: API_VERSION,
+        })
+        .unwrap();
+        assert_eq!(
+            full,
+            serde_json::json!({
+                "version": API_VERSION,
+                "action": "Continue",
+                CLAIM_ERROR: "E",
+                CLAIM_OUTCOME: "Linked",
+                CLAIM_ACCOUNT_NUMBER: "C1",
+            })
+        );
+        let plain = serde_json::to_string(&ContinueAnswer {
+            action: "Continue",
+            error: None,
+            outcome: None,
+            account_number: None,
+            version: API_VERSION,
+        })
+        .unwrap();
+        assert_eq!(plain, r#"{"action":"Continue","version":"1.0.0"}"#);
     }
 }

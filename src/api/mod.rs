@@ -218,9 +218,12 @@ pub fn decision_note(step: Option<&str>, answer: &Answer, email: Option<&str>) -
 
 /// Attaches the decision to a response for the request log line.
 pub fn noted(mut response: HttpResponse, note: &str) -> HttpResponse {
-    response
-        .extensions_mut()
-        .insert(DecisionNote(note.to_string()));
+    // Only the request log line reads it.
+    if log::log_enabled!(log::Level::Info) {
+        response
+            .extensions_mut()
+            .insert(DecisionNote(note.to_string()));
+    }
     response
 }
 
