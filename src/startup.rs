@@ -32,11 +32,18 @@ pub struct Application {
     generated: Generated,
 }
 
-/// Opens the database (applying migrations) with the pool settings of `settings`.
+/// Opens the database (applying migrations) with the pool settings of `settings`, for a command:
+/// connections open as they are needed.
 pub fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    open_database_with(settings, false)
+}
+
+/// [`open_database`]; `serving`: on SQLite, every connection of the pool opens at start.
+fn open_database_with(settings: &Settings, serving: bool) -> anyhow::Result<Db> {
     let options = PoolOptions {
         max_size: settings.database.pool_size,
         checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
+        open_at_start: serving,
     };
     Ok(Db::open(&settings.database_url, &options)?)
 }
@@ -53,6 +60,7 @@ pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, Audi
             // The writer, and on SQLite the audit lookup's merge thread.
             max_size: 2,
             checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
+            open_at_start: false,
         },
     )?;
     let (audit, audit_handle) = AuditWriter::start(audit_db);
@@ -82,7 +90,7 @@ pub fn build_admin(settings: &Settings, db: Db) -> anyhow::Result<(Admin, AuditW
 impl Application {
     /// Opens the database, loads or generates credentials, and binds the listener.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let db = open_database(settings)?;
+        let db = open_database_with(settings, true)?;
         let (credentials, generated) = bootstrap::load_or_generate(settings, &db)?;
         let (engine, audit) = build_engine(settings, db)?;
         if !settings.tenant_issuer_configured() {

@@ -285,6 +285,10 @@ pub struct PoolOptions {
     pub max_size: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub checkout_timeout: Duration,
+    /// SQLite: open every connection at start, in the background (the server: its fast paths
+    /// only take idle connections). Commands leave it off: the import switches the journal mode
+    /// for a bulk load, which SQLite allows only while no other connection is open.
+    pub open_at_start: bool,
 }
 
 impl Default for PoolOptions {
@@ -292,6 +296,7 @@ impl Default for PoolOptions {
         Self {
             max_size: 8,
             checkout_timeout: Duration::from_millis(1000),
+            open_at_start: false,
         }
     }
 }
@@ -338,13 +343,13 @@ impl Db {
             detach_audit_lookup(c)?;
         }
         drop(conn);
-        // SQLite: keep the pool full. Requests answered on the async worker threads take only an
-        // idle connection (`try_get`) and never open one, and the link writer has a connection
-        // of its own, so nothing else would open them. r2d2 opens them in the background. (A
-        // SQLite file is not a server that can be away.)
+        // SQLite, when serving: keep the pool full. Requests answered on the async worker
+        // threads take only an idle connection (`try_get`) and never open one, and the link
+        // writer has a connection of its own, so nothing else would open them. r2d2 opens them
+        // in the background. (A SQLite file is not a server that can be away.)
         let min_idle = match manager.backend {
-            Backend::Sqlite(_) => options.max_size,
-            Backend::Postgres(_) => 0,
+            Backend::Sqlite(_) if options.open_at_start => options.max_size,
+            _ => 0,
         };
         Self::pool(manager, options, min_idle)
     }
@@ -523,10 +528,25 @@ mod tests {
     }
 
     #[test]
-    fn a_sqlite_pool_opens_its_connections_without_being_asked() {
+    fn a_serving_sqlite_pool_opens_its_connections_without_being_asked() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("p.db").display());
-        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        let lazy = Db::open(&url, &PoolOptions::default()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            lazy.pool_state().0,
+            0,
+            "commands open connections as they need them"
+        );
+        drop(lazy);
+        let db = Db::open(
+            &url,
+            &PoolOptions {
+                open_at_start: true,
+                ..PoolOptions::default()
+            },
+        )
+        .unwrap();
         // The requests' fast paths only take idle connections (try_get); nobody calls get().
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while db.pool_state().1 < 8 && std::time::Instant::now() < deadline {

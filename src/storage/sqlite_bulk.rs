@@ -305,4 +305,34 @@ mod tests {
         assert_eq!(sql.matches('?').count(), 36);
         assert_eq!(sql.matches("), (").count(), 2);
     }
+
+    #[test]
+    fn an_import_after_a_command_opened_the_database_loads_with_a_rollback_journal() {
+        use crate::storage::{Db, PoolOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.db").display().to_string();
+        // As `autolink customers import` opens it: connections only when needed.
+        let db = Db::open(&format!("sqlite://{path}"), &PoolOptions::default()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let bulk = SqliteBulk::begin(&path).unwrap();
+        assert!(bulk.rollback_journal, "no other connection was open");
+        bulk.rollback().unwrap();
+        // A serving pool holds its connections open: the load stays in WAL mode.
+        let serving = Db::open(
+            &format!("sqlite://{path}"),
+            &PoolOptions {
+                open_at_start: true,
+                ..PoolOptions::default()
+            },
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while serving.pool_state().1 < 8 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let bulk = SqliteBulk::begin(&path).unwrap();
+        assert!(!bulk.rollback_journal);
+        bulk.rollback().unwrap();
+        drop(db);
+    }
 }
