@@ -190,12 +190,9 @@ mod tests {
     use crate::domain::{Channel, ChannelDirectory, CustomerType, Identity, SignInEvidence};
     use crate::engine::{EngineSettings, Outcome};
     use crate::metrics::Metrics;
-    use crate::storage::PoolOptions;
 
     fn setup() -> (tempfile::TempDir, Db, Arc<Decider>) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("links.db").display());
-        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        let (dir, db) = crate::storage::temp_sqlite();
         let channels = ChannelDirectory::new(
             vec![Channel {
                 id: "web".into(),

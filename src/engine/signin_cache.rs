@@ -30,15 +30,16 @@ struct Kept {
 /// The kept links, by a hash of the identity.
 #[derive(Default)]
 pub(super) struct SigninCache {
-    links: Mutex<std::collections::HashMap<u64, Kept>>,
+    links: Mutex<std::collections::HashMap<i64, Kept>>,
 }
 
-fn key(identity: &Identity) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(&(identity.issuer.len() as u64).to_le_bytes());
-    hasher.update(identity.issuer.as_bytes());
-    hasher.update(identity.subject.as_bytes());
-    hasher.digest()
+/// The identity's 64-bit hash, the audit lookup's; a collision only misses (the kept identity is
+/// compared).
+fn key(identity: &Identity) -> i64 {
+    crate::storage::audit::identity_lookup_key(
+        identity.issuer.as_bytes(),
+        identity.subject.as_bytes(),
+    )
 }
 
 impl SigninCache {
@@ -64,7 +65,7 @@ impl SigninCache {
         Ok(link)
     }
 
-    fn kept(&self, key: u64, identity: &Identity, generation: i64) -> Option<ExistingLink> {
+    fn kept(&self, key: i64, identity: &Identity, generation: i64) -> Option<ExistingLink> {
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links
             .get(&key)
@@ -76,7 +77,7 @@ impl SigninCache {
             .map(|kept| kept.link.clone())
     }
 
-    fn keep(&self, key: u64, identity: &Identity, generation: i64, link: &ExistingLink) {
+    fn keep(&self, key: i64, identity: &Identity, generation: i64, link: &ExistingLink) {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         if links.len() >= CAPACITY && !links.contains_key(&key) {
             links.clear();
@@ -105,7 +106,7 @@ mod tests {
     use super::*;
     use crate::storage::customers::{self, NewCustomer};
     use crate::storage::links::NewLink;
-    use crate::storage::{Db, PoolOptions};
+    use crate::storage::Db;
 
     fn customer(conn: &mut DbConn, number: &str) -> i64 {
         let now = crate::storage::now();
@@ -156,9 +157,7 @@ mod tests {
     }
 
     fn setup() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        (dir, Db::open(&url, &PoolOptions::default()).unwrap())
+        crate::storage::temp_sqlite()
     }
 
     fn identity(subject: &str) -> Identity {

@@ -585,9 +585,7 @@ mod tests {
 
     #[test]
     fn the_writer_writes_every_queued_event_before_it_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("w.db").display());
-        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        let (_dir, db) = crate::storage::temp_sqlite();
         let (writer, handle) = AuditWriter::start(db.clone());
         let second = writer.clone();
         for n in 0..10 {
@@ -639,9 +637,7 @@ mod tests {
 
     #[test]
     fn a_colliding_lookup_key_never_returns_another_email_s_event() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        let (_dir, db) = crate::storage::temp_sqlite();
         let mut conn = db.get().unwrap();
         insert(
             &mut conn,
@@ -718,9 +714,7 @@ mod tests {
 
     #[test]
     fn lookups_find_events_on_both_sides_of_the_merge() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        let (_dir, db) = crate::storage::temp_sqlite();
         let mut conn = db.get().unwrap();
         let mut merger = SqliteAuditKeys::open(db.sqlite_path().unwrap()).unwrap();
         let first: Vec<AuditEvent> = (0..6)

@@ -171,6 +171,18 @@ impl Manager {
     }
 }
 
+/// A rusqlite connection of a thread's own to an existing SQLite file, for the writers that bind
+/// values in place (the import, the audit writer and the lookup merge). NO_MUTEX: the connection
+/// never leaves its thread, so SQLite's per-call locking is pure cost. It waits up to 5 s for
+/// another writer, like the pool's connections.
+pub(crate) fn own_sqlite_connection(path: &str) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 /// The file of the audit log's lookups beside a SQLite database file.
 pub fn audit_lookup_path(database: &str) -> String {
     format!("{database}.audit-lookup")
@@ -502,6 +514,15 @@ where
 /// The current time, as stored.
 pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()
+}
+
+/// A migrated SQLite database in a fresh temporary folder, with a lazy pool (unit tests).
+#[cfg(test)]
+pub(crate) fn temp_sqlite() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let db = Db::open(&url, &PoolOptions::default()).unwrap();
+    (dir, db)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
+use rusqlite::{Connection, Statement, TransactionBehavior};
 
 use super::audit::AuditEvent;
 use super::StorageError;
@@ -40,25 +40,14 @@ impl SqliteAuditAppender {
     /// Opens the database file (which must exist and be migrated) with the settings of the
     /// service's connections.
     pub fn open(path: &str) -> Result<SqliteAuditAppender, StorageError> {
-        // NO_MUTEX: this connection never leaves its thread.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // One statement each, as for the pool's connections. The page cache is larger than
-        // theirs: a batch of 50 ms of sign-ins dirties a few hundred pages, and with the pool's
-        // 128 KiB SQLite spilled them to the WAL in the middle of the transaction and read them
-        // back (a profile of the writer showed it). There is one such connection.
-        for pragma in [
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = NORMAL",
-            "PRAGMA cache_size = -2048",
-        ] {
-            conn.query_row(pragma, [], |_| Ok(()))
-                .or_else(|error| match error {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(()),
-                    other => Err(other),
-                })?;
-        }
+        let conn = super::own_sqlite_connection(path)?;
+        // The settings of the pool's connections, but a larger page cache: a batch of 50 ms of
+        // sign-ins dirties a few hundred pages, and with the pool's 128 KiB SQLite spilled them
+        // to the WAL in the middle of the transaction and read them back (a profile of the
+        // writer showed it). There is one such connection.
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -2048)?;
         Ok(SqliteAuditAppender {
             conn,
             second: None,
@@ -113,9 +102,7 @@ pub struct SqliteAuditKeys {
 impl SqliteAuditKeys {
     /// Opens the database file and attaches its lookup file (see [`super::audit_lookup_path`]).
     pub fn open(path: &str) -> Result<SqliteAuditKeys, StorageError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = super::own_sqlite_connection(path)?;
         conn.execute(
             "ATTACH DATABASE ?1 AS lookup",
             [super::audit_lookup_path(path)],

@@ -11,7 +11,7 @@
 //! account number, update a changed record, leave an equal one alone. Timestamps are written as
 //! the text diesel writes for a SQLite `TIMESTAMP`, so diesel reads them back unchanged.
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::customers::{NewCustomer, UpsertCounts};
 use super::StorageError;
@@ -82,11 +82,7 @@ impl SqliteBulk {
     /// Opens the database file (which must exist and be migrated) and begins the transaction.
     /// Waits up to 5 s for another writer, like the service's connections.
     pub fn begin(path: &str) -> Result<SqliteBulk, StorageError> {
-        // NO_MUTEX: this connection never leaves its thread, so SQLite's per-call locking is
-        // pure cost here.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = super::own_sqlite_connection(path)?;
         conn.execute_batch(&format!(
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{CACHE_KIB};"
         ))?;
