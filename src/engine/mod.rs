@@ -151,12 +151,13 @@ impl Engine {
             "sqlite" => LinkWriter::start(decider.clone(), db.clone()),
             _ => None,
         };
+        let signins = SigninCache::new(db.sqlite_path());
         Self {
             db,
             decider,
             audit,
             links,
-            signins: SigninCache::default(),
+            signins,
         }
     }
 
@@ -271,8 +272,9 @@ impl Engine {
     }
 
     /// The sign-in hot path on SQLite without leaving the calling (async) thread: when the
-    /// identity is already linked and an idle connection is at hand, answer at once. SQLite in
-    /// WAL mode never makes a reader wait for a writer, the lookup is one indexed read, and the
+    /// identity is already linked and its kept link is known to be current without a read
+    /// ([`SigninCache::without_reading`]), or an idle connection is at hand, answer at once.
+    /// SQLite in WAL mode never makes a reader wait for a writer, the lookup is one indexed read, and the
     /// audit event is queued only if the queue has room; anything else returns `None` and the
     /// caller takes the blocking path, which decides everything again.
     pub fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
@@ -285,9 +287,13 @@ impl Engine {
             .resolve(request.client_id.as_deref())
             .ok()?;
         let identity = request.identity.as_ref()?;
-        let mut conn = self.db.try_get()?;
-        let link = self.signins.find_active(&mut conn, identity).ok()??;
-        drop(conn);
+        let link = match self.signins.without_reading(identity) {
+            Some(link) => link,
+            None => {
+                let mut conn = self.db.try_get()?;
+                self.signins.find_active(&mut conn, identity).ok()??
+            }
+        };
         let answer = Ok(already_linked(channel, link));
         let queued = self
             .audit

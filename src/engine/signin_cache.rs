@@ -8,12 +8,18 @@
 //! has not moved: an unlink or a move anywhere makes every kept link miss until it is read again.
 //! Links that do not exist are never kept (a new link does not move the generation).
 //!
+//! When no transaction has committed since the generation was last read, the
+//! [`ChangeWatch`] tells it without a read of the database, from the WAL index header
+//! that every commit rewrites, and a kept link answers without touching the database at all
+//! ([`SigninCache::without_reading`]).
+//!
 //! The cache holds at most [`CAPACITY`] links (about 200 bytes each) and is emptied when full.
 
 use std::sync::Mutex;
 
 use crate::domain::rules::ExistingLink;
 use crate::domain::Identity;
+use crate::storage::change_watch::ChangeWatch;
 use crate::storage::links;
 use crate::storage::{DbConn, StorageError};
 
@@ -31,6 +37,8 @@ struct Kept {
 #[derive(Default)]
 pub(super) struct SigninCache {
     links: Mutex<std::collections::HashMap<i64, Kept>>,
+    /// The database file's change watch (SQLite files only).
+    watch: Option<ChangeWatch>,
 }
 
 /// The identity's 64-bit hash, the audit lookup's; a collision only misses (the kept identity is
@@ -43,6 +51,23 @@ fn key(identity: &Identity) -> i64 {
 }
 
 impl SigninCache {
+    /// A cache of links read from the SQLite file at `sqlite_path` (`None`: no file, nothing
+    /// is answered without reading).
+    pub(super) fn new(sqlite_path: Option<&str>) -> Self {
+        SigninCache {
+            links: Mutex::default(),
+            watch: sqlite_path.map(ChangeWatch::new),
+        }
+    }
+
+    /// The identity's kept link, when the watch can tell without waiting that the generation
+    /// has not moved since it was kept; `None` means "read it" ([`SigninCache::find_active`]),
+    /// not "no link".
+    pub(super) fn without_reading(&self, identity: &Identity) -> Option<ExistingLink> {
+        let generation = self.watch.as_ref()?.link_generation()?;
+        self.kept(key(identity), identity, generation)
+    }
+
     /// The identity's active link, as [`links::find_active`] would answer now.
     pub(super) fn find_active(
         &self,
@@ -240,6 +265,60 @@ mod tests {
                 .unwrap()
                 .account_number,
             "C1"
+        );
+    }
+
+    #[test]
+    fn without_reading_a_kept_link_answers_until_a_commit_moves_the_generation() {
+        let (_dir, db) = setup();
+        let cache = SigninCache::new(db.sqlite_path());
+        let mut conn = db.get().unwrap();
+        let ann = customer(&mut conn, "C1");
+        let bob = customer(&mut conn, "C2");
+        let id = link(&mut conn, "s1", ann);
+        assert_eq!(cache.without_reading(&identity("s1")), None, "not kept yet");
+        cache.find_active(&mut conn, &identity("s1")).unwrap();
+        let kept = cache.without_reading(&identity("s1")).unwrap();
+        assert_eq!(
+            (kept.customer_id, kept.account_number.as_str()),
+            (ann, "C1")
+        );
+        assert_eq!(cache.without_reading(&identity("s2")), None);
+
+        // New rows do not move the generation: still answered.
+        link(&mut conn, "s2", bob);
+        assert_eq!(
+            cache.without_reading(&identity("s1")).unwrap().customer_id,
+            ann
+        );
+
+        // Unlinked on another connection (as another process would): not answered any more,
+        // and the read says there is no link.
+        links::deactivate(&mut conn, id, crate::storage::now()).unwrap();
+        assert_eq!(cache.without_reading(&identity("s1")), None);
+        assert_eq!(cache.find_active(&mut conn, &identity("s1")).unwrap(), None);
+        // Linked again to another customer: read, kept, then answered with the new customer.
+        link(&mut conn, "s1", bob);
+        assert_eq!(cache.without_reading(&identity("s1")), None);
+        cache.find_active(&mut conn, &identity("s1")).unwrap();
+        let kept = cache.without_reading(&identity("s1")).unwrap();
+        assert_eq!(
+            (kept.customer_id, kept.account_number.as_str()),
+            (bob, "C2")
+        );
+        // A customer's new account number moves the generation too.
+        conn.batch_execute(
+            "UPDATE customers SET account_number = 'C7' WHERE account_number = 'C2'",
+        )
+        .unwrap();
+        assert_eq!(cache.without_reading(&identity("s1")), None);
+        assert_eq!(
+            cache
+                .find_active(&mut conn, &identity("s1"))
+                .unwrap()
+                .unwrap()
+                .account_number,
+            "C7"
         );
     }
 }

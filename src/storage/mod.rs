@@ -4,6 +4,7 @@
 //! reach for the pool themselves. Backend-specific SQL is confined to `match` arms on [`DbConn`].
 
 pub mod audit;
+pub mod change_watch;
 pub mod credentials;
 pub mod customers;
 pub mod links;

@@ -1320,6 +1320,12 @@ async fn the_command_line_lists_unlinks_and_moves_links_manages_customers_and_pr
     ]));
     sign_in(&app, "c1@example.com", "oid-1", B2C_CLIENT).await;
     sign_in(&app, "c1@example.com", "oid-2", B2C_CLIENT).await;
+    // Signed in again: on SQLite the server keeps the link and, while nothing commits, answers
+    // it without reading the database. The move below, by another process, must still show.
+    for _ in 0..3 {
+        let again = sign_in(&app, "c1@example.com", "oid-2", B2C_CLIENT).await;
+        assert_eq!(again["extension_CustomerAccountNumber"], "C-1");
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("autolink.toml");
     std::fs::write(
