@@ -100,10 +100,10 @@ impl ChangeWatch {
     /// Reads the generation on the watch's connection, opening it (and then the `-shm` file)
     /// when needed.
     fn read(&self, conn: &mut Option<rusqlite::Connection>) -> Result<i64, StorageError> {
-        if conn.is_none() {
-            *conn = Some(super::own_sqlite_connection(&self.path)?);
-        }
-        let c = conn.as_ref().expect("opened above");
+        let c = match conn {
+            Some(c) => c,
+            None => conn.insert(super::own_sqlite_connection(&self.path)?),
+        };
         let generation: i64 = c
             .prepare_cached("SELECT n FROM link_generation")?
             .query_row([], |row| row.get(0))?;
@@ -120,7 +120,8 @@ impl ChangeWatch {
         let mut both = [0u8; HEADER];
         shm.read_exact_at(&mut both, 0).ok()?;
         let (first, second) = both.split_at(COPY);
-        (first == second && first[IS_INIT] != 0).then(|| first.try_into().expect("48 bytes"))
+        let first: [u8; COPY] = first.try_into().ok()?;
+        (first == second && first[IS_INIT] != 0).then_some(first)
     }
 
     /// Real reads of the generation so far.
