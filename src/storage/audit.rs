@@ -441,10 +441,39 @@ impl AuditWriterHandle {
 /// more events a merge takes, the less each costs. Newer events are found by a scan.
 const MERGE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Puts the calling thread in Linux's idle scheduling class (`SCHED_IDLE`): it runs only on
+/// CPU time that no other thread wants. The lookup merge is maintenance whose delay costs only
+/// the speed of administrators' lookups (newer events are scanned), while its bursts (a merge
+/// of 200,000 events takes a core for a good part of a second) used to delay the requests the
+/// service answers meanwhile (BENCHMARKS.md). Under a load that keeps every core busy it waits;
+/// it catches up when the load falls.
+fn run_at_idle_priority() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadPriority, ThreadSchedulePolicy,
+        };
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+        .is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 /// The merge thread: every [`MERGE_INTERVAL`] until `stop` is dropped, then once more, on a
 /// connection of its own to the SQLite file `database`. Each time it merges chunks until it has
 /// caught up.
 fn run_merger(database: String, stop: Receiver<()>) {
+    if !run_at_idle_priority() {
+        log::info!("the audit lookup merge runs at normal priority (idle priority refused)");
+    }
     let mut keys: Option<SqliteAuditKeys> = None;
     loop {
         let stopping = matches!(
@@ -710,6 +739,105 @@ mod tests {
             .query_row("SELECT count(*) FROM audit_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn a_merge_reads_in_chunks_and_indexes_every_event() {
+        let (_dir, db) = crate::storage::temp_sqlite();
+        let mut conn = db.get().unwrap();
+        let mut merger = SqliteAuditKeys::open(db.sqlite_path().unwrap()).unwrap();
+        // Over two read chunks and a part; every 1,000th event has an email of its own.
+        let total = 2 * super::super::sqlite_audit::READ_CHUNK as usize + 1_234;
+        let events: Vec<AuditEvent> = (0..total)
+            .map(|n| {
+                let email = if n % 1_000 == 0 {
+                    format!("m{n}@x.com")
+                } else {
+                    "many@x.com".to_string()
+                };
+                event(n, &email, &format!("s{n}"))
+            })
+            .collect();
+        for batch in events.chunks(1_000) {
+            insert(&mut conn, batch).unwrap();
+        }
+        assert_eq!(merger.merge().unwrap(), total);
+        assert_eq!(merger.merge().unwrap(), 0);
+        for n in (0..total).step_by(1_000) {
+            let email = format!("m{n}@x.com");
+            let found = ids(
+                &mut conn,
+                AuditFilter {
+                    email_key: Some(&email),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(found, [format!("r{n}")], "{email}");
+        }
+        let last = format!("s{}", total - 1);
+        let issuer = if (total - 1) % 2 == 0 {
+            "iss-a"
+        } else {
+            "iss-b"
+        };
+        assert_eq!(
+            ids(
+                &mut conn,
+                AuditFilter {
+                    issuer: Some(issuer),
+                    subject: Some(&last),
+                    ..Default::default()
+                }
+            ),
+            [format!("r{}", total - 1)]
+        );
+    }
+
+    /// The scheduling policy of the threads of this process named `name` (Linux: field 41 of
+    /// `/proc/self/task/*/stat`).
+    #[cfg(target_os = "linux")]
+    fn thread_policies(name: &str) -> Vec<u32> {
+        let mut policies = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Fields after the command name, which is in parentheses, start at field 3.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let policy = after.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+            policies.push(policy);
+        }
+        policies
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_lookup_merge_runs_at_idle_priority_and_the_writer_does_not() {
+        const SCHED_OTHER: u32 = 0;
+        const SCHED_IDLE: u32 = 5;
+        let (_dir, db) = crate::storage::temp_sqlite();
+        let (writer, handle) = AuditWriter::start(db.clone());
+        // Thread names are cut to 15 bytes: "autolink-audit-lookup" shows as "autolink-audit-".
+        // A thread shows its name once it has started running.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let (merge, writers) = loop {
+            let merge = thread_policies("autolink-audit-");
+            let writers = thread_policies("autolink-audit");
+            let started = merge.contains(&SCHED_IDLE) && !writers.is_empty();
+            if started || std::time::Instant::now() > deadline {
+                break (merge, writers);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(merge.contains(&SCHED_IDLE), "merge threads: {merge:?}");
+        assert!(
+            !writers.is_empty() && writers.iter().all(|p| *p == SCHED_OTHER),
+            "{writers:?}"
+        );
+        drop(writer);
+        handle.join();
     }
 
     #[test]

@@ -91,6 +91,9 @@ impl SqliteAuditAppender {
 /// (20,000 distinct keys every 5 s) chunks of 50,000 events wrote 3.5 times the pages.
 pub const MERGE_CHUNK: i64 = 200_000;
 
+/// Most events a merge reads in one read transaction of the main database.
+pub(crate) const READ_CHUNK: i64 = 5_000;
+
 /// Pairs per multi-row INSERT of a merge.
 const PAIRS_PER_INSERT: usize = 128;
 
@@ -111,19 +114,18 @@ impl SqliteAuditKeys {
         Ok(SqliteAuditKeys { conn })
     }
 
-    /// Indexes the events after the watermark, at most [`MERGE_CHUNK`], and moves the watermark,
-    /// in one transaction of the lookup database: the main database is only read, so its writers
-    /// never wait for a merge. Every id up to the largest one visible is committed (SQLite has
-    /// one writer at a time). Returns the number of events indexed.
+    /// Indexes the events after the watermark, at most [`MERGE_CHUNK`], and moves the watermark.
+    /// The events are read in read transactions of at most [`READ_CHUNK`] events each, so that a
+    /// merge that runs slowly (it runs at idle priority) never keeps an old snapshot of the main
+    /// database, which would stop checkpoints from restarting its WAL. The pairs are then written
+    /// in one transaction of the lookup database only: the main database's writers never wait
+    /// for a merge. Every id up to the largest one visible is committed (SQLite has one writer at
+    /// a time). Returns the number of events indexed.
     pub fn merge(&mut self) -> Result<usize, StorageError> {
-        let tx = self.conn.transaction()?;
-        let after: i64 = tx.query_row(
-            "SELECT indexed_through FROM lookup.audit_lookup_state",
-            [],
-            |r| r.get(0),
-        )?;
+        let after = self.indexed_through()?;
         let newest: Option<i64> =
-            tx.query_row("SELECT max(id) FROM main.audit_events", [], |r| r.get(0))?;
+            self.conn
+                .query_row("SELECT max(id) FROM main.audit_events", [], |r| r.get(0))?;
         let Some(through) = newest
             .map(|n| n.min(after.saturating_add(MERGE_CHUNK)))
             .filter(|t| *t > after)
@@ -132,27 +134,16 @@ impl SqliteAuditKeys {
         };
         let events = usize::try_from(through - after).unwrap_or(0);
         let mut pairs: Vec<(i64, i64)> = Vec::with_capacity(events * 2);
-        {
-            let mut select = tx.prepare_cached(
-                "SELECT id, email_key, issuer, subject FROM main.audit_events \
-                 WHERE id > ?1 AND id <= ?2",
-            )?;
-            let mut rows = select.query([after, through])?;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                if let ValueRef::Text(email_key) = row.get_ref(1)? {
-                    pairs.push((super::audit::email_lookup_key(email_key), id));
-                }
-                if let (ValueRef::Text(issuer), ValueRef::Text(subject)) =
-                    (row.get_ref(2)?, row.get_ref(3)?)
-                {
-                    pairs.push((super::audit::identity_lookup_key(issuer, subject), id));
-                }
-            }
+        let mut from = after;
+        while from < through {
+            let to = through.min(from.saturating_add(READ_CHUNK));
+            self.read_pairs(from, to, &mut pairs)?;
+            from = to;
         }
         // Sorted, the pairs of one key land on the same few pages of the index.
         pairs.sort_unstable();
         pairs.dedup();
+        let tx = self.conn.transaction()?;
         {
             let sql = pairs_insert(PAIRS_PER_INSERT);
             let mut many = tx.prepare_cached(&sql)?;
@@ -169,12 +160,48 @@ impl SqliteAuditKeys {
                 one.execute([key, id])?;
             }
         }
+        // Another process's merge may have moved the watermark meanwhile: the pairs are the
+        // same whoever writes them (INSERT OR IGNORE), and the watermark only moves forward.
         tx.execute(
-            "UPDATE lookup.audit_lookup_state SET indexed_through = ?1",
+            "UPDATE lookup.audit_lookup_state SET indexed_through = max(indexed_through, ?1)",
             [through],
         )?;
         tx.commit()?;
         Ok(events)
+    }
+
+    fn indexed_through(&self) -> Result<i64, StorageError> {
+        Ok(self.conn.query_row(
+            "SELECT indexed_through FROM lookup.audit_lookup_state",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The lookup pairs of the events with ids in `(from, to]`, read in one read transaction.
+    fn read_pairs(
+        &mut self,
+        from: i64,
+        to: i64,
+        pairs: &mut Vec<(i64, i64)>,
+    ) -> Result<(), StorageError> {
+        let mut select = self.conn.prepare_cached(
+            "SELECT id, email_key, issuer, subject FROM main.audit_events \
+             WHERE id > ?1 AND id <= ?2",
+        )?;
+        let mut rows = select.query([from, to])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            if let ValueRef::Text(email_key) = row.get_ref(1)? {
+                pairs.push((super::audit::email_lookup_key(email_key), id));
+            }
+            if let (ValueRef::Text(issuer), ValueRef::Text(subject)) =
+                (row.get_ref(2)?, row.get_ref(3)?)
+            {
+                pairs.push((super::audit::identity_lookup_key(issuer, subject), id));
+            }
+        }
+        Ok(())
     }
 }
 
