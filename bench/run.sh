@@ -281,9 +281,16 @@ BARE_HWM=$(status_kb "$BARE_PID" VmHWM)
 SERVER_THREADS=$(status_kb "$SERVER_PID" Threads)
 MEM_PEAK=$(( MEM_COLD_HWM > MEM_STEADY_HWM ? MEM_COLD_HWM : MEM_STEADY_HWM ))
 
+# The audit lookup merge runs at idle priority, so under a saturating load it falls behind:
+# how many events it had still to index when the measurements ended (it catches up when the
+# load falls, and at shutdown).
+MERGE_BACKLOG=$(sqlite3 "$DB" "ATTACH '$DB.audit-lookup' AS l; SELECT (SELECT max(id) FROM audit_events) - (SELECT indexed_through FROM l.audit_lookup_state)" 2>/dev/null || echo '?')
+
 # --- stop the server (the audit writer flushes) and verify the database -------------------------
+STOP_STARTED=$(date +%s.%N)
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
+STOP_SECONDS=$(awk -v a="$STOP_STARTED" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 SERVER_PID=
 kill -TERM "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true; BARE_PID=
 q() { sqlite3 "$DB" "$1"; }
@@ -348,6 +355,7 @@ list() { local IFS=' '; echo "$*"; }
     echo "Memory (kB): idle RSS $MEM_IDLE_RSS; peak during the cold start (pre-link, $CONNS connections, empty credential cache) $MEM_COLD_HWM; peak after it $MEM_STEADY_HWM; RSS at the end $MEM_END_RSS; server threads $SERVER_THREADS; bare_json peak $BARE_HWM."
     echo "Pre-link run: $prelink"
     echo "Database after the runs: $DB_CUSTOMERS customers; $DB_SIGNIN_LINKS sign-in links; $DB_SIGNUP_LINKS sign-up links (answers counted $LINKED_REPORTED, gap $LINK_GAP, at most $MAX_INFLIGHT in flight); $DB_AUDIT_LINKED Linked audit events; audit by outcome: $DB_AUDIT; duplicate active identities $DB_DUP; file ${DB_SIZE_KB} kB."
+    echo "Audit lookup merge: $MERGE_BACKLOG events not yet indexed when the measurements ended (found by a scan until merged); the server stopped in $STOP_SECONDS s, its last merge included."
     echo "Server log lines at warn and above: $SERVER_LOG_LINES$( ((SERVER_LOG_LINES)) && printf '; first: %s' "$(head -n3 "$WORK/server.err" | tr '\n' ' ')")"
     if ((${#INVALID[@]})); then
         echo
