@@ -79,8 +79,10 @@ impl ChangeWatch {
         let generation = match self.read(&mut conn) {
             Ok(generation) => generation,
             Err(error) => {
+                // The connection stays open even so: it is what keeps the `-shm` file the
+                // database's (module documentation). Nothing is answered from the old header.
                 log::warn!("link generation watch: {error}");
-                *conn = None;
+                *self.lock_last() = None;
                 return None;
             }
         };
@@ -210,6 +212,28 @@ mod tests {
         assert_eq!(watch.link_generation(), None);
         drop(busy);
         assert_eq!(watch.link_generation(), Some(first + 1));
+    }
+
+    #[test]
+    fn a_failed_read_answers_nothing_until_a_read_succeeds() {
+        let (_dir, db) = temp_sqlite();
+        let watch = ChangeWatch::new(db.sqlite_path().unwrap());
+        let first = watch.link_generation().unwrap();
+        assert_eq!(watch.link_generation(), Some(first));
+        let mut conn = db.get().unwrap();
+        sql(
+            &mut conn,
+            "ALTER TABLE link_generation RENAME TO moved_away;",
+        );
+        for _ in 0..3 {
+            assert_eq!(watch.link_generation(), None);
+        }
+        assert!(watch.lock_last().is_none(), "the old header is forgotten");
+        sql(
+            &mut conn,
+            "ALTER TABLE moved_away RENAME TO link_generation;",
+        );
+        assert_eq!(watch.link_generation(), Some(first));
     }
 
     #[test]
