@@ -274,9 +274,9 @@ impl Engine {
     /// The sign-in hot path on SQLite without leaving the calling (async) thread: when the
     /// identity is already linked and its kept link is known to be current without a read
     /// ([`SigninCache::without_reading`]), or an idle connection is at hand, answer at once.
-    /// SQLite in WAL mode never makes a reader wait for a writer, the lookup is one indexed read, and the
-    /// audit event is queued only if the queue has room; anything else returns `None` and the
-    /// caller takes the blocking path, which decides everything again.
+    /// SQLite in WAL mode never makes a reader wait for a writer, the lookup is one indexed
+    /// read, and the audit event is queued only if the queue has room; anything else returns
+    /// `None` and the caller takes the blocking path, which decides everything again.
     pub fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
         if self.db.backend() != "sqlite" {
             return None;

@@ -78,7 +78,12 @@ impl SigninCache {
             return links::find_active(conn, &identity.issuer, &identity.subject);
         };
         let key = key(identity);
-        let now = links::generation(c)?;
+        // The watch's generation when it can tell (no read while nothing has committed), else
+        // a read on this connection.
+        let now = match self.watch.as_ref().and_then(ChangeWatch::link_generation) {
+            Some(generation) => generation,
+            None => links::generation(c)?,
+        };
         if let Some(link) = self.kept(key, identity, now) {
             return Ok(Some(link));
         }

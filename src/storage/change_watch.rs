@@ -167,15 +167,20 @@ mod tests {
         c.batch_execute(statements).unwrap();
     }
 
-    #[test]
-    fn the_generation_is_read_again_only_after_a_commit() {
-        let (_dir, db) = temp_sqlite();
+    /// A test database and a watch that has read twice: the first call opens the -shm file
+    /// after its read, the second reads and keeps the header. Returns the generation read.
+    fn primed() -> (tempfile::TempDir, crate::storage::Db, ChangeWatch, i64) {
+        let (dir, db) = temp_sqlite();
         let watch = ChangeWatch::new(db.sqlite_path().unwrap());
         let first = watch.link_generation().unwrap();
-        // The first call opens the -shm file after its read; the second reads and keeps the
-        // header.
         assert_eq!(watch.link_generation(), Some(first));
         assert_eq!(watch.reads(), 2);
+        (dir, db, watch, first)
+    }
+
+    #[test]
+    fn the_generation_is_read_again_only_after_a_commit() {
+        let (_dir, db, watch, first) = primed();
         for _ in 0..100 {
             assert_eq!(watch.link_generation(), Some(first));
         }
@@ -202,10 +207,7 @@ mod tests {
 
     #[test]
     fn a_busy_watch_answers_nothing_rather_than_an_old_generation() {
-        let (_dir, db) = temp_sqlite();
-        let watch = ChangeWatch::new(db.sqlite_path().unwrap());
-        let first = watch.link_generation().unwrap();
-        assert_eq!(watch.link_generation(), Some(first));
+        let (_dir, db, watch, first) = primed();
         let mut conn = db.get().unwrap();
         sql(&mut conn, "UPDATE link_generation SET n = n + 1;");
         let busy = watch.conn.lock().unwrap();
@@ -216,10 +218,7 @@ mod tests {
 
     #[test]
     fn a_failed_read_answers_nothing_until_a_read_succeeds() {
-        let (_dir, db) = temp_sqlite();
-        let watch = ChangeWatch::new(db.sqlite_path().unwrap());
-        let first = watch.link_generation().unwrap();
-        assert_eq!(watch.link_generation(), Some(first));
+        let (_dir, db, watch, first) = primed();
         let mut conn = db.get().unwrap();
         sql(
             &mut conn,

@@ -183,7 +183,7 @@ impl SqliteAuditKeys {
 
     /// The lookup pairs of the events with ids in `(from, to]`, read in one read transaction.
     fn read_pairs(
-        &mut self,
+        &self,
         from: i64,
         to: i64,
         pairs: &mut Vec<(i64, i64)>,
