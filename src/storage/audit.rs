@@ -15,7 +15,9 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use super::schema::{audit_events, audit_keys, audit_lookup_state};
-use super::sqlite_audit::{SqliteAuditAppender, SqliteAuditKeys, MERGE_CHUNK};
+use super::sqlite_audit::{
+    LookupFeed, SqliteAuditAppender, SqliteAuditKeys, FEED_CAPACITY, READ_DOSE,
+};
 use super::{Db, DbConn, StorageError};
 
 /// One audit event.
@@ -376,26 +378,40 @@ impl AuditWriter {
             room: Condvar::new(),
             senders: AtomicUsize::new(1),
         });
-        let merger_db = db.clone();
+        // SQLite: the lookup merge, fed by the writer. The channel wakes the merge early (the feed
+        // is filling up) and stops it (every sender dropped).
+        let lookup = db.sqlite_path().map(|path| {
+            let (wake, woken) = mpsc::sync_channel(1);
+            (
+                path.to_string(),
+                Arc::new(LookupFeed::default()),
+                wake,
+                woken,
+            )
+        });
         let writer_queue = queue.clone();
+        let writer_feed = lookup
+            .as_ref()
+            .map(|(_, feed, wake, _)| (feed.clone(), wake.clone()));
         let thread = std::thread::Builder::new()
             .name("autolink-audit".into())
-            .spawn(move || run_writer(db, writer_queue))
+            .spawn(move || run_writer(db, writer_queue, writer_feed))
             .ok();
         if thread.is_none() {
             log::error!("could not start the audit writer thread; audit events will be lost");
         }
-        let merger = merger_db
-            .sqlite_path()
-            .map(str::to_string)
-            .and_then(|path| {
-                let (stop, stopped) = mpsc::sync_channel(0);
-                std::thread::Builder::new()
-                    .name("autolink-audit-lookup".into())
-                    .spawn(move || run_merger(path, stopped))
-                    .ok()
-                    .map(|handle| (stop, handle))
-            });
+        let merger = lookup.and_then(|(path, feed, wake, woken)| {
+            // Opened here, before the writer's first batch, so the feed takes that batch; if it
+            // fails, the merge thread tries again and the writer reads back what it missed.
+            let keys = open_lookup(&path, &feed)
+                .map_err(|error| log::warn!("audit lookup file: {error}"))
+                .ok();
+            std::thread::Builder::new()
+                .name("autolink-audit-lookup".into())
+                .spawn(move || run_merger(path, feed, keys, woken))
+                .ok()
+                .map(|handle| (wake, handle))
+        });
         (AuditWriter { queue }, AuditWriterHandle { thread, merger })
     }
 
@@ -471,41 +487,62 @@ fn run_at_idle_priority() -> bool {
     }
 }
 
-/// The merge thread: every [`MERGE_INTERVAL`] until `stop` is dropped, then once more, on a
-/// connection of its own to the SQLite file `database`. Each time it merges chunks until it has
-/// caught up.
-fn run_merger(database: String, stop: Receiver<()>) {
+/// The merge thread: at start, then every [`MERGE_INTERVAL`] or when the writer wakes it, and
+/// once more when every sender of `wake` is dropped, writes what the writer fed it into the
+/// lookup file, through a connection of its own to that file alone.
+fn run_merger(
+    database: String,
+    feed: Arc<LookupFeed>,
+    mut keys: Option<SqliteAuditKeys>,
+    wake: Receiver<()>,
+) {
     if !run_at_idle_priority() {
         log::info!("the audit lookup merge runs at normal priority (idle priority refused)");
     }
-    let mut keys: Option<SqliteAuditKeys> = None;
+    let mut pairs = Vec::new();
     loop {
-        let stopping = matches!(
-            stop.recv_timeout(MERGE_INTERVAL),
-            Err(RecvTimeoutError::Disconnected)
-        );
-        loop {
-            let merged = match keys.as_mut() {
-                Some(k) => k.merge(),
-                None => SqliteAuditKeys::open(&database).and_then(|k| keys.insert(k).merge()),
-            };
-            match merged {
-                Ok(events) if events as i64 >= MERGE_CHUNK => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    log::warn!("audit lookup merge failed: {error}");
-                    keys = None;
-                    break;
-                }
-            }
+        if let Err(error) = merge_fed(&database, &feed, &mut keys, &mut pairs) {
+            log::warn!("audit lookup merge failed: {error}");
+            keys = None;
         }
-        if stopping {
+        if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(MERGE_INTERVAL) {
+            if let Err(error) = merge_fed(&database, &feed, &mut keys, &mut pairs) {
+                log::warn!("audit lookup merge failed: {error}");
+            }
             return;
         }
     }
 }
 
-fn run_writer(db: Db, queue: Arc<Queue>) {
+/// Opens the lookup file for the merge and tells the feed where its watermark is.
+fn open_lookup(database: &str, feed: &LookupFeed) -> Result<SqliteAuditKeys, StorageError> {
+    let keys = SqliteAuditKeys::open(database)?;
+    feed.start(keys.indexed_through()?);
+    Ok(keys)
+}
+
+/// One merge: opens the lookup file when needed (and then tells the feed where its watermark
+/// is), and writes the pairs fed since the last merge. Returns the pairs written.
+fn merge_fed(
+    database: &str,
+    feed: &LookupFeed,
+    keys: &mut Option<SqliteAuditKeys>,
+    pairs: &mut Vec<(i64, i64)>,
+) -> Result<usize, StorageError> {
+    let keys = match keys {
+        Some(keys) => keys,
+        None => keys.insert(open_lookup(database, feed)?),
+    };
+    match feed.take(pairs) {
+        Some(through) => keys.write(pairs, through),
+        None => Ok(0),
+    }
+}
+
+/// The writer's side of the lookup merge (SQLite): its feed, and how to wake the merge.
+type WriterFeed = (Arc<LookupFeed>, SyncSender<()>);
+
+fn run_writer(db: Db, queue: Arc<Queue>, feed: Option<WriterFeed>) {
     let mut batch: Vec<AuditEvent> = Vec::new();
     // SQLite: the writer's own connection, with statements prepared once (sqlite_audit.rs).
     let mut appender: Option<SqliteAuditAppender> = None;
@@ -516,23 +553,52 @@ fn run_writer(db: Db, queue: Arc<Queue>) {
         }
         std::mem::swap(&mut batch, &mut *queue.events());
         queue.room.notify_all();
-        flush(&db, &mut appender, &mut batch);
+        let appended = flush(&db, &mut appender, &mut batch);
+        if let (Some(_), None, Some(path)) = (&feed, &appender, db.sqlite_path()) {
+            // With nothing written yet, the feed may still have events to read back.
+            appender = SqliteAuditAppender::open(path)
+                .map_err(|error| log::debug!("audit writer connection: {error}"))
+                .ok();
+        }
+        if let (Some((feed, wake)), Some(appender)) = (&feed, appender.as_mut()) {
+            let fed = appender.feed(feed, appended.as_ref().map(|(b, l)| (b.as_slice(), *l)));
+            match fed {
+                Ok(true) => {
+                    let _ = wake.try_send(());
+                }
+                Ok(false) => {}
+                Err(error) => log::warn!("audit lookup feed: {error}"),
+            }
+        }
+        if let Some((mut written, _)) = appended {
+            written.clear();
+            batch = written;
+        }
         if last && queue.events().is_empty() {
+            // What the feed still misses, as far as it has room, for the merge's last run.
+            if let (Some((feed, _)), Some(appender)) = (&feed, appender.as_mut()) {
+                for _ in 0..FEED_CAPACITY / READ_DOSE as usize {
+                    if !appender.is_behind() || appender.feed(feed, None).is_err() {
+                        break;
+                    }
+                }
+            }
             return;
         }
     }
 }
 
 /// Appends a batch: on SQLite through the writer's own connection, on PostgreSQL through the
-/// pool.
+/// pool. Returns the id of the last event on SQLite.
 fn append(
     db: &Db,
     appender: &mut Option<SqliteAuditAppender>,
     batch: &[AuditEvent],
-) -> Result<(), StorageError> {
+) -> Result<Option<i64>, StorageError> {
     let Some(path) = db.sqlite_path() else {
         let mut conn = db.get()?;
-        return super::write_transaction(&mut conn, |c| insert(c, batch));
+        super::write_transaction(&mut conn, |c| insert(c, batch))?;
+        return Ok(None);
     };
     let writer = match appender {
         Some(writer) => writer,
@@ -543,20 +609,27 @@ fn append(
         // A new connection for the next attempt.
         *appender = None;
     }
-    appended
+    appended.map(Some)
 }
 
-fn flush(db: &Db, appender: &mut Option<SqliteAuditAppender>, batch: &mut Vec<AuditEvent>) {
+/// Writes the batch and leaves it empty. On SQLite, returns the events written and the id of the
+/// last one (the lookup feed's input).
+fn flush(
+    db: &Db,
+    appender: &mut Option<SqliteAuditAppender>,
+    batch: &mut Vec<AuditEvent>,
+) -> Option<(Vec<AuditEvent>, i64)> {
     if batch.is_empty() {
-        return;
+        return None;
     }
     // A few attempts cover a short database outage; after that the events are logged (without
     // emails) and dropped rather than growing memory without bound.
     for attempt in 0..5 {
         match append(db, appender, batch) {
-            Ok(()) => {
+            Ok(Some(last)) => return Some((std::mem::take(batch), last)),
+            Ok(None) => {
                 batch.clear();
-                return;
+                return None;
             }
             Err(error) => {
                 log::warn!(
@@ -577,11 +650,13 @@ fn flush(db: &Db, appender: &mut Option<SqliteAuditAppender>, batch: &mut Vec<Au
             event.code.as_deref().unwrap_or("-")
         );
     }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sqlite_audit::merge_from_database;
     use crate::storage::PoolOptions;
 
     fn event(n: usize, email: &str, subject: &str) -> AuditEvent {
@@ -677,10 +752,7 @@ mod tests {
             &[event(0, "a@x.com", "s0"), event(1, "b@x.com", "s1")],
         )
         .unwrap();
-        SqliteAuditKeys::open(db.sqlite_path().unwrap())
-            .unwrap()
-            .merge()
-            .unwrap();
+        merge_from_database(db.sqlite_path().unwrap()).unwrap();
         {
             // As if b@x.com's key were a@x.com's too.
             let DbConn::Sqlite(c) = &mut *conn else {
@@ -728,8 +800,7 @@ mod tests {
         let mut conn = db.get().unwrap();
         insert(&mut conn, &[event(0, "a@x.com", "s0")]).unwrap();
         // Indexed from the start of the log again, under the new keys.
-        let mut keys = SqliteAuditKeys::open(&path).unwrap();
-        assert_eq!(keys.merge().unwrap(), 1);
+        assert_eq!(merge_from_database(&path).unwrap(), 1);
         let lookup = rusqlite::Connection::open(crate::storage::audit_lookup_path(&path)).unwrap();
         let old: i64 = lookup
             .query_row(
@@ -745,56 +816,52 @@ mod tests {
         assert_eq!(rows, 2);
     }
 
-    #[test]
-    fn a_merge_reads_in_chunks_and_indexes_every_event() {
-        let (_dir, db) = crate::storage::temp_sqlite();
-        let mut conn = db.get().unwrap();
-        let mut merger = SqliteAuditKeys::open(db.sqlite_path().unwrap()).unwrap();
-        // Over two read chunks and a part; every 1,000th event has an email of its own.
-        let total = 2 * super::super::sqlite_audit::READ_CHUNK as usize + 1_234;
-        let events: Vec<AuditEvent> = (0..total)
-            .map(|n| {
-                let email = if n % 1_000 == 0 {
-                    format!("m{n}@x.com")
-                } else {
-                    "many@x.com".to_string()
-                };
-                event(n, &email, &format!("s{n}"))
+    /// The lookup file's watermark and number of pairs.
+    fn lookup_state(path: &str) -> (i64, i64) {
+        let lookup = rusqlite::Connection::open(crate::storage::audit_lookup_path(path)).unwrap();
+        let through = lookup
+            .query_row("SELECT indexed_through FROM audit_lookup_state", [], |r| {
+                r.get(0)
             })
-            .collect();
-        for batch in events.chunks(1_000) {
-            insert(&mut conn, batch).unwrap();
+            .unwrap();
+        let pairs = lookup
+            .query_row("SELECT count(*) FROM audit_keys", [], |r| r.get(0))
+            .unwrap();
+        (through, pairs)
+    }
+
+    #[test]
+    fn the_service_s_merge_indexes_what_the_writer_fed_it_by_the_time_it_stops() {
+        let (_dir, db) = crate::storage::temp_sqlite();
+        let path = db.sqlite_path().unwrap().to_string();
+        let mut conn = db.get().unwrap();
+        // Written before the service started: the writer reads them back for the feed.
+        insert(&mut conn, &[event(0, "old@x.com", "s-old")]).unwrap();
+        let (writer, handle) = AuditWriter::start(db.clone());
+        for n in 1..=40 {
+            writer.record(event(n, &format!("u{n}@x.com"), &format!("s{n}")));
+            if n == 20 {
+                // A link's event, written in its own transaction: also read back.
+                insert(&mut conn, &[event(100, "link@x.com", "s-link")]).unwrap();
+            }
         }
-        assert_eq!(merger.merge().unwrap(), total);
-        assert_eq!(merger.merge().unwrap(), 0);
-        for n in (0..total).step_by(1_000) {
-            let email = format!("m{n}@x.com");
+        drop(writer);
+        handle.join();
+        assert_eq!(lookup_state(&path), (42, 84), "every event, two pairs each");
+        for (email, request_id) in [
+            ("old@x.com", "r0"),
+            ("link@x.com", "r100"),
+            ("u33@x.com", "r33"),
+        ] {
             let found = ids(
                 &mut conn,
                 AuditFilter {
-                    email_key: Some(&email),
+                    email_key: Some(email),
                     ..Default::default()
                 },
             );
-            assert_eq!(found, [format!("r{n}")], "{email}");
+            assert_eq!(found, [request_id], "{email}");
         }
-        let last = format!("s{}", total - 1);
-        let issuer = if (total - 1) % 2 == 0 {
-            "iss-a"
-        } else {
-            "iss-b"
-        };
-        assert_eq!(
-            ids(
-                &mut conn,
-                AuditFilter {
-                    issuer: Some(issuer),
-                    subject: Some(&last),
-                    ..Default::default()
-                }
-            ),
-            [format!("r{}", total - 1)]
-        );
     }
 
     /// The scheduling policy of the threads of this process named `name` (Linux: field 41 of
@@ -848,7 +915,7 @@ mod tests {
     fn lookups_find_events_on_both_sides_of_the_merge() {
         let (_dir, db) = crate::storage::temp_sqlite();
         let mut conn = db.get().unwrap();
-        let mut merger = SqliteAuditKeys::open(db.sqlite_path().unwrap()).unwrap();
+        let path = db.sqlite_path().unwrap();
         let first: Vec<AuditEvent> = (0..6)
             .map(|n| {
                 event(
@@ -859,8 +926,8 @@ mod tests {
             })
             .collect();
         insert(&mut conn, &first).unwrap();
-        assert_eq!(merger.merge().unwrap(), 6);
-        assert_eq!(merger.merge().unwrap(), 0, "nothing new");
+        assert_eq!(merge_from_database(path).unwrap(), 6);
+        assert_eq!(merge_from_database(path).unwrap(), 0, "nothing new");
         {
             let DbConn::Sqlite(c) = &mut *conn else {
                 panic!("not SQLite")
@@ -923,7 +990,7 @@ mod tests {
                 ["r4"],
                 "{round}: two filters"
             );
-            merger.merge().unwrap();
+            merge_from_database(path).unwrap();
         }
         // The pool's connection does not keep the lookup attached: its next BEGIN IMMEDIATE
         // would take the lookup's write lock too.

@@ -10,8 +10,18 @@
 //! writer's own (rusqlite, over the same bundled SQLite), the statements are prepared once, and
 //! values are bound in place. Timestamps are written as the text diesel writes for a SQLite
 //! `TIMESTAMP`, so diesel reads them back unchanged.
+//!
+//! The lookup merge never reads the main database. The writer hands it the lookup pairs of each
+//! batch it appended, computed from the events it still holds ([`LookupFeed`]), and reads back
+//! only the events it did not write itself (those of link transactions, administrators and other
+//! processes), a few at a time, at its own priority. A read of the main database keeps a snapshot
+//! while it runs, and no checkpoint can restart the WAL past a snapshot: when the merge, which
+//! runs at idle priority and may wait long between two steps, read the events itself, the WAL grew
+//! to tens of megabytes under load and the checkpoints that followed stalled the writer
+//! (BENCHMARKS.md).
 
 use std::fmt::Write as _;
+use std::sync::{Mutex, TryLockError};
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use rusqlite::types::ValueRef;
@@ -34,6 +44,10 @@ pub struct SqliteAuditAppender {
     second: Option<(i64, String)>,
     /// A timestamp's text, reused for every event.
     stamp: String,
+    /// Whether events may exist that the lookup feed has not had (see [`Self::feed`]).
+    behind: bool,
+    /// The pairs being handed to the feed, reused.
+    pairs: Vec<(i64, i64)>,
 }
 
 impl SqliteAuditAppender {
@@ -52,12 +66,16 @@ impl SqliteAuditAppender {
             conn,
             second: None,
             stamp: String::with_capacity(32),
+            behind: true,
+            pairs: Vec::new(),
         })
     }
 
     /// Appends the events in one write transaction, taking the process's writer turn first (see
-    /// [`super::write_transaction`]).
-    pub fn append(&mut self, events: &[AuditEvent]) -> Result<(), StorageError> {
+    /// [`super::write_transaction`]). Returns the id of the last event: the events have the ids
+    /// up to it, in order (one writer at a time, and `AUTOINCREMENT` numbers the rows of a
+    /// transaction one after another).
+    pub fn append(&mut self, events: &[AuditEvent]) -> Result<i64, StorageError> {
         let _turn = super::sqlite_writer_turn();
         let tx = self
             .conn
@@ -80,76 +98,248 @@ impl SqliteAuditAppender {
                 row_insert.raw_execute()?;
             }
         }
+        let last = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(())
+        Ok(last)
+    }
+
+    /// Whether events may exist that the lookup feed has not had.
+    pub fn is_behind(&self) -> bool {
+        self.behind
+    }
+
+    /// Hands the merge the lookup pairs of events the feed has not had yet, without ever waiting
+    /// for the merge: after [`Self::append`] (`appended`: the batch and its last id), the batch's
+    /// own pairs, computed from the events in memory; before them, read from the database, at most
+    /// [`READ_DOSE`] events that the feed is missing (written by other connections or processes,
+    /// or skipped while the feed was full or busy). With nothing appended, only that read, and
+    /// only while the feed is known to be behind. When the feed is full, busy, or not started,
+    /// nothing is handed over and nothing is lost: the events are in the database, and a later
+    /// call reads them. Returns whether the feed is over half full (time to wake the merge).
+    pub fn feed(
+        &mut self,
+        feed: &LookupFeed,
+        appended: Option<(&[AuditEvent], i64)>,
+    ) -> Result<bool, StorageError> {
+        let Some((through, room)) = feed.position() else {
+            self.behind = true;
+            return Ok(false);
+        };
+        let batch_len = appended.map_or(0, |(batch, _)| batch.len());
+        if room < 2 * (READ_DOSE as usize + batch_len) {
+            self.behind = true;
+            return Ok(false);
+        }
+        // The newest id this call knows of, and the first id of the batch.
+        let (newest, first) = match appended {
+            Some((batch, last)) => (last, last - batch.len() as i64 + 1),
+            None if self.behind => {
+                let newest: Option<i64> =
+                    self.conn
+                        .query_row("SELECT max(id) FROM audit_events", [], |r| r.get(0))?;
+                let newest = newest.unwrap_or(0);
+                (newest, newest.saturating_add(1))
+            }
+            None => return Ok(false),
+        };
+        self.pairs.clear();
+        let mut cursor = through;
+        if cursor < first - 1 {
+            let to = (first - 1).min(cursor.saturating_add(READ_DOSE));
+            read_pairs(&self.conn, cursor, to, &mut self.pairs)?;
+            cursor = to;
+        }
+        if let Some((batch, last)) = appended {
+            if cursor >= first - 1 && cursor < last {
+                for (id, event) in (first..).zip(batch) {
+                    if id > cursor {
+                        event_pairs(
+                            id,
+                            event.email_key.as_deref().map(str::as_bytes),
+                            event.issuer.as_deref().map(str::as_bytes),
+                            event.subject.as_deref().map(str::as_bytes),
+                            &mut self.pairs,
+                        );
+                    }
+                }
+                cursor = last;
+            }
+        }
+        if cursor <= through {
+            self.behind = through < newest;
+            return Ok(false);
+        }
+        match feed.offer(through, cursor, &self.pairs) {
+            Some(held) => {
+                self.behind = cursor < newest;
+                Ok(held > FEED_CAPACITY / 2)
+            }
+            None => {
+                self.behind = true;
+                Ok(false)
+            }
+        }
     }
 }
 
-/// Most events one merge transaction takes; a merge takes several in a row when more are waiting.
-/// Each event adds up to two 16-byte pairs to the merge's memory (6.4 MB at most). Large on
-/// purpose: a merge writes about one page per distinct key, so at 35,000 sign-ins per second
-/// (20,000 distinct keys every 5 s) chunks of 50,000 events wrote 3.5 times the pages.
-pub const MERGE_CHUNK: i64 = 200_000;
+/// Most lookup pairs the feed holds (16 bytes each: 2 MiB). When the merge falls behind (it runs
+/// at idle priority, so it waits while the cores are busy), the writer stops handing pairs over
+/// and reads the events back later, rather than holding more memory.
+pub(crate) const FEED_CAPACITY: usize = 128 * 1024;
 
-/// Most events a merge reads in one read transaction of the main database: about a millisecond
-/// of CPU. The merge runs at idle priority and may wait long in the middle of a read; while it
-/// does, its snapshot keeps checkpoints from restarting the WAL (chunks of 5,000 let the WAL grow
-/// to 167 MB in a benchmark run, chunks of 1,000 to 53 MB).
-pub(crate) const READ_CHUNK: i64 = 1_000;
+/// Most events the writer reads back from the database per flush for the feed: about a
+/// millisecond of its CPU every [`super::audit`] flush interval while it catches up (after a
+/// start, or after the feed was full), nothing otherwise.
+pub(crate) const READ_DOSE: i64 = 1_000;
+
+/// The lookup pairs on their way from the audit writer to the merge. The writer never waits for
+/// it (the merge runs at idle priority and might hold the lock while it waits for a core): it
+/// uses `try_lock` and, when the lock is taken, hands its pairs over later.
+#[derive(Default)]
+pub struct LookupFeed {
+    state: Mutex<FeedState>,
+}
+
+#[derive(Default)]
+struct FeedState {
+    /// Every event with an id up to this one is in the lookup database or has its pairs in
+    /// `pairs`; `None` until the merge has read its watermark.
+    through: Option<i64>,
+    pairs: Vec<(i64, i64)>,
+}
+
+impl LookupFeed {
+    fn state(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_state(&self) -> Option<std::sync::MutexGuard<'_, FeedState>> {
+        match self.state.try_lock() {
+            Ok(state) => Some(state),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The merge: every event up to `indexed_through` is in the lookup database, and the pairs
+    /// held so far are dropped (a merge that failed lost them; the writer reads them again).
+    pub fn start(&self, indexed_through: i64) {
+        let mut state = self.state();
+        state.through = Some(indexed_through);
+        state.pairs.clear();
+    }
+
+    /// The merge: takes the pairs held, leaving `spare` (emptied) in their place, and returns the
+    /// id they cover through (`None` before [`Self::start`]).
+    pub fn take(&self, spare: &mut Vec<(i64, i64)>) -> Option<i64> {
+        spare.clear();
+        let mut state = self.state();
+        std::mem::swap(spare, &mut state.pairs);
+        state.through
+    }
+
+    /// The writer: the id the feed covers through and the room left, unless the lock is taken or
+    /// the feed has not started.
+    fn position(&self) -> Option<(i64, usize)> {
+        let state = self.try_state()?;
+        let through = state.through?;
+        Some((through, FEED_CAPACITY.saturating_sub(state.pairs.len())))
+    }
+
+    /// The writer: adds the pairs of the events after `from` up to `through`, if the feed still
+    /// covers through `from` and has room; returns the pairs then held.
+    fn offer(&self, from: i64, through: i64, pairs: &[(i64, i64)]) -> Option<usize> {
+        let mut state = self.try_state()?;
+        if state.through != Some(from) || state.pairs.len() + pairs.len() > FEED_CAPACITY {
+            return None;
+        }
+        state.pairs.extend_from_slice(pairs);
+        state.through = Some(through);
+        Some(state.pairs.len())
+    }
+}
+
+/// The lookup pairs of one event: its email key's and its identity's (see
+/// [`super::audit::email_lookup_key`]).
+fn event_pairs(
+    id: i64,
+    email_key: Option<&[u8]>,
+    issuer: Option<&[u8]>,
+    subject: Option<&[u8]>,
+    pairs: &mut Vec<(i64, i64)>,
+) {
+    if let Some(email_key) = email_key {
+        pairs.push((super::audit::email_lookup_key(email_key), id));
+    }
+    if let (Some(issuer), Some(subject)) = (issuer, subject) {
+        pairs.push((super::audit::identity_lookup_key(issuer, subject), id));
+    }
+}
+
+fn text(value: ValueRef<'_>) -> Option<&[u8]> {
+    match value {
+        ValueRef::Text(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// The lookup pairs of the events with ids in `(from, to]`, read in one read transaction.
+fn read_pairs(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    pairs: &mut Vec<(i64, i64)>,
+) -> Result<(), StorageError> {
+    let mut select = conn.prepare_cached(
+        "SELECT id, email_key, issuer, subject FROM audit_events WHERE id > ?1 AND id <= ?2",
+    )?;
+    let mut rows = select.query([from, to])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let email_key = text(row.get_ref(1)?);
+        let (issuer, subject) = (text(row.get_ref(2)?), text(row.get_ref(3)?));
+        event_pairs(id, email_key, issuer, subject, pairs);
+    }
+    Ok(())
+}
 
 /// Pairs per multi-row INSERT of a merge.
 const PAIRS_PER_INSERT: usize = 128;
 
-/// The lookup thread's own connection, with the lookup database attached as `lookup`.
+/// The merge's own connection, to the lookup database file alone: it cannot read the main
+/// database, so it never holds a snapshot of it.
 pub struct SqliteAuditKeys {
     conn: Connection,
 }
 
 impl SqliteAuditKeys {
-    /// Opens the database file and attaches its lookup file (see [`super::audit_lookup_path`]).
+    /// Opens the lookup file of the database file `path` (see [`super::audit_lookup_path`]),
+    /// which the service creates when it opens the database.
     pub fn open(path: &str) -> Result<SqliteAuditKeys, StorageError> {
-        let conn = super::own_sqlite_connection(path)?;
-        conn.execute(
-            "ATTACH DATABASE ?1 AS lookup",
-            [super::audit_lookup_path(path)],
-        )?;
-        conn.execute_batch("PRAGMA lookup.synchronous = NORMAL")?;
+        let conn = super::own_sqlite_connection(&super::audit_lookup_path(path))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(SqliteAuditKeys { conn })
     }
 
-    /// Indexes the events after the watermark, at most [`MERGE_CHUNK`], and moves the watermark.
-    /// The events are read in read transactions of at most [`READ_CHUNK`] events each, so that a
-    /// merge that runs slowly (it runs at idle priority) never keeps an old snapshot of the main
-    /// database, which would stop checkpoints from restarting its WAL. The pairs are then written
-    /// in one transaction of the lookup database only: the main database's writers never wait
-    /// for a merge. Every id up to the largest one visible is committed (SQLite has one writer at
-    /// a time). Returns the number of events indexed.
-    pub fn merge(&mut self) -> Result<usize, StorageError> {
-        let after = self.indexed_through()?;
-        let newest: Option<i64> =
-            self.conn
-                .query_row("SELECT max(id) FROM main.audit_events", [], |r| r.get(0))?;
-        let Some(through) = newest
-            .map(|n| n.min(after.saturating_add(MERGE_CHUNK)))
-            .filter(|t| *t > after)
-        else {
-            return Ok(0);
-        };
-        let events = usize::try_from(through - after).unwrap_or(0);
-        let mut pairs: Vec<(i64, i64)> = Vec::with_capacity(events * 2);
-        let mut from = after;
-        while from < through {
-            let to = through.min(from.saturating_add(READ_CHUNK));
-            self.read_pairs(from, to, &mut pairs)?;
-            from = to;
-        }
-        // Sorted, the pairs of one key land on the same few pages of the index.
+    /// Every event with an id up to this one is in `audit_keys`.
+    pub fn indexed_through(&self) -> Result<i64, StorageError> {
+        Ok(self
+            .conn
+            .query_row("SELECT indexed_through FROM audit_lookup_state", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Writes the pairs in one transaction, sorted (the pairs of one key land on the same few
+    /// pages of the index), and moves the watermark to `through`. Another process's merge may
+    /// have moved it further meanwhile: the pairs are the same whoever writes them (`INSERT OR
+    /// IGNORE`), and the watermark only moves forward. Returns the number of pairs written.
+    pub fn write(&mut self, pairs: &mut [(i64, i64)], through: i64) -> Result<usize, StorageError> {
         pairs.sort_unstable();
-        pairs.dedup();
+        let mut written = 0;
         let tx = self.conn.transaction()?;
         {
-            let sql = pairs_insert(PAIRS_PER_INSERT);
-            let mut many = tx.prepare_cached(&sql)?;
+            let mut many = tx.prepare_cached(&pairs_insert(PAIRS_PER_INSERT))?;
             let mut one = tx.prepare_cached(&pairs_insert(1))?;
             let mut chunks = pairs.chunks_exact(PAIRS_PER_INSERT);
             for chunk in chunks.by_ref() {
@@ -157,61 +347,42 @@ impl SqliteAuditKeys {
                     many.raw_bind_parameter(2 * i + 1, key)?;
                     many.raw_bind_parameter(2 * i + 2, id)?;
                 }
-                many.raw_execute()?;
+                written += many.raw_execute()?;
             }
             for (key, id) in chunks.remainder() {
-                one.execute([key, id])?;
+                written += one.execute([key, id])?;
             }
         }
-        // Another process's merge may have moved the watermark meanwhile: the pairs are the
-        // same whoever writes them (INSERT OR IGNORE), and the watermark only moves forward.
         tx.execute(
-            "UPDATE lookup.audit_lookup_state SET indexed_through = max(indexed_through, ?1)",
+            "UPDATE audit_lookup_state SET indexed_through = max(indexed_through, ?1)",
             [through],
         )?;
         tx.commit()?;
-        Ok(events)
+        Ok(written)
     }
+}
 
-    fn indexed_through(&self) -> Result<i64, StorageError> {
-        Ok(self.conn.query_row(
-            "SELECT indexed_through FROM lookup.audit_lookup_state",
-            [],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// The lookup pairs of the events with ids in `(from, to]`, read in one read transaction.
-    fn read_pairs(
-        &self,
-        from: i64,
-        to: i64,
-        pairs: &mut Vec<(i64, i64)>,
-    ) -> Result<(), StorageError> {
-        let mut select = self.conn.prepare_cached(
-            "SELECT id, email_key, issuer, subject FROM main.audit_events \
-             WHERE id > ?1 AND id <= ?2",
-        )?;
-        let mut rows = select.query([from, to])?;
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            if let ValueRef::Text(email_key) = row.get_ref(1)? {
-                pairs.push((super::audit::email_lookup_key(email_key), id));
-            }
-            if let (ValueRef::Text(issuer), ValueRef::Text(subject)) =
-                (row.get_ref(2)?, row.get_ref(3)?)
-            {
-                pairs.push((super::audit::identity_lookup_key(issuer, subject), id));
-            }
-        }
-        Ok(())
-    }
+/// Indexes every event after the watermark at once, reading them from the database (the
+/// service's merge takes them from the writer instead: [`LookupFeed`]). Returns the number of
+/// events read.
+#[cfg(test)]
+pub(crate) fn merge_from_database(path: &str) -> Result<usize, StorageError> {
+    let mut keys = SqliteAuditKeys::open(path)?;
+    let after = keys.indexed_through()?;
+    let events = super::own_sqlite_connection(path)?;
+    let newest: Option<i64> =
+        events.query_row("SELECT max(id) FROM audit_events", [], |r| r.get(0))?;
+    let through = newest.unwrap_or(0).max(after);
+    let mut pairs = Vec::new();
+    read_pairs(&events, after, through, &mut pairs)?;
+    keys.write(&mut pairs, through)?;
+    Ok(usize::try_from(through - after).unwrap_or(0))
 }
 
 /// `INSERT OR IGNORE` (a pair may repeat only if two keys of one event collide) of `rows` pairs.
 fn pairs_insert(rows: usize) -> String {
     let values = vec!["(?, ?)"; rows].join(", ");
-    format!("INSERT OR IGNORE INTO lookup.audit_keys (lookup_key, event_id) VALUES {values}")
+    format!("INSERT OR IGNORE INTO audit_keys (lookup_key, event_id) VALUES {values}")
 }
 
 fn statement(rows: usize) -> String {
@@ -353,6 +524,206 @@ mod tests {
         let mut stored = crate::storage::audit::recent(&mut conn, 1000).unwrap();
         stored.reverse();
         assert_eq!(stored, events);
+    }
+
+    fn plain(n: usize) -> AuditEvent {
+        AuditEvent {
+            at: crate::storage::now(),
+            request_id: format!("r{n}"),
+            actor: "b2c".into(),
+            source: "test".into(),
+            step: None,
+            channel: None,
+            outcome: "AlreadyLinked".into(),
+            code: None,
+            email_key: Some(format!("u{n}@x.com")),
+            issuer: Some("iss".into()),
+            subject: Some(format!("s{n}")),
+            account_number: None,
+            detail: None,
+        }
+    }
+
+    /// The pairs the feed holds, sorted, and the id it covers through.
+    fn taken(feed: &LookupFeed) -> (Vec<(i64, i64)>, Option<i64>) {
+        let mut pairs = Vec::new();
+        let through = feed.take(&mut pairs);
+        pairs.sort_unstable();
+        (pairs, through)
+    }
+
+    /// The pairs of the stored events with ids in `ids`, from their stored columns.
+    fn stored_pairs(path: &str, ids: std::ops::RangeInclusive<i64>) -> Vec<(i64, i64)> {
+        let conn = Connection::open(path).unwrap();
+        let mut select = conn
+            .prepare("SELECT id, email_key, issuer, subject FROM audit_events ORDER BY id")
+            .unwrap();
+        let rows = select
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .unwrap();
+        let mut pairs = Vec::new();
+        for row in rows {
+            let (id, email, issuer, subject) = row.unwrap();
+            if ids.contains(&id) {
+                pairs.push((
+                    crate::storage::audit::email_lookup_key(email.as_bytes()),
+                    id,
+                ));
+                pairs.push((
+                    crate::storage::audit::identity_lookup_key(
+                        issuer.as_bytes(),
+                        subject.as_bytes(),
+                    ),
+                    id,
+                ));
+            }
+        }
+        pairs.sort_unstable();
+        pairs
+    }
+
+    fn insert_elsewhere(db: &crate::storage::Db, events: &[AuditEvent]) {
+        let mut conn = db.get().unwrap();
+        for chunk in events.chunks(400) {
+            crate::storage::audit::insert(&mut conn, chunk).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_feed_takes_a_batch_from_memory_and_what_others_wrote_from_the_database() {
+        let (_dir, db) = crate::storage::temp_sqlite();
+        let path = db.sqlite_path().unwrap().to_string();
+        let feed = LookupFeed::default();
+        feed.start(0);
+        // Written by another connection (a link's transaction): ids 1 and 2.
+        insert_elsewhere(&db, &[plain(1), plain(2)]);
+        let mut appender = SqliteAuditAppender::open(&path).unwrap();
+        let batch: Vec<AuditEvent> = (3..=7).map(plain).collect();
+        assert_eq!(appender.append(&batch).unwrap(), 7, "the last id");
+        assert!(!appender.feed(&feed, Some((&batch, 7))).unwrap());
+        assert!(!appender.is_behind());
+        let (pairs, through) = taken(&feed);
+        assert_eq!(through, Some(7));
+        assert_eq!(pairs, stored_pairs(&path, 1..=7));
+        // The batch's pairs come from the events handed over, not from a read: events that
+        // differ from the stored ones give their own pairs.
+        let batch: Vec<AuditEvent> = (8..=9).map(plain).collect();
+        assert_eq!(appender.append(&batch).unwrap(), 9);
+        let handed: Vec<AuditEvent> = (108..=109).map(plain).collect();
+        appender.feed(&feed, Some((&handed, 9))).unwrap();
+        let (pairs, through) = taken(&feed);
+        assert_eq!(through, Some(9));
+        assert!(pairs.contains(&(crate::storage::audit::email_lookup_key(b"u108@x.com"), 8)));
+        assert!(!pairs.contains(&(crate::storage::audit::email_lookup_key(b"u8@x.com"), 8)));
+    }
+
+    #[test]
+    fn a_gap_wider_than_a_dose_is_read_over_several_calls() {
+        let (_dir, db) = crate::storage::temp_sqlite();
+        let path = db.sqlite_path().unwrap().to_string();
+        let total = 2 * READ_DOSE + 5;
+        let events: Vec<AuditEvent> = (1..=total as usize).map(plain).collect();
+        insert_elsewhere(&db, &events);
+        let feed = LookupFeed::default();
+        feed.start(0);
+        let mut appender = SqliteAuditAppender::open(&path).unwrap();
+        let mut covered = Vec::new();
+        for _ in 0..4 {
+            appender.feed(&feed, None).unwrap();
+            covered.push((feed.position().unwrap().0, appender.is_behind()));
+        }
+        assert_eq!(
+            covered,
+            [
+                (READ_DOSE, true),
+                (2 * READ_DOSE, true),
+                (total, false),
+                (total, false)
+            ]
+        );
+        assert_eq!(taken(&feed), (stored_pairs(&path, 1..=total), Some(total)));
+    }
+
+    #[test]
+    fn a_busy_or_full_feed_takes_nothing_and_the_events_are_read_later() {
+        let (_dir, db) = crate::storage::temp_sqlite();
+        let path = db.sqlite_path().unwrap().to_string();
+        let feed = LookupFeed::default();
+        let mut appender = SqliteAuditAppender::open(&path).unwrap();
+        let batch: Vec<AuditEvent> = (1..=3).map(plain).collect();
+        appender.append(&batch).unwrap();
+        // Not started (the merge has not read its watermark yet).
+        assert!(!appender.feed(&feed, Some((&batch, 3))).unwrap());
+        assert!(appender.is_behind());
+        feed.start(0);
+        // Busy: the merge holds the lock. The writer does not wait.
+        {
+            let _merge = feed.state();
+            assert!(!appender.feed(&feed, Some((&batch, 3))).unwrap());
+        }
+        assert!(appender.is_behind());
+        assert_eq!(taken(&feed), (vec![], Some(0)));
+        // Full.
+        let filler = vec![(0, 0); FEED_CAPACITY - 10];
+        assert_eq!(feed.offer(0, 0, &filler), Some(FEED_CAPACITY - 10));
+        let batch: Vec<AuditEvent> = (4..=6).map(plain).collect();
+        assert_eq!(appender.append(&batch).unwrap(), 6);
+        assert!(!appender.feed(&feed, Some((&batch, 6))).unwrap());
+        assert!(appender.is_behind());
+        let (pairs, through) = taken(&feed);
+        assert_eq!((pairs.len(), through), (FEED_CAPACITY - 10, Some(0)));
+        // Room again: the next call reads back all six.
+        appender.feed(&feed, None).unwrap();
+        assert!(!appender.is_behind());
+        assert_eq!(taken(&feed), (stored_pairs(&path, 1..=6), Some(6)));
+    }
+
+    #[test]
+    fn a_feed_over_half_full_asks_for_the_merge() {
+        let (_dir, db) = crate::storage::temp_sqlite();
+        let path = db.sqlite_path().unwrap().to_string();
+        let feed = LookupFeed::default();
+        feed.start(0);
+        let filler = vec![(0, 0); FEED_CAPACITY / 2 - 2];
+        feed.offer(0, 0, &filler).unwrap();
+        let mut appender = SqliteAuditAppender::open(&path).unwrap();
+        let batch = vec![plain(1)];
+        appender.append(&batch).unwrap();
+        assert!(
+            !appender.feed(&feed, Some((&batch, 1))).unwrap(),
+            "exactly half"
+        );
+        let batch = vec![plain(2)];
+        appender.append(&batch).unwrap();
+        assert!(appender.feed(&feed, Some((&batch, 2))).unwrap());
+    }
+
+    #[test]
+    fn the_merge_cannot_read_the_main_database_and_its_watermark_only_moves_forward() {
+        let (_dir, db) = crate::storage::temp_sqlite();
+        let path = db.sqlite_path().unwrap().to_string();
+        insert_elsewhere(&db, &[plain(1)]);
+        let mut keys = SqliteAuditKeys::open(&path).unwrap();
+        let read = keys
+            .conn
+            .query_row("SELECT count(*) FROM audit_events", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        assert!(
+            read.unwrap_err().to_string().contains("no such table"),
+            "the merge's connection sees the lookup file only"
+        );
+        let mut pairs = stored_pairs(&path, 1..=1);
+        assert_eq!(keys.write(&mut pairs, 5).unwrap(), 2);
+        assert_eq!(keys.write(&mut [], 3).unwrap(), 0);
+        assert_eq!(keys.indexed_through().unwrap(), 5);
     }
 
     #[test]
