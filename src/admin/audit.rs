@@ -1,6 +1,8 @@
 //! The audit log, read: by time range, channel, outcome, email and identity, newest first, a
 //! page at a time.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -177,12 +179,12 @@ fn view(record: AuditRecord) -> AuditEventView {
         id: record.id,
         at: rfc3339(e.at),
         request_id: e.request_id,
-        actor: e.actor,
-        source: e.source,
-        step: e.step,
+        actor: e.actor.into_owned(),
+        source: e.source.into_owned(),
+        step: e.step.map(Cow::into_owned),
         channel: e.channel,
-        outcome: e.outcome,
-        code: e.code,
+        outcome: e.outcome.into_owned(),
+        code: e.code.map(Cow::into_owned),
         email_key: e.email_key,
         issuer: e.issuer,
         subject: e.subject,

@@ -160,7 +160,7 @@ fn link_request(
     LinkRequest {
         request_id: request_id.to_string(),
         source: "api-connector",
-        step: Some(step.name().to_string()),
+        step: Some(step.name()),
         client_id: body.client_id.or(body.client_id_camel),
         email: body.email,
         evidence,

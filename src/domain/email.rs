@@ -76,21 +76,28 @@ impl EmailAddress {
         if domain.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(EmailError::InvalidCharacter);
         }
-        let ascii_domain = if is_plain_ascii_domain(domain) {
-            // What IDNA does to such a domain: lower-case it (checked against idna in tests).
-            domain.to_ascii_lowercase()
+        let plain_domain = is_plain_ascii_domain(domain);
+        let key = if plain_domain && local.is_ascii() {
+            // Both parts lower-cased as below, in one allocation (the sign-in path's case).
+            display.to_ascii_lowercase()
         } else {
-            idna::domain_to_ascii(domain).map_err(|_| EmailError::InvalidDomain)?
+            let ascii_domain = if plain_domain {
+                // What IDNA does to such a domain: lower-case it (checked against idna in tests).
+                domain.to_ascii_lowercase()
+            } else {
+                idna::domain_to_ascii(domain).map_err(|_| EmailError::InvalidDomain)?
+            };
+            let local_key: String = if local.is_ascii() {
+                local.to_ascii_lowercase()
+            } else {
+                local.to_lowercase().nfc().collect()
+            };
+            format!("{local_key}@{ascii_domain}")
         };
-        if !is_valid_ascii_domain(&ascii_domain) {
+        let ascii_domain = key.rsplit_once('@').map_or("", |(_, d)| d);
+        if !is_valid_ascii_domain(ascii_domain) {
             return Err(EmailError::InvalidDomain);
         }
-        let local_key: String = if local.is_ascii() {
-            local.to_ascii_lowercase()
-        } else {
-            local.to_lowercase().nfc().collect()
-        };
-        let key = format!("{local_key}@{ascii_domain}");
         if key.len() > MAX_ADDRESS_LEN {
             return Err(EmailError::TooLong);
         }
@@ -105,6 +112,11 @@ impl EmailAddress {
     /// The normalised comparison key stored beside every email and used for every lookup.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The key, without a copy.
+    pub fn into_key(self) -> String {
+        self.key
     }
 
     /// A form safe for logs at info level: first character of the local part and the domain.

@@ -227,7 +227,7 @@ mod tests {
         LinkRequest {
             request_id: format!("req-{subject}"),
             source: "api-connector",
-            step: Some("PreTokenIssuance".into()),
+            step: Some("PreTokenIssuance"),
             client_id: Some("app".into()),
             email: Some(email.into()),
             evidence: SignInEvidence::Local,

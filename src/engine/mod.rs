@@ -7,6 +7,7 @@
 mod group_commit;
 mod signin_cache;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::domain::rules::{self, Decision, ExistingLink, Facts};
@@ -46,7 +47,7 @@ pub struct LinkRequest {
     /// Endpoint or command, for the audit (`api-connector`, `cli-preview`, ...).
     pub source: &'static str,
     /// Connector step, for the audit.
-    pub step: Option<String>,
+    pub step: Option<&'static str>,
     /// Relying-party client id; selects the channel.
     pub client_id: Option<String>,
     /// The email claim as sent.
@@ -378,7 +379,7 @@ impl Engine {
             }
         };
         let mut event = decider.event(&request, &answer, channel);
-        event.actor = actor.to_string();
+        event.actor = actor.to_string().into();
         self.audit.record(event);
         Ok(answer)
     }
@@ -577,21 +578,21 @@ impl Decider {
             .or_else(|| answer.as_ref().ok().map(|r| r.channel.clone()));
         let (outcome, code, account_number) = match answer {
             Ok(r) => (r.outcome.as_str(), None, r.account_number.clone()),
-            Err(refusal) => ("Refused", Some(refusal.code().to_string()), None),
+            Err(refusal) => ("Refused", Some(Cow::Borrowed(refusal.code())), None),
         };
         let email_key = request
             .email
             .as_deref()
             .and_then(|e| EmailAddress::parse(e).ok())
-            .map(|e| e.key().to_string());
+            .map(EmailAddress::into_key);
         AuditEvent {
             at: storage::now(),
             request_id: request.request_id.clone(),
-            actor: "b2c".into(),
-            source: request.source.into(),
-            step: request.step.clone(),
+            actor: Cow::Borrowed("b2c"),
+            source: Cow::Borrowed(request.source),
+            step: request.step.map(Cow::Borrowed),
             channel,
-            outcome: outcome.into(),
+            outcome: Cow::Borrowed(outcome),
             code,
             email_key,
             issuer: request.identity.as_ref().map(|i| i.issuer.clone()),

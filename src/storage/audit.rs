@@ -6,6 +6,7 @@
 //! pay for one write transaction per request. The writer flushes on a short interval and when it
 //! is dropped.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -29,17 +30,17 @@ pub struct AuditEvent {
     /// The request id, also in the log line and the `x-request-id` header.
     pub request_id: String,
     /// Who acted: `b2c`, or the administrator.
-    pub actor: String,
+    pub actor: Cow<'static, str>,
     /// The endpoint or command.
-    pub source: String,
+    pub source: Cow<'static, str>,
     /// The connector step, when there is one.
-    pub step: Option<String>,
+    pub step: Option<Cow<'static, str>>,
     /// The channel id, when resolved.
     pub channel: Option<String>,
     /// The outcome (`Linked`, `Created`, `AlreadyLinked`, `WouldLink`, `WouldCreate`, `Refused`).
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     /// The refusal code.
-    pub code: Option<String>,
+    pub code: Option<Cow<'static, str>>,
     /// Normalised email key.
     pub email_key: Option<String>,
     /// Identity issuer.

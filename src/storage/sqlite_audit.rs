@@ -408,11 +408,11 @@ fn bind_rows(
         timestamp_text(event.at, second, stamp);
         statement.raw_bind_parameter(first, stamp.as_str())?;
         statement.raw_bind_parameter(first + 1, event.request_id.as_str())?;
-        statement.raw_bind_parameter(first + 2, event.actor.as_str())?;
-        statement.raw_bind_parameter(first + 3, event.source.as_str())?;
+        statement.raw_bind_parameter(first + 2, event.actor.as_ref())?;
+        statement.raw_bind_parameter(first + 3, event.source.as_ref())?;
         statement.raw_bind_parameter(first + 4, event.step.as_deref())?;
         statement.raw_bind_parameter(first + 5, event.channel.as_deref())?;
-        statement.raw_bind_parameter(first + 6, event.outcome.as_str())?;
+        statement.raw_bind_parameter(first + 6, event.outcome.as_ref())?;
         statement.raw_bind_parameter(first + 7, event.code.as_deref())?;
         statement.raw_bind_parameter(first + 8, event.email_key.as_deref())?;
         statement.raw_bind_parameter(first + 9, event.issuer.as_deref())?;
