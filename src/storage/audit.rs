@@ -655,12 +655,13 @@ fn flush(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::storage::sqlite_audit::merge_from_database;
     use crate::storage::PoolOptions;
 
-    fn event(n: usize, email: &str, subject: &str) -> AuditEvent {
+    /// A sign-in's event (issuers alternate between two), for the storage tests.
+    pub(crate) fn event(n: usize, email: &str, subject: &str) -> AuditEvent {
         AuditEvent {
             at: crate::storage::now(),
             request_id: format!("r{n}"),

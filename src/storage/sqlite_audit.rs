@@ -527,21 +527,23 @@ mod tests {
     }
 
     fn plain(n: usize) -> AuditEvent {
-        AuditEvent {
-            at: crate::storage::now(),
-            request_id: format!("r{n}"),
-            actor: "b2c".into(),
-            source: "test".into(),
-            step: None,
-            channel: None,
-            outcome: "AlreadyLinked".into(),
-            code: None,
-            email_key: Some(format!("u{n}@x.com")),
-            issuer: Some("iss".into()),
-            subject: Some(format!("s{n}")),
-            account_number: None,
-            detail: None,
-        }
+        crate::storage::audit::tests::event(n, &format!("u{n}@x.com"), &format!("s{n}"))
+    }
+
+    /// A database, its file's path, a feed started at the beginning of the log, and a writer.
+    fn started() -> (
+        tempfile::TempDir,
+        crate::storage::Db,
+        String,
+        LookupFeed,
+        SqliteAuditAppender,
+    ) {
+        let (dir, db) = crate::storage::temp_sqlite();
+        let path = db.sqlite_path().unwrap().to_string();
+        let feed = LookupFeed::default();
+        feed.start(0);
+        let appender = SqliteAuditAppender::open(&path).unwrap();
+        (dir, db, path, feed, appender)
     }
 
     /// The pairs the feed holds, sorted, and the id it covers through.
@@ -598,13 +600,9 @@ mod tests {
 
     #[test]
     fn the_feed_takes_a_batch_from_memory_and_what_others_wrote_from_the_database() {
-        let (_dir, db) = crate::storage::temp_sqlite();
-        let path = db.sqlite_path().unwrap().to_string();
-        let feed = LookupFeed::default();
-        feed.start(0);
+        let (_dir, db, path, feed, mut appender) = started();
         // Written by another connection (a link's transaction): ids 1 and 2.
         insert_elsewhere(&db, &[plain(1), plain(2)]);
-        let mut appender = SqliteAuditAppender::open(&path).unwrap();
         let batch: Vec<AuditEvent> = (3..=7).map(plain).collect();
         assert_eq!(appender.append(&batch).unwrap(), 7, "the last id");
         assert!(!appender.feed(&feed, Some((&batch, 7))).unwrap());
@@ -626,14 +624,10 @@ mod tests {
 
     #[test]
     fn a_gap_wider_than_a_dose_is_read_over_several_calls() {
-        let (_dir, db) = crate::storage::temp_sqlite();
-        let path = db.sqlite_path().unwrap().to_string();
+        let (_dir, db, path, feed, mut appender) = started();
         let total = 2 * READ_DOSE + 5;
         let events: Vec<AuditEvent> = (1..=total as usize).map(plain).collect();
         insert_elsewhere(&db, &events);
-        let feed = LookupFeed::default();
-        feed.start(0);
-        let mut appender = SqliteAuditAppender::open(&path).unwrap();
         let mut covered = Vec::new();
         for _ in 0..4 {
             appender.feed(&feed, None).unwrap();
@@ -687,13 +681,9 @@ mod tests {
 
     #[test]
     fn a_feed_over_half_full_asks_for_the_merge() {
-        let (_dir, db) = crate::storage::temp_sqlite();
-        let path = db.sqlite_path().unwrap().to_string();
-        let feed = LookupFeed::default();
-        feed.start(0);
+        let (_dir, _db, _path, feed, mut appender) = started();
         let filler = vec![(0, 0); FEED_CAPACITY / 2 - 2];
         feed.offer(0, 0, &filler).unwrap();
-        let mut appender = SqliteAuditAppender::open(&path).unwrap();
         let batch = vec![plain(1)];
         appender.append(&batch).unwrap();
         assert!(
