@@ -46,9 +46,12 @@ pub enum Command {
         #[arg(long)]
         email: String,
     },
-    /// Read a secret from standard input and print its argon2id hash, for `password_hash` and
-    /// `token_hash` in the configuration.
+    /// Read a secret a person chose from standard input and print its argon2id hash, for
+    /// `password_hash`, `token_hash` and `key_hashes` in the configuration.
     HashSecret,
+    /// Generate a random 256-bit secret and print it and its keyed SHA-256 hash (for
+    /// `password_hash`, `token_hash` and `key_hashes`; checked without argon2's cost).
+    GenerateSecret,
     /// Links between B2C identities and customers: list, unlink, move.
     Links {
         /// What to do with links.
@@ -133,6 +136,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::GenerateSecret = cli.command {
+        let secret = crate::auth::generate_secret();
+        println!("secret = {secret}");
+        println!("hash   = {}", crate::auth::hash_generated_secret(&secret));
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Policies { command } = &cli.command {
         return policies(command);
     }
@@ -214,7 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Links { command } => crate::admin::cli::links(&settings, command),
         Command::Prospects { command } => crate::admin::cli::prospects(&settings, command),
         Command::Audit(args) => crate::admin::cli::audit(&settings, args),
-        Command::HashSecret => Ok(ExitCode::SUCCESS),
+        Command::HashSecret | Command::GenerateSecret => Ok(ExitCode::SUCCESS),
         Command::Policies { .. } => Ok(ExitCode::SUCCESS),
     }
 }

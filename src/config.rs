@@ -361,12 +361,41 @@ impl Default for DatabaseSettings {
 pub struct LimitSettings {
     /// Largest request body accepted from B2C, in bytes.
     pub max_body_bytes: usize,
+    /// What failed credential checks cost a client.
+    pub credentials: ThrottleSettings,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
+            credentials: ThrottleSettings::default(),
+        }
+    }
+}
+
+/// `[limits.credentials]`: failed credential checks, remembered and throttled per client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    /// Failed checks a client may have in one window; after that, 429 until the window ends.
+    pub max_failures: u32,
+    /// The window, in seconds.
+    pub window_s: u64,
+    /// How long a failed secret is refused again without a new check, in seconds.
+    pub remember_failure_s: u64,
+    /// A header that holds the client's address (its last entry), for a deployment behind a
+    /// proxy that sets it; unset = the connection's peer address.
+    pub client_ip_header: Option<String>,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            window_s: 60,
+            remember_failure_s: 600,
+            client_ip_header: None,
         }
     }
 }

@@ -137,6 +137,17 @@ impl Application {
             }
             None => None,
         };
+        let client_ip_header = match &settings.limits.credentials.client_ip_header {
+            Some(name) => Some(
+                actix_web::http::header::HeaderName::from_bytes(
+                    name.trim().to_ascii_lowercase().as_bytes(),
+                )
+                .map_err(|_| {
+                    anyhow::anyhow!("limits.credentials.client_ip_header: not a header name")
+                })?,
+            ),
+            None => None,
+        };
         let connector_auth = ConnectorAuth {
             basic: credentials.connector_basic,
             api_key,
@@ -158,6 +169,8 @@ impl Application {
             id_tokens,
             admin,
             admin_token: credentials.admin_token,
+            credential_gate: crate::auth::gate::Gate::new(&settings.limits.credentials),
+            client_ip_header,
         });
         let listener = TcpListener::bind(&settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;

@@ -6,10 +6,13 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::{web, HttpMessage, HttpResponse};
+use std::net::IpAddr;
+use std::time::Duration;
 
-use super::{unauthorized, AppState};
+use super::{loggable_method, loggable_path, too_many_attempts, unauthorized, AppState};
 use crate::auth::api_key::ApiKeys;
+use crate::auth::gate::{ClientKey, Verdict};
 use crate::auth::oidc::AccessTokenVerifier;
 use crate::auth::BasicCredentials;
 use crate::tls::{CertError, ClientCertPolicy};
@@ -57,114 +60,266 @@ impl ConnectorAuth {
         }
     }
 
-    /// Checks the request's credentials. `Err` carries the reason for the 401 body.
+    /// Checks the request's credentials.
     async fn authenticate(
         &self,
         req: &ServiceRequest,
         state: &web::Data<AppState>,
-    ) -> Result<Caller, String> {
-        let mut failure: Option<String> = None;
+    ) -> Result<Caller, Refused> {
+        let mut failure = Refused::default();
+        let client = client_key(req, state);
+        let gate = &state.credential_gate;
 
         if let Some(policy) = &self.client_certificate {
             match crate::tls::authenticate(req.request(), policy) {
                 Ok(client) => return Ok(Caller::Certificate(client.thumbprint_sha1)),
                 Err(CertError::NoCertificate) => {}
-                Err(error) => failure = Some(error.to_string()),
+                Err(error) => failure.reason = Some(error.to_string()),
             }
         }
 
         if let Some(keys) = &self.api_key {
-            if let Some(value) = req
-                .headers()
-                .get(keys.header())
-                .and_then(|v| v.to_str().ok())
-            {
-                let presented = value.trim().to_string();
-                let ok = keys.verified_before(&presented) || {
-                    let state = state.clone();
-                    web::block(move || {
-                        state
-                            .connector_auth
-                            .api_key
-                            .as_ref()
-                            .is_some_and(|k| k.verify(&presented))
-                    })
-                    .await
-                    .unwrap_or(false)
+            if let Some(value) = req.headers().get(keys.header()) {
+                let presented = value.as_bytes().trim_ascii();
+                let ok = if presented.is_empty() || presented.len() > MAX_SECRET_LEN {
+                    Verdict::Refused
+                } else if let Ok(presented) = std::str::from_utf8(presented) {
+                    if keys.verified_before(presented) {
+                        Verdict::Accepted
+                    } else {
+                        gate.check(
+                            client,
+                            "api-key",
+                            presented.as_bytes(),
+                            keys.verify(presented),
+                        )
+                        .await
+                    }
+                } else {
+                    Verdict::Refused
                 };
-                if ok {
-                    return Ok(Caller::ApiKey);
+                match ok {
+                    Verdict::Accepted => return Ok(Caller::ApiKey),
+                    Verdict::Refused => {
+                        failure.note(
+                            format!("the {} header does not hold a valid API key", keys.header()),
+                            gate.log_fingerprint(presented),
+                        );
+                    }
+                    busy => failure.throttle(busy),
                 }
-                failure = Some(format!(
-                    "the {} header does not hold a valid API key",
-                    keys.header()
-                ));
             }
         }
 
-        let authorization = req
+        if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+            let fingerprint = gate.log_fingerprint(value.as_bytes());
+            match scheme_of(value.as_bytes()) {
+                Some(Scheme::Basic) => {
+                    let parsed = value
+                        .to_str()
+                        .ok()
+                        .filter(|v| v.len() <= MAX_AUTHORIZATION_LEN)
+                        .and_then(crate::auth::parse_basic);
+                    match (&self.basic, parsed) {
+                        (None, _) => {
+                            failure.note("HTTP Basic is not accepted here".into(), fingerprint)
+                        }
+                        (Some(_), None) => {
+                            failure.note("the HTTP Basic header is malformed".into(), fingerprint)
+                        }
+                        (Some(basic), Some((user, password))) => {
+                            let verdict = if basic.verified_before(&user, &password) {
+                                Verdict::Accepted
+                            } else {
+                                let presented = BasicCredentials::presented(&user, &password);
+                                gate.check(
+                                    client,
+                                    "basic",
+                                    &presented,
+                                    basic.verify(&user, &password),
+                                )
+                                .await
+                            };
+                            match verdict {
+                                Verdict::Accepted => return Ok(Caller::Basic(user)),
+                                Verdict::Refused => failure.note(
+                                    "the HTTP Basic credentials are not valid".into(),
+                                    fingerprint,
+                                ),
+                                busy => failure.throttle(busy),
+                            }
+                        }
+                    }
+                }
+                Some(Scheme::Bearer) => {
+                    let token = value
+                        .to_str()
+                        .ok()
+                        .map(|v| v.trim()[BEARER.len()..].trim())
+                        .unwrap_or_default();
+                    match &self.bearer {
+                        None => {
+                            failure.note("bearer tokens are not accepted here".into(), fingerprint)
+                        }
+                        Some(verifier) => match verifier.verify(token).await {
+                            Ok(info) => {
+                                return Ok(Caller::Bearer {
+                                    subject: info.subject,
+                                    client_id: info.client_id,
+                                })
+                            }
+                            Err(error) => failure.note(token_refusal(&error), fingerprint),
+                        },
+                    }
+                }
+                None => failure.note(
+                    "the authorization scheme is not accepted here".into(),
+                    fingerprint,
+                ),
+            }
+        }
+
+        Err(failure)
+    }
+}
+
+/// Longest API key or Basic password considered; longer values are refused without a check.
+pub const MAX_SECRET_LEN: usize = 1024;
+/// Longest `Authorization` value considered (a Basic header of the longest credentials).
+const MAX_AUTHORIZATION_LEN: usize = 4 * MAX_SECRET_LEN;
+const BEARER: &str = "bearer";
+
+/// The authorization schemes autolink reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Basic`.
+    Basic,
+    /// `Bearer`.
+    Bearer,
+}
+
+impl Scheme {
+    /// The scheme's name, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Basic => "Basic",
+            Scheme::Bearer => "Bearer",
+        }
+    }
+}
+
+/// The scheme of an `Authorization` value, when it is one autolink reads. Anything else is not
+/// named back, in logs or answers: a value without a known scheme may be a bare secret.
+pub fn scheme_of(value: &[u8]) -> Option<Scheme> {
+    let value = value.trim_ascii_start();
+    let end = value
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    let (scheme, rest) = value.split_at(end);
+    if rest.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        Some(Scheme::Basic)
+    } else if scheme.eq_ignore_ascii_case(BEARER.as_bytes()) {
+        Some(Scheme::Bearer)
+    } else {
+        None
+    }
+}
+
+/// The client, as the failure throttle counts it: the peer address, or the last address of
+/// `[limits.credentials] client_ip_header` when a proxy sets it.
+pub fn client_key(req: &ServiceRequest, state: &AppState) -> ClientKey {
+    if let Some(name) = &state.client_ip_header {
+        let from_header = req
             .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Some(authorization) = authorization {
-            let scheme = authorization.split_whitespace().next().unwrap_or_default();
-            if scheme.eq_ignore_ascii_case("basic") {
-                match (&self.basic, crate::auth::parse_basic(authorization)) {
-                    (None, _) => {
-                        failure.get_or_insert_with(|| "HTTP Basic is not accepted here".into())
-                    }
-                    (Some(_), None) => {
-                        failure.get_or_insert_with(|| "the HTTP Basic header is malformed".into())
-                    }
-                    (Some(basic), Some((user, password))) => {
-                        let ok = basic.verified_before(&user, &password) || {
-                            let state = state.clone();
-                            let user = user.clone();
-                            web::block(move || {
-                                state
-                                    .connector_auth
-                                    .basic
-                                    .as_ref()
-                                    .is_some_and(|b| b.verify(&user, &password))
-                            })
-                            .await
-                            .unwrap_or(false)
-                        };
-                        if ok {
-                            return Ok(Caller::Basic(user));
-                        }
-                        failure.get_or_insert_with(|| {
-                            "the HTTP Basic credentials are not valid".into()
-                        })
-                    }
-                };
-            } else if scheme.eq_ignore_ascii_case("bearer") {
-                let token = authorization[scheme.len()..].trim();
-                match &self.bearer {
-                    None => {
-                        failure.get_or_insert_with(|| "bearer tokens are not accepted here".into())
-                    }
-                    Some(verifier) => match verifier.verify(token).await {
-                        Ok(info) => {
-                            return Ok(Caller::Bearer {
-                                subject: info.subject,
-                                client_id: info.client_id,
-                            })
-                        }
-                        Err(error) => {
-                            log::warn!("bearer token refused: {error}");
-                            failure.get_or_insert_with(|| token_refusal(&error))
-                        }
-                    },
-                };
-            } else {
-                failure.get_or_insert_with(|| {
-                    format!("the authorization scheme {scheme:?} is not accepted here")
-                });
-            }
-        }
+            .get_all(name)
+            .last()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| parse_client_address(v.trim()));
+        return ClientKey::of(from_header);
+    }
+    ClientKey::of(req.peer_addr().map(|a| a.ip()))
+}
 
-        Err(failure.unwrap_or_else(|| "credentials are required".into()))
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `[2001:db8::1]:443`, `2001:db8::1`.
+fn parse_client_address(text: &str) -> Option<IpAddr> {
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// Why credentials were refused: the 401 reason, or a 429 with its wait.
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// The reason told to the caller (first failure wins); never a presented value.
+    pub reason: Option<String>,
+    /// A short fingerprint of the refused value, for the log only.
+    pub fingerprint: Option<String>,
+    /// Set when a check was throttled or the checks are saturated: answer 429.
+    pub retry_after: Option<Duration>,
+}
+
+impl Refused {
+    /// A refusal with this reason (and the refused value's fingerprint, for the log).
+    pub fn because(reason: &str, fingerprint: Option<String>) -> Refused {
+        Refused {
+            reason: Some(reason.to_string()),
+            fingerprint,
+            retry_after: None,
+        }
+    }
+
+    /// A throttled check: 429 with this wait.
+    pub fn throttled(wait: Duration) -> Refused {
+        Refused {
+            retry_after: Some(wait),
+            ..Refused::default()
+        }
+    }
+
+    fn note(&mut self, reason: String, fingerprint: String) {
+        if self.reason.is_none() {
+            self.reason = Some(reason);
+            self.fingerprint = Some(fingerprint);
+        }
+    }
+
+    fn throttle(&mut self, verdict: Verdict) {
+        let wait = match verdict {
+            Verdict::Throttled(wait) => wait,
+            _ => Duration::from_secs(1),
+        };
+        self.retry_after = Some(self.retry_after.map_or(wait, |w| w.max(wait)));
+    }
+
+    /// The answer: 429 with `Retry-After` when throttled, else 401 with the reason.
+    pub fn response(&self, challenge: &'static str, default_reason: &str) -> HttpResponse {
+        match self.retry_after {
+            Some(wait) => too_many_attempts(wait),
+            None => unauthorized(self.reason.as_deref().unwrap_or(default_reason), challenge),
+        }
+    }
+
+    /// Logs the refusal: method, a bounded path, the reason and the fingerprint; never a value.
+    pub fn log(&self, req: &ServiceRequest, what: &str) {
+        let path = loggable_path(req.path());
+        match self.retry_after {
+            Some(wait) => log::warn!(
+                "{} {path}: {what} throttled: too many failed credential checks (retry after {} s)",
+                loggable_method(req.method()),
+                wait.as_secs().max(1)
+            ),
+            None => log::warn!(
+                "{} {path}: {what} refused: {} (credential fingerprint {})",
+                loggable_method(req.method()),
+                self.reason.as_deref().unwrap_or("credentials are required"),
+                self.fingerprint.as_deref().unwrap_or("-")
+            ),
+        }
     }
 }
 
@@ -196,11 +351,11 @@ pub async fn require_b2c_caller(
             req.extensions_mut().insert(caller);
             Ok(next.call(req).await?.map_into_left_body())
         }
-        Err(reason) => {
-            log::warn!("{} {}: refused: {reason}", req.method(), req.path());
+        Err(refused) => {
+            refused.log(&req, "connector");
             let challenge = state.connector_auth.challenge();
             Ok(req
-                .into_response(unauthorized(&reason, challenge))
+                .into_response(refused.response(challenge, "credentials are required"))
                 .map_into_right_body())
         }
     }

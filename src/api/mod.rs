@@ -49,6 +49,10 @@ pub struct AppState {
     pub admin: Arc<crate::admin::Admin>,
     /// The admin token's hash (the admin API's only credential).
     pub admin_token: crate::auth::HashedSecret,
+    /// Failed credential checks: remembered, and throttled per client.
+    pub credential_gate: crate::auth::gate::Gate,
+    /// The header naming the client's address behind a proxy, when configured.
+    pub client_ip_header: Option<header::HeaderName>,
 }
 
 /// The id of the current request, in request extensions.
@@ -79,7 +83,7 @@ pub async fn request_context(
     let request_id = new_request_id();
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
-    let path = req.path().to_string();
+    let path = loggable_path(req.path());
     let mut res = next.call(req).await?;
     if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
         // The matched resource's name is its route pattern (routes::configure names them).
@@ -101,7 +105,8 @@ pub async fn request_context(
             .map(|d| d.0.clone())
             .unwrap_or_else(|| "-".into());
         log::info!(
-            "request_id={request_id} {method} {path} status={} decision={decision} elapsed_ms={:.1}",
+            "request_id={request_id} {} {path} status={} decision={decision} elapsed_ms={:.1}",
+            loggable_method(&method),
             res.status().as_u16(),
             started.elapsed().as_secs_f64() * 1000.0
         );
@@ -227,6 +232,47 @@ pub fn noted(mut response: HttpResponse, note: &str) -> HttpResponse {
     response
 }
 
+/// Longest part of a request path written to the log: one request adds a bounded line.
+pub const MAX_LOGGED_PATH: usize = 160;
+
+/// A request path as logs show it: at most [`MAX_LOGGED_PATH`] characters, control characters
+/// escaped, and how much was cut.
+pub fn loggable_path(path: &str) -> String {
+    bounded_for_log(path, MAX_LOGGED_PATH)
+}
+
+/// A request method as logs show it (actix accepts any token as a method).
+pub fn loggable_method(method: &actix_web::http::Method) -> String {
+    bounded_for_log(method.as_str(), 16)
+}
+
+fn bounded_for_log(text: &str, limit: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(limit) + 24);
+    for (count, c) in text.chars().enumerate() {
+        if count == limit {
+            out.push_str(&format!("...({} bytes)", text.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A 429 answer: too many failed credential checks from this client, or too many checks at once.
+pub fn too_many_attempts(retry_after: Duration) -> HttpResponse {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, seconds.max(1).to_string()))
+        .json(json!({
+            "error": "too_many_requests",
+            "message": "too many failed credential checks; retry later"
+        }))
+}
+
 /// A 401 answer with a JSON reason.
 pub fn unauthorized(reason: &str, challenge: &'static str) -> HttpResponse {
     HttpResponse::Unauthorized()
@@ -237,6 +283,16 @@ pub fn unauthorized(reason: &str, challenge: &'static str) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_paths_are_bounded_and_escaped() {
+        assert_eq!(loggable_path("/b2c/api-connector"), "/b2c/api-connector");
+        let long = format!("/b2c/{}", "a".repeat(60_000));
+        let logged = loggable_path(&long);
+        assert!(logged.len() < MAX_LOGGED_PATH + 32, "{}", logged.len());
+        assert!(logged.ends_with("...(60005 bytes)"), "{logged}");
+        assert_eq!(loggable_path("/a\nb\u{1b}"), "/a\\nb\\u{1b}");
+    }
 
     #[test]
     fn request_ids_are_random_version_4_uuids() {

@@ -3,7 +3,8 @@
 
 use actix_web::http::header::HeaderName;
 
-use super::{hash_secret, HashedSecret};
+use super::argon2_pool::Busy;
+use super::HashedSecret;
 use crate::config::ApiKeySettings;
 
 /// The configured API keys.
@@ -13,18 +14,21 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
-    /// From the configuration: hashes as given, clear keys hashed now.
+    /// From the configuration: hashes as given, clear keys kept in keyed form.
     pub fn from_settings(settings: &ApiKeySettings) -> Result<ApiKeys, String> {
         let header = HeaderName::from_bytes(settings.header.trim().to_ascii_lowercase().as_bytes())
             .map_err(|_| format!("{:?} is not a valid header name", settings.header))?;
-        let mut hashes = settings.key_hashes.clone();
-        for key in &settings.keys {
-            hashes.push(hash_secret(key)?);
-        }
-        let keys = hashes
-            .into_iter()
-            .map(HashedSecret::new)
-            .collect::<Result<_, _>>()?;
+        let mut keys = settings
+            .key_hashes
+            .iter()
+            .map(|hash| HashedSecret::new(hash.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.extend(
+            settings
+                .keys
+                .iter()
+                .map(|key| HashedSecret::from_clear(key)),
+        );
         Ok(ApiKeys { header, keys })
     }
 
@@ -40,12 +44,14 @@ impl ApiKeys {
         })
     }
 
-    /// Full check against every key (argon2 on a cache miss; blocking).
-    pub fn verify(&self, presented: &str) -> bool {
+    /// Full check against every key (argon2 on the bounded pool on a cache miss).
+    pub async fn verify(&self, presented: &str) -> Result<bool, Busy> {
         let bytes = presented.as_bytes();
-        self.keys
-            .iter()
-            .fold(false, |found, key| found | key.verify(bytes, bytes, true))
+        let mut found = false;
+        for key in &self.keys {
+            found |= key.verify(bytes, bytes, true).await?;
+        }
+        Ok(found)
     }
 }
 
@@ -53,18 +59,23 @@ impl ApiKeys {
 mod tests {
     use super::*;
 
-    #[test]
-    fn accepts_any_configured_key_and_refuses_others() {
+    #[tokio::test]
+    async fn accepts_any_configured_key_and_refuses_others() {
+        let generated = crate::auth::generate_secret();
         let keys = ApiKeys::from_settings(&ApiKeySettings {
             header: "X-Functions-Key".into(),
-            key_hashes: vec![hash_secret("old-key").unwrap()],
+            key_hashes: vec![
+                crate::auth::hash_secret("old-key").unwrap(),
+                crate::auth::hash_generated_secret(&generated),
+            ],
             keys: vec!["new-key".into()],
         })
         .unwrap();
         assert_eq!(keys.header().as_str(), "x-functions-key");
-        assert!(keys.verify("old-key"));
-        assert!(keys.verify("new-key"));
-        assert!(!keys.verify("other"));
+        assert_eq!(keys.verify("old-key").await, Ok(true));
+        assert_eq!(keys.verify("new-key").await, Ok(true));
+        assert_eq!(keys.verify(&generated).await, Ok(true));
+        assert_eq!(keys.verify("other").await, Ok(false));
         assert!(keys.verified_before("new-key"));
         assert!(!keys.verified_before("other"));
     }

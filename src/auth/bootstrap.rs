@@ -1,7 +1,7 @@
 //! Where the credentials come from: the configuration, or, with zero configuration, credentials
 //! generated at first start, printed once, and kept only as hashes in the database.
 
-use super::{generate_secret, hash_secret, BasicCredentials, HashedSecret};
+use super::{generate_secret, hash_generated_secret, BasicCredentials, HashedSecret};
 use crate::config::Settings;
 use crate::storage::credentials::{self, StoredCredential};
 use crate::storage::{Db, StorageError};
@@ -74,21 +74,21 @@ pub fn load_or_generate(
     let connector_basic = match &settings.auth.basic {
         None if settings.auth.any_configured() => None,
         Some(basic) => {
-            let hash = match (&basic.password_hash, &basic.password) {
-                (Some(hash), _) => hash.clone(),
-                (None, Some(password)) => {
-                    hash_secret(password).map_err(CredentialError::Invalid)?
+            let secret = match (&basic.password_hash, &basic.password) {
+                (Some(hash), _) => {
+                    HashedSecret::new(hash.clone()).map_err(CredentialError::Invalid)?
                 }
+                (None, Some(password)) => HashedSecret::from_clear(password),
                 (None, None) => {
                     return Err(CredentialError::Invalid(
                         "auth.basic has no password".into(),
                     ))
                 }
             };
-            Some(
-                BasicCredentials::new(basic.username.clone(), hash)
-                    .map_err(CredentialError::Invalid)?,
-            )
+            Some(BasicCredentials::with_secret(
+                basic.username.clone(),
+                secret,
+            ))
         }
         None => {
             let (stored, fresh) =
@@ -105,16 +105,15 @@ pub fn load_or_generate(
             )
         }
     };
-    let admin_hash = match (&settings.admin.token_hash, &settings.admin.token) {
-        (Some(hash), _) => hash.clone(),
-        (None, Some(token)) => hash_secret(token).map_err(CredentialError::Invalid)?,
+    let admin_token = match (&settings.admin.token_hash, &settings.admin.token) {
+        (Some(hash), _) => HashedSecret::new(hash.clone()).map_err(CredentialError::Invalid)?,
+        (None, Some(token)) => HashedSecret::from_clear(token),
         (None, None) => {
             let (stored, fresh) = stored_or_generated(db, ADMIN_KIND, None)?;
             generated.admin_token = fresh;
-            stored.secret_hash
+            HashedSecret::new(stored.secret_hash).map_err(CredentialError::Invalid)?
         }
     };
-    let admin_token = HashedSecret::new(admin_hash).map_err(CredentialError::Invalid)?;
     Ok((
         Credentials {
             connector_basic,
@@ -138,7 +137,8 @@ fn stored_or_generated(
     let secret = generate_secret();
     let stored = StoredCredential {
         username: username.map(str::to_string),
-        secret_hash: hash_secret(&secret).map_err(CredentialError::Invalid)?,
+        // A 256-bit random secret: a keyed SHA-256 is enough (see `auth::secret`).
+        secret_hash: hash_generated_secret(&secret),
     };
     match credentials::insert(&mut conn, kind, &stored) {
         Ok(()) => Ok((stored, Some(secret))),

@@ -463,3 +463,74 @@ pub fn mock_settings() -> autolink::mock_b2c::MockSettings {
         ),
     }
 }
+
+/// A server process of the built binary; stopped when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    /// The binary with the tests' channels and connector and admin credentials (argon2id
+    /// hashes, as production keeps them) on `database_url`, logging warnings to stderr.
+    pub fn command(database_url: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_autolink"));
+        command
+            .arg("serve")
+            .env_remove("AUTOLINK_CONFIG")
+            .env("AUTOLINK_BIND", "127.0.0.1:0")
+            .env("AUTOLINK_DATABASE_URL", database_url)
+            .env("AUTOLINK_TENANT_ISSUER", TENANT_ISSUER)
+            .env("AUTOLINK_AUTH__BASIC__USERNAME", CONNECTOR_USER)
+            .env("AUTOLINK_AUTH__BASIC__PASSWORD_HASH", password_hash())
+            .env("AUTOLINK_ADMIN__TOKEN_HASH", admin_token_hash())
+            .env(
+                "AUTOLINK_CHANNELS",
+                format!("[{{id=\"web\",legal_entity=\"USRT\",customer_type=\"B2C\",client_ids=[\"{B2C_CLIENT}\"]}}]"),
+            )
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    /// Starts the tests' server on a database.
+    pub fn start(database_url: &str) -> ServerProcess {
+        ServerProcess::spawn(ServerProcess::command(database_url))
+    }
+
+    /// Starts `command` and waits for its "listening" line.
+    pub fn spawn(mut command: std::process::Command) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("autolink listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        ServerProcess { child, address }
+    }
+
+    /// A field of the process's `/proc/PID/status`, in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -9,6 +9,7 @@ mod client_cert;
 mod connector;
 mod health;
 mod helpers;
+mod hostile;
 mod import;
 mod journeys;
 mod mock_b2c;

@@ -1,8 +1,6 @@
 //! Races: concurrent sign-ups for one new email create exactly one customer, in one server and,
 //! on PostgreSQL, across two server processes.
 
-use std::process::{Child, Command, Stdio};
-
 use tokio::task::JoinSet;
 
 use crate::helpers::*;
@@ -112,52 +110,6 @@ async fn concurrent_retries_of_one_request_make_one_link() {
     assert_eq!(numbers.len(), 1);
     assert_eq!(app.active_links(), 1);
     assert_eq!(app.customer_count(), 1);
-}
-
-/// A server process of the built binary on a database; stopped when dropped.
-struct ServerProcess {
-    child: Child,
-    address: String,
-}
-
-impl ServerProcess {
-    fn start(database_url: &str) -> ServerProcess {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_autolink"))
-            .arg("serve")
-            .env("AUTOLINK_BIND", "127.0.0.1:0")
-            .env("AUTOLINK_DATABASE_URL", database_url)
-            .env("AUTOLINK_TENANT_ISSUER", TENANT_ISSUER)
-            .env("AUTOLINK_AUTH__BASIC__USERNAME", CONNECTOR_USER)
-            .env("AUTOLINK_AUTH__BASIC__PASSWORD_HASH", password_hash())
-            .env("AUTOLINK_ADMIN__TOKEN_HASH", password_hash())
-            .env(
-                "AUTOLINK_CHANNELS",
-                format!("[{{id=\"web\",legal_entity=\"USRT\",customer_type=\"B2C\",client_ids=[\"{B2C_CLIENT}\"]}}]"),
-            )
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("autolink listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        ServerProcess { child, address }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,8 +2,9 @@
 //! connector's credentials (HTTP Basic, the API key header, B2C's bearer tokens) are refused here
 //! with 401, as the admin token is refused on `/b2c/*`.
 //!
-//! The token is checked against its argon2id hash ([`crate::auth::HashedSecret`]): the first time
-//! on a blocking thread, then from the cache of recent successes in constant time.
+//! The token is checked against its hash ([`crate::auth::HashedSecret`]): argon2id the first
+//! time (a keyed SHA-256 for a generated token), then from the cache of recent successes in
+//! constant time. Failed checks are remembered and throttled per client ([`crate::auth::gate`]).
 //!
 //! The middleware also reads the administrator's name for the audit from `X-Autolink-Actor`
 //! (validated; `admin` when absent) and hands it to handlers as an [`AdminCaller`].
@@ -18,7 +19,9 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use super::error::ApiError;
 use crate::admin::{Actor, AdminError, Context};
+use crate::api::authn::{client_key, scheme_of, Refused, Scheme};
 use crate::api::{request_id, unauthorized, AppState};
+use crate::auth::gate::Verdict;
 
 /// The header naming the administrator for the audit.
 pub const ACTOR_HEADER: HeaderName = HeaderName::from_static("x-autolink-actor");
@@ -60,43 +63,49 @@ impl FromRequest for AdminCaller {
     }
 }
 
-/// Checks the admin token. `Err` carries the reason for the 401 body.
-async fn authenticate(req: &ServiceRequest, state: &web::Data<AppState>) -> Result<(), String> {
-    let Some(authorization) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Err("the admin token is required as Authorization: Bearer".into());
+/// Checks the admin token.
+async fn authenticate(req: &ServiceRequest, state: &web::Data<AppState>) -> Result<(), Refused> {
+    let gate = &state.credential_gate;
+    let Some(authorization) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(Refused::because(
+            "the admin token is required as Authorization: Bearer",
+            None,
+        ));
     };
-    let scheme = authorization.split_whitespace().next().unwrap_or_default();
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(format!(
-            "the authorization scheme {scheme:?} is not accepted here: the admin API takes only \
-             the admin token as Authorization: Bearer"
+    let fingerprint = gate.log_fingerprint(authorization.as_bytes());
+    if scheme_of(authorization.as_bytes()) != Some(Scheme::Bearer) {
+        return Err(Refused::because(
+            "the authorization scheme is not accepted here: the admin API takes only the admin \
+             token as Authorization: Bearer",
+            Some(fingerprint),
         ));
     }
-    let token = authorization[scheme.len()..].trim();
+    let token = authorization
+        .to_str()
+        .ok()
+        .map(|v| v.trim()["bearer".len()..].trim())
+        .unwrap_or_default();
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-        return Err("the bearer token is not the admin token".into());
+        return Err(Refused::because(NOT_THE_TOKEN, Some(fingerprint)));
     }
-    let ok = state.admin_token.verified_before(token.as_bytes()) || {
-        let state = state.clone();
-        let token = token.to_string();
-        web::block(move || {
-            state
-                .admin_token
-                .verify(token.as_bytes(), token.as_bytes(), true)
-        })
-        .await
-        .unwrap_or(false)
-    };
-    if ok {
-        Ok(())
+    let verdict = if state.admin_token.verified_before(token.as_bytes()) {
+        Verdict::Accepted
     } else {
-        Err("the bearer token is not the admin token".into())
+        let client = client_key(req, state);
+        let check = state
+            .admin_token
+            .verify(token.as_bytes(), token.as_bytes(), true);
+        gate.check(client, "admin", token.as_bytes(), check).await
+    };
+    match verdict {
+        Verdict::Accepted => Ok(()),
+        Verdict::Refused => Err(Refused::because(NOT_THE_TOKEN, Some(fingerprint))),
+        Verdict::Throttled(wait) => Err(Refused::throttled(wait)),
+        Verdict::Busy => Err(Refused::throttled(std::time::Duration::from_secs(1))),
     }
 }
+
+const NOT_THE_TOKEN: &str = "the bearer token is not the admin token";
 
 /// Middleware for the admin API (and `/openapi.json`).
 pub async fn require_admin(
@@ -108,10 +117,10 @@ pub async fn require_admin(
             .into_response(unauthorized("server misconfigured", CHALLENGE))
             .map_into_right_body());
     };
-    if let Err(reason) = authenticate(&req, &state).await {
-        log::warn!("{} {}: admin refused: {reason}", req.method(), req.path());
+    if let Err(refused) = authenticate(&req, &state).await {
+        refused.log(&req, "admin");
         return Ok(req
-            .into_response(unauthorized(&reason, CHALLENGE))
+            .into_response(refused.response(CHALLENGE, NOT_THE_TOKEN))
             .map_into_right_body());
     }
     let actor = match req.headers().get(ACTOR_HEADER) {
