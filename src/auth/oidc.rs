@@ -93,6 +93,9 @@ pub enum TokenError {
     /// wrong type.
     #[error("the token is malformed: {0}")]
     Malformed(&'static str),
+    /// The header's `typ` is neither absent nor `JWT` (an RFC 9068 access token is `at+jwt`).
+    #[error("the token's type (typ) is not JWT")]
+    UnexpectedType,
     /// The header's `alg` is not `RS256`. Carries the algorithm's registered name (or
     /// `unrecognised`).
     #[error("the token's signing algorithm {0} is not accepted (RS256 only)")]
@@ -141,6 +144,7 @@ impl TokenError {
     pub fn reason(&self) -> &'static str {
         match self {
             TokenError::Malformed(_) => "malformed_token",
+            TokenError::UnexpectedType => "unexpected_type",
             TokenError::UnsupportedAlgorithm(_) => "unsupported_algorithm",
             TokenError::UnknownKey => "unknown_key",
             TokenError::BadSignature => "bad_signature",
@@ -445,12 +449,14 @@ struct Header {
     #[serde(default)]
     kid: Option<String>,
     #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
     cty: Option<String>,
     #[serde(default)]
     crit: Option<serde_json::Value>,
 }
 
-/// `aud` and `roles` may be one string or an array.
+/// `aud` (and B2C's `emails`) may be one string or an array.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
@@ -471,8 +477,9 @@ struct Claims {
     exp: Option<serde_json::Number>,
     #[serde(default)]
     nbf: Option<serde_json::Number>,
+    /// An array of strings when present (Entra always sends one); anything else is refused.
     #[serde(default)]
-    roles: Option<OneOrMany>,
+    roles: Option<serde_json::Value>,
     #[serde(default)]
     scp: Option<String>,
     #[serde(default)]
@@ -549,6 +556,13 @@ fn parse(token: &str) -> Result<UnverifiedJwt<'_>, TokenError> {
         return Err(TokenError::Malformed(
             "critical header parameters are not supported",
         ));
+    }
+    // Entra ID and B2C type their ID and access tokens `JWT` (or not at all). Anything else, such
+    // as an RFC 9068 access token (`at+jwt`), is another kind of token: never read it as these.
+    if let Some(typ) = &header.typ {
+        if !typ.eq_ignore_ascii_case("JWT") {
+            return Err(TokenError::UnexpectedType);
+        }
     }
     if header.cty.is_some() {
         return Err(TokenError::Malformed(
@@ -747,14 +761,15 @@ impl AccessTokenVerifier {
         }
         accepted_audience(claims, &self.audiences)?;
         check_times(claims, now())?;
-        let roles = claims
-            .roles
-            .as_ref()
-            .map(|r| match r {
-                OneOrMany::One(one) => vec![one.clone()],
-                OneOrMany::Many(many) => many.clone(),
-            })
-            .unwrap_or_default();
+        let roles = match &claims.roles {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(TokenError::Malformed("roles is not an array of strings"))?,
+            Some(_) => return Err(TokenError::Malformed("roles is not an array of strings")),
+        };
         let has_scope = non_empty(claims.scp.as_deref()).is_some();
         if roles.is_empty() && !has_scope {
             return Err(TokenError::NotAnAccessToken);

@@ -259,3 +259,73 @@ async fn v1_link_is_off_unless_configured() {
     assert_eq!(status, 404);
     assert_eq!(body["error"], "not_configured");
 }
+
+#[tokio::test]
+async fn v1_link_accepts_a_token_of_a_rotated_key_at_once() {
+    let issuer = MockIssuer::start().await;
+    let app = spawn_app_with(with_relying_party(&issuer)).await;
+    let token = issuer
+        .b2c_id_token(B2C_POLICY, B2C_CLIENT)
+        .signed_by(key(1));
+    let (status, body) = v1_link(&app, Some(&token), None).await;
+    assert_eq!(status, 200, "{body}");
+    let fetches = issuer.key_fetches();
+
+    // B2C rotates its signing key within seconds of the keys being fetched: the first token
+    // naming the new key causes one refetch, not a wait for the refetch interval.
+    issuer.publish_keys(&[key(2)]);
+    let token = issuer
+        .b2c_id_token(B2C_POLICY, B2C_CLIENT)
+        .signed_by(key(2));
+    let (status, body) = v1_link(&app, Some(&token), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(issuer.key_fetches(), fetches + 1);
+}
+
+#[tokio::test]
+async fn v1_link_refuses_an_access_token_by_its_typ_and_links_nothing() {
+    let issuer = MockIssuer::start().await;
+    let app = spawn_app_with(with_relying_party(&issuer)).await;
+    for typ in ["at+jwt", "application/at+jwt", "JWS", "id+jwt", ""] {
+        let token = issuer
+            .b2c_id_token(B2C_POLICY, B2C_CLIENT)
+            .header("typ", typ)
+            .signed_by(key(1));
+        let (status, body) = v1_link(&app, Some(&token), None).await;
+        assert_eq!(status, 401, "typ {typ:?}: {body}");
+        assert_eq!(body["error"], "unauthorized", "{body}");
+    }
+    assert_eq!(app.active_links(), 0);
+    assert_eq!(app.customer_count(), 0);
+    // `JWT` in any case, and no typ at all, are ID tokens as B2C issues them.
+    for typ in [Some("JWT"), Some("jwt"), None] {
+        let mut token = issuer.b2c_id_token(B2C_POLICY, B2C_CLIENT);
+        token = match typ {
+            Some(typ) => token.header("typ", typ),
+            None => {
+                token.header.remove("typ");
+                token
+            }
+        };
+        let (status, body) = v1_link(&app, Some(&token.signed_by(key(1))), None).await;
+        assert_eq!(status, 200, "typ {typ:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_bearer_token_whose_roles_claim_is_a_string_is_refused() {
+    let issuer = MockIssuer::start().await;
+    let app = spawn_app_with(with_bearer(&issuer)).await;
+    let token = issuer
+        .access_token()
+        .claim("roles", CONNECTOR_ROLE)
+        .signed_by(key(1));
+    let (status, body) = precheck_with(&app, &format!("Bearer {token}")).await;
+    assert_eq!(status, 401, "{body}");
+    let token = issuer
+        .access_token()
+        .claim("roles", json!([CONNECTOR_ROLE]))
+        .signed_by(key(1));
+    let (status, body) = precheck_with(&app, &format!("Bearer {token}")).await;
+    assert_eq!(status, 200, "{body}");
+}
