@@ -4,8 +4,10 @@
 //! whatever blocking thread was free, every check allocated that block anew, and the C
 //! allocator kept each freed block in the arena of the thread that used it: a flood of wrong
 //! passwords grew the process by 19 MiB per blocking thread, to hundreds of megabytes. Here the
-//! checks run on one thread per core, each of which keeps one block and reuses it, so argon2
-//! never holds more than `threads × m` KiB, and never runs more than `threads` checks at once.
+//! checks run on one thread per core, and the memory blocks are kept and reused: a check takes
+//! a free block (allocating one only when every block is in use), and puts it back. argon2 never
+//! runs more than `threads` checks at once and never holds more than `threads × m` KiB; checks
+//! that come one at a time, the usual case, share a single block whichever thread runs them.
 //!
 //! The queue in front of the threads is bounded: when it is full, a check is refused at once
 //! ([`Busy`]) instead of waiting, so a flood cannot pile up requests behind it.
@@ -36,7 +38,11 @@ struct Job {
 pub struct Argon2Pool {
     jobs: SyncSender<Job>,
     threads: usize,
+    blocks: Arc<Blocks>,
 }
+
+/// The memory blocks not in use.
+type Blocks = std::sync::Mutex<Vec<Vec<Block>>>;
 
 impl Argon2Pool {
     /// The process's pool: one thread per core (started at the first check).
@@ -53,12 +59,14 @@ impl Argon2Pool {
         let threads = threads.max(1);
         let (jobs, receiver) = sync_channel::<Job>(queue);
         let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        let blocks = Arc::new(Blocks::default());
         let mut started = 0;
         for index in 0..threads {
             let receiver = receiver.clone();
+            let blocks = blocks.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || work(&receiver));
+                .spawn(move || work(&receiver, &blocks));
             match spawned {
                 Ok(_) => started += 1,
                 Err(error) => log::error!("could not start an argon2 thread: {error}"),
@@ -67,7 +75,14 @@ impl Argon2Pool {
         Argon2Pool {
             jobs,
             threads: started,
+            blocks,
         }
+    }
+
+    /// Memory blocks allocated so far (in use or free).
+    #[cfg(test)]
+    fn free_blocks(&self) -> usize {
+        lock(&self.blocks).len()
     }
 
     /// How many checks run at once at most.
@@ -93,17 +108,10 @@ impl Argon2Pool {
     }
 }
 
-/// One pool thread: takes checks one at a time, reusing its memory block.
-fn work(receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
-    let mut blocks: Vec<Block> = Vec::new();
+/// One pool thread: takes checks one at a time, each in a reused memory block.
+fn work(receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, free: &Blocks) {
     loop {
-        let job = {
-            let receiver = match receiver.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            receiver.recv()
-        };
+        let job = lock(receiver).recv();
         let Ok(job) = job else {
             return;
         };
@@ -111,8 +119,17 @@ fn work(receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
         if job.answer.is_closed() {
             continue;
         }
+        let mut blocks = lock(free).pop().unwrap_or_default();
         let ok = check(&job.hash, &job.presented, &mut blocks);
+        lock(free).push(blocks);
         let _ = job.answer.send(ok);
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -155,6 +172,8 @@ mod tests {
         assert_eq!(pool.check(hash.clone(), b"s3cret").await, Ok(true));
         assert_eq!(pool.check(hash.clone(), b"s3cret!").await, Ok(false));
         assert_eq!(pool.check(hash, b"").await, Ok(false));
+        // Checks one after another share one memory block.
+        assert_eq!(pool.free_blocks(), 1);
     }
 
     #[tokio::test]
