@@ -114,6 +114,8 @@ pub async fn api_connector(
         log::info!(
             "request_id={request_id} api-connector: unknown or missing step {:?}",
             body.step
+                .as_deref()
+                .map(|step| super::loggable_value(step, 40))
         );
         return noted(
             block(&state, Refusal::InvalidRequest, &language),

@@ -238,15 +238,17 @@ pub const MAX_LOGGED_PATH: usize = 160;
 /// A request path as logs show it: at most [`MAX_LOGGED_PATH`] characters, control characters
 /// escaped, and how much was cut.
 pub fn loggable_path(path: &str) -> String {
-    bounded_for_log(path, MAX_LOGGED_PATH)
+    loggable_value(path, MAX_LOGGED_PATH)
 }
 
 /// A request method as logs show it (actix accepts any token as a method).
 pub fn loggable_method(method: &actix_web::http::Method) -> String {
-    bounded_for_log(method.as_str(), 16)
+    loggable_value(method.as_str(), 16)
 }
 
-fn bounded_for_log(text: &str, limit: usize) -> String {
+/// A value a caller sent, as logs show it: at most `limit` characters, control characters
+/// escaped, and how much was cut.
+pub fn loggable_value(text: &str, limit: usize) -> String {
     let mut out = String::with_capacity(text.len().min(limit) + 24);
     for (count, c) in text.chars().enumerate() {
         if count == limit {
