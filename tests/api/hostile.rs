@@ -79,23 +79,25 @@ async fn a_flood_of_wrong_credentials_keeps_memory_bounded_and_right_callers_ans
     let right = client_from("127.0.0.1".parse().unwrap());
     let connector = format!("{address}/b2c/api-connector");
     let admin_url = format!("{address}/admin/v1/customers?email=a@example.com");
-    let status = right
-        .post(&connector)
-        .basic_auth(CONNECTOR_USER, Some(CONNECTOR_PASSWORD))
-        .json(&connector_body())
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
-    let status = right
-        .get(&admin_url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
+    let right_calls = || async {
+        let connector_status = right
+            .post(&connector)
+            .basic_auth(CONNECTOR_USER, Some(CONNECTOR_PASSWORD))
+            .json(&connector_body())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let admin_status = right
+            .get(&admin_url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        (connector_status.as_u16(), admin_status.as_u16())
+    };
+    assert_eq!(right_calls().await, (200, 200));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kib = server.status_kib("VmRSS");
 
@@ -127,21 +129,7 @@ async fn a_flood_of_wrong_credentials_keeps_memory_bounded_and_right_callers_ans
         if Instant::now() >= next_call {
             next_call += Duration::from_millis(250);
             let asked = Instant::now();
-            let connector_status = right
-                .post(&connector)
-                .basic_auth(CONNECTOR_USER, Some(CONNECTOR_PASSWORD))
-                .json(&connector_body())
-                .send()
-                .await
-                .unwrap()
-                .status();
-            let admin_status = right
-                .get(&admin_url)
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .status();
+            let (connector_status, admin_status) = right_calls().await;
             slowest = slowest.max(asked.elapsed());
             assert_eq!(
                 connector_status, 200,
