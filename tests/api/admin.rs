@@ -1174,6 +1174,50 @@ async fn openapi_json_lists_every_route_the_server_serves() {
 }
 
 #[tokio::test]
+async fn a_method_a_path_does_not_serve_is_answered_405_with_the_allowed_methods() {
+    let app = spawn_app().await;
+    for (method, path, allow, admin_token) in [
+        ("TRACE", "/healthz", "GET", false),
+        ("DELETE", "/b2c/api-connector", "POST", false),
+        ("PUT", "/admin/v1/customers", "POST, GET", true),
+        ("TRACE", "/admin/v1/customers/C-1", "GET, PATCH", true),
+        ("GET", "/admin/v1/links/1/unlink", "POST", true),
+        ("TRACE", "/openapi.json", "GET", true),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let url = format!("{}{path}", app.address);
+        let mut request = app.client.request(method.clone(), &url);
+        request = if path.starts_with("/b2c/") {
+            request.basic_auth(CONNECTOR_USER, Some(CONNECTOR_PASSWORD))
+        } else if admin_token {
+            // An administrator name the API refuses does not hide the 405.
+            request
+                .bearer_auth(ADMIN_TOKEN)
+                .header("x-autolink-actor", "not a name")
+        } else {
+            request
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            response.headers()["allow"].to_str().unwrap(),
+            allow,
+            "{method} {path}"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+    // Credentials still come first on the admin API.
+    let response = app
+        .client
+        .request(Method::TRACE, format!("{}/admin/v1/customers", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
 async fn metrics_count_decisions_refusals_latency_and_pool_use_without_credentials() {
     let app = spawn_app().await;
     app.import_csv(&csv(&[
