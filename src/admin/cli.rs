@@ -130,6 +130,12 @@ pub enum LinksCommand {
         /// The identity's subject (with --issuer).
         #[arg(long)]
         subject: Option<String>,
+        /// Page size (1 to 500).
+        #[arg(long)]
+        limit: Option<String>,
+        /// The nextCursor of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Deactivate a link (the row is kept as history).
     Unlink {
@@ -337,10 +343,14 @@ pub fn links(settings: &Settings, command: LinksCommand) -> anyhow::Result<ExitC
             account_number,
             issuer,
             subject,
+            limit,
+            cursor,
         } => print(admin.links(&LinkQuery {
             account_number,
             issuer,
             subject,
+            limit,
+            cursor,
         })),
         LinksCommand::Unlink {
             id: raw,
