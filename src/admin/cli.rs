@@ -314,7 +314,7 @@ pub fn customers(settings: &Settings, command: CustomerCommand) -> anyhow::Resul
             // On the command line an empty value removes a field (JSON's null).
             let removable = |v: Option<String>| v.map(|v| Some(v).filter(|v| !v.is_empty()));
             let update = CustomerUpdate {
-                is_b2b: b2b,
+                is_b2b: b2b.map(Some),
                 primary_email: removable(email),
                 first_name: removable(first_name),
                 last_name: removable(last_name),

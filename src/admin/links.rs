@@ -236,10 +236,10 @@ fn deactivate(conn: &mut DbConn, link: &Link) -> AdminResult<()> {
 
 fn identity_part<'a>(field: &str, raw: Option<&'a str>) -> AdminResult<&'a str> {
     let value = required(field, raw)?;
-    if value.len() > MAX_IDENTITY_PART || value.chars().any(char::is_control) {
+    if value.chars().count() > MAX_IDENTITY_PART || value.chars().any(char::is_control) {
         return Err(AdminError::invalid(
             field,
-            format!("must be at most {MAX_IDENTITY_PART} bytes without control characters"),
+            format!("must be at most {MAX_IDENTITY_PART} characters without control characters"),
         ));
     }
     Ok(value)

@@ -493,8 +493,11 @@ async fn updating_a_customer_refuses_fields_that_cannot_change_or_are_bad() {
         (json!({"accountNumber": "C-2"}), "accountNumber"),
         (json!({"primaryEmail": "nope"}), "primaryEmail"),
         (json!({"isB2b": "true"}), "isB2b"),
+        (json!({"isB2b": null, "firstName": "Carl"}), "isB2b"),
         (json!({"lastName": 7}), "lastName"),
         (json!({}), "body"),
+        // serde would read a struct from an array of its fields in order.
+        (json!([null, null]), "body"),
     ] {
         let (status, answer) = patch(&app, "/admin/v1/customers/C-1", body).await;
         assert_error(status, &answer, 400, "invalid_field", Some(field));
