@@ -113,6 +113,7 @@ pub async fn search_customers(
     params(("accountNumber" = String, Path, description = "The customer account number")),
     responses(
         (status = 200, description = "The customer", body = CustomerView),
+        (status = 400, description = "Not an account number", body = ErrorBody),
         (status = 401, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "No such customer", body = ErrorBody),
     ),
@@ -169,6 +170,7 @@ pub async fn update_customer(
     ),
     responses(
         (status = 200, description = "The deactivated customer", body = CustomerView),
+        (status = 400, description = "Not an account number, or not an administrator name", body = ErrorBody),
         (status = 401, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "No such customer", body = ErrorBody),
         (status = 409, description = "Already inactive", body = ErrorBody),
