@@ -121,8 +121,11 @@ impl Admin {
         let issuer = text(query.issuer.as_deref());
         let subject = text(query.subject.as_deref());
         for (field, value) in [("issuer", issuer), ("subject", subject)] {
-            if value.is_some_and(|v| v.len() > 1024) {
-                return Err(AdminError::invalid(field, "must be at most 1024 bytes"));
+            if value.is_some_and(|v| v.chars().count() > 1024) {
+                return Err(AdminError::invalid(
+                    field,
+                    "must be at most 1024 characters",
+                ));
             }
         }
         let mut conn = self.conn()?;

@@ -130,6 +130,12 @@ pub enum LinksCommand {
         /// The identity's subject (with --issuer).
         #[arg(long)]
         subject: Option<String>,
+        /// Page size (1 to 500).
+        #[arg(long)]
+        limit: Option<String>,
+        /// The nextCursor of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Deactivate a link (the row is kept as history).
     Unlink {
@@ -308,7 +314,7 @@ pub fn customers(settings: &Settings, command: CustomerCommand) -> anyhow::Resul
             // On the command line an empty value removes a field (JSON's null).
             let removable = |v: Option<String>| v.map(|v| Some(v).filter(|v| !v.is_empty()));
             let update = CustomerUpdate {
-                is_b2b: b2b,
+                is_b2b: b2b.map(Some),
                 primary_email: removable(email),
                 first_name: removable(first_name),
                 last_name: removable(last_name),
@@ -337,10 +343,14 @@ pub fn links(settings: &Settings, command: LinksCommand) -> anyhow::Result<ExitC
             account_number,
             issuer,
             subject,
+            limit,
+            cursor,
         } => print(admin.links(&LinkQuery {
             account_number,
             issuer,
             subject,
+            limit,
+            cursor,
         })),
         LinksCommand::Unlink {
             id: raw,

@@ -45,8 +45,10 @@ pub struct NewCustomerRequest {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomerUpdate {
-    /// The B2B flag.
-    pub is_b2b: Option<bool>,
+    /// The B2B flag (it cannot be removed: `null` is refused).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<bool>)]
+    pub is_b2b: Option<Option<bool>>,
     /// The primary email; `null` removes it. Existing links are never moved.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, nullable)]
@@ -317,11 +319,12 @@ impl Admin {
             None => None,
             Some(raw) => Some(name("lastName", raw.as_deref())?),
         };
-        if update.is_b2b.is_none()
-            && new_email.is_none()
-            && first_name.is_none()
-            && last_name.is_none()
-        {
+        let is_b2b = match update.is_b2b {
+            Some(None) => return Err(AdminError::invalid("isB2b", "must be true or false")),
+            Some(Some(b2b)) => Some(b2b),
+            None => None,
+        };
+        if is_b2b.is_none() && new_email.is_none() && first_name.is_none() && last_name.is_none() {
             return Err(AdminError::invalid(
                 "body",
                 "names no field to change (isB2b, primaryEmail, firstName, lastName)",
@@ -335,7 +338,7 @@ impl Admin {
                 updated_at: Some(storage::now()),
                 ..CustomerChanges::default()
             };
-            if let Some(b2b) = update.is_b2b.filter(|b| *b != current.is_b2b) {
+            if let Some(b2b) = is_b2b.filter(|b| *b != current.is_b2b) {
                 changes.is_b2b = Some(b2b);
                 changed.push(format!("isB2b {} -> {b2b}", current.is_b2b));
             }

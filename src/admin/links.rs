@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::customers::find_customer;
-use super::{reason, required, rfc3339, Admin, AdminError, AdminResult, Context};
+use super::{
+    cursor, page_size, reason, required, rfc3339, Admin, AdminError, AdminResult, Context, Page,
+};
 use crate::storage::links::{self, Link, NewLink};
 use crate::storage::{self, DbConn};
 
-/// Longest issuer or subject accepted in a query.
+/// Longest issuer or subject accepted in a query, in characters.
 const MAX_IDENTITY_PART: usize = 1024;
 
 /// An identity link as the admin API shows it.
@@ -52,6 +54,10 @@ pub struct LinkQuery {
     pub issuer: Option<String>,
     /// The identity's subject (with `issuer`).
     pub subject: Option<String>,
+    /// Page size.
+    pub limit: Option<String>,
+    /// Cursor of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// Why a link is removed.
@@ -75,8 +81,10 @@ pub struct MoveLinkRequest {
 }
 
 impl Admin {
-    /// The links of a customer or of an identity, active or not, oldest first.
-    pub fn links(&self, query: &LinkQuery) -> AdminResult<Vec<LinkView>> {
+    /// A page of the links of a customer or of an identity, active or not, oldest first.
+    pub fn links(&self, query: &LinkQuery) -> AdminResult<Page<LinkView>> {
+        let limit = page_size(query.limit.as_deref())?;
+        let after = cursor(query.cursor.as_deref())?;
         let number = query
             .account_number
             .as_deref()
@@ -84,31 +92,44 @@ impl Admin {
         let issuer = query.issuer.as_deref().filter(|v| !v.trim().is_empty());
         let subject = query.subject.as_deref().filter(|v| !v.trim().is_empty());
         let mut conn = self.conn()?;
-        match (number, issuer, subject) {
+        // One more than the page, to know whether another page follows.
+        let found: Vec<LinkView> = match (number, issuer, subject) {
             (Some(number), None, None) => {
                 let customer = find_customer(&mut conn, number)?;
-                Ok(links::list_for_customer(&mut conn, customer.id)?
+                links::list_for_customer(&mut conn, customer.id, after, limit + 1)?
                     .into_iter()
                     .map(|link| view(link, customer.account_number.clone()))
-                    .collect())
+                    .collect()
             }
             (None, Some(_), _) | (None, _, Some(_)) => {
                 let issuer = identity_part("issuer", issuer)?;
                 let subject = identity_part("subject", subject)?;
-                Ok(links::list_for_identity(&mut conn, issuer, subject)?
+                links::list_for_identity(&mut conn, issuer, subject, after, limit + 1)?
                     .into_iter()
                     .map(|(link, number)| view(link, number))
-                    .collect())
+                    .collect()
             }
-            (Some(_), _, _) => Err(AdminError::invalid(
-                "accountNumber",
-                "give either accountNumber or issuer and subject, not both",
-            )),
-            (None, None, None) => Err(AdminError::invalid(
-                "accountNumber",
-                "give accountNumber, or issuer and subject",
-            )),
-        }
+            (Some(_), _, _) => {
+                return Err(AdminError::invalid(
+                    "accountNumber",
+                    "give either accountNumber or issuer and subject, not both",
+                ))
+            }
+            (None, None, None) => {
+                return Err(AdminError::invalid(
+                    "accountNumber",
+                    "give accountNumber, or issuer and subject",
+                ))
+            }
+        };
+        let more = found.len() as i64 > limit;
+        let items: Vec<LinkView> = found.into_iter().take(limit as usize).collect();
+        let next_cursor = if more {
+            items.last().map(|link| link.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
     }
 
     /// Deactivates a link; the row is kept. An inactive link is a conflict.
@@ -215,10 +236,10 @@ fn deactivate(conn: &mut DbConn, link: &Link) -> AdminResult<()> {
 
 fn identity_part<'a>(field: &str, raw: Option<&'a str>) -> AdminResult<&'a str> {
     let value = required(field, raw)?;
-    if value.len() > MAX_IDENTITY_PART || value.chars().any(char::is_control) {
+    if value.chars().count() > MAX_IDENTITY_PART || value.chars().any(char::is_control) {
         return Err(AdminError::invalid(
             field,
-            format!("must be at most {MAX_IDENTITY_PART} bytes without control characters"),
+            format!("must be at most {MAX_IDENTITY_PART} characters without control characters"),
         ));
     }
     Ok(value)

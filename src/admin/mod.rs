@@ -301,10 +301,11 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// Parses a page size: absent means [`DEFAULT_PAGE_SIZE`]; 1 to [`MAX_PAGE_SIZE`] otherwise.
+/// Parses a page size: absent means [`DEFAULT_PAGE_SIZE`]; 1 to [`MAX_PAGE_SIZE`] otherwise
+/// (an empty value is not a number).
 pub fn page_size(raw: Option<&str>) -> AdminResult<i64> {
     match raw.map(str::trim) {
-        None | Some("") => Ok(DEFAULT_PAGE_SIZE),
+        None => Ok(DEFAULT_PAGE_SIZE),
         Some(text) => match text.parse::<i64>() {
             Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
             _ => Err(AdminError::invalid(
@@ -315,10 +316,10 @@ pub fn page_size(raw: Option<&str>) -> AdminResult<i64> {
     }
 }
 
-/// Parses a pagination cursor (an id from a previous page).
+/// Parses a pagination cursor (an id from a previous page); an empty value is not one.
 pub fn cursor(raw: Option<&str>) -> AdminResult<Option<i64>> {
     match raw.map(str::trim) {
-        None | Some("") => Ok(None),
+        None => Ok(None),
         Some(text) => text
             .parse::<i64>()
             .ok()
@@ -420,6 +421,8 @@ mod tests {
         assert!(page_size(Some("501")).is_err());
         assert!(page_size(Some("0")).is_err());
         assert!(page_size(Some("ten")).is_err());
+        assert!(page_size(Some("")).is_err());
+        assert!(cursor(Some("")).is_err());
         assert_eq!(cursor(Some("42")).unwrap(), Some(42));
         assert!(cursor(Some("-1")).is_err());
     }

@@ -87,7 +87,7 @@ struct IdentityEntry {
     post, path = "/b2c/api-connector", tag = "b2c",
     request_body = crate::api::openapi::ConnectorRequest,
     responses(
-        (status = 200, description = "Continue (with the account number at PreTokenIssuance) or a block page", body = crate::api::openapi::ConnectorResponse),
+        (status = 200, description = "Continue (with the account number at PreTokenIssuance) or a block page (action ShowBlockPage with the refusal's code). Unreadable input (no body, not JSON, a field of the wrong type, over the body limit) is also answered 200 with a block page, code InvalidRequest: B2C shows any other answer as its error page", body = crate::api::openapi::ConnectorResponse),
         (status = 400, description = "Validation error (PostAttributeCollection only)", body = crate::api::openapi::ConnectorResponse),
         (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
     ),

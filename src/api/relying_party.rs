@@ -46,8 +46,10 @@ pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     let request_id = request_id(&req);
     let Some(verifier) = state.id_tokens.clone() else {
         return HttpResponse::NotFound().json(json!({
+            "code": "not_configured",
             "error": "not_configured",
             "message": "this deployment does not accept relying-party calls ([relying_party] is not configured)",
+            "requestId": request_id,
         }));
     };
     let token = req

@@ -75,7 +75,7 @@ impl Profile {
     responses(
         (status = 200, description = "The output claims", body = crate::api::openapi::RestSuccess),
         (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
-        (status = 409, description = "Refused", body = crate::api::openapi::RestRefusal),
+        (status = 409, description = "Refused; unreadable input (not JSON, a claim of the wrong type, over the body limit) is refused the same way with code InvalidRequest", body = crate::api::openapi::RestRefusal),
     ),
     security(("connector_basic" = []), ("connector_api_key" = []), ("connector_bearer" = []))
 )]
@@ -94,7 +94,7 @@ pub async fn precheck(
     responses(
         (status = 200, description = "The output claims", body = crate::api::openapi::RestSuccess),
         (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
-        (status = 409, description = "Refused", body = crate::api::openapi::RestRefusal),
+        (status = 409, description = "Refused; unreadable input (not JSON, a claim of the wrong type, over the body limit) is refused the same way with code InvalidRequest", body = crate::api::openapi::RestRefusal),
     ),
     security(("connector_basic" = []), ("connector_api_key" = []), ("connector_bearer" = []))
 )]

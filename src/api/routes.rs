@@ -2,7 +2,7 @@
 //! it. [`crate::api::configure`] registers exactly these routes, the metrics pre-register a
 //! latency histogram for each, and a test compares them with `/openapi.json`.
 
-use actix_web::http::Method;
+use actix_web::http::{header, Method};
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, Route};
 use serde_json::json;
@@ -38,6 +38,15 @@ impl HttpMethod {
             HttpMethod::Get => Method::GET,
             HttpMethod::Post => Method::POST,
             HttpMethod::Patch => Method::PATCH,
+        }
+    }
+
+    /// Upper-case name, as HTTP spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Patch => "PATCH",
         }
     }
 
@@ -135,10 +144,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             Access::Admin => (path.strip_prefix(ADMIN_SCOPE), true),
             Access::Public => (None, false),
         };
+        let allow = allowed_methods(path);
         // The resource's name is its full pattern: the request log and the metrics read it.
         let mut resource = web::resource(relative.filter(|_| in_scope).unwrap_or(path))
             .name(path)
-            .default_service(web::to(method_not_allowed));
+            .default_service(web::to(move || method_not_allowed(allow.clone())));
         for spec in routes {
             resource = resource.route((spec.handler)(web::route().method(spec.method.as_method())));
         }
@@ -161,16 +171,39 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(b2c).service(admin_scope);
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(json!({
-        "error": "method_not_allowed",
-        "message": "this endpoint does not accept this method",
-    }))
+/// The methods served on a path, as the `Allow` header lists them (`GET, PATCH`).
+pub fn allowed_methods(path: &str) -> String {
+    ROUTES
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Any other method on a served path: 405 with the `Allow` header RFC 9110 requires.
+async fn method_not_allowed(allow: String) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
+        .json(json!({
+            "error": "method_not_allowed",
+            "message": "this endpoint does not accept this method; see the Allow header",
+        }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allow_header_lists_every_method_of_a_path() {
+        assert_eq!(allowed_methods("/admin/v1/customers"), "POST, GET");
+        assert_eq!(
+            allowed_methods("/admin/v1/customers/{accountNumber}"),
+            "GET, PATCH"
+        );
+        assert_eq!(allowed_methods("/healthz"), "GET");
+    }
 
     #[test]
     fn every_route_is_unique_and_b2c_and_admin_routes_sit_in_their_scopes() {

@@ -38,6 +38,8 @@ struct Job {
 pub struct Argon2Pool {
     jobs: SyncSender<Job>,
     threads: usize,
+    /// The blocks, shared with the threads (read by the tests).
+    #[cfg(test)]
     blocks: Arc<Blocks>,
 }
 
@@ -75,6 +77,7 @@ impl Argon2Pool {
         Argon2Pool {
             jobs,
             threads: started,
+            #[cfg(test)]
             blocks,
         }
     }

@@ -129,7 +129,8 @@ pub fn parse_name(raw: Option<&str>) -> Result<Option<String>, String> {
 }
 
 fn is_code(value: &str) -> bool {
-    value.len() <= MAX_CODE_LEN && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+    value.chars().count() <= MAX_CODE_LEN
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]

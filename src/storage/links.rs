@@ -120,11 +120,19 @@ pub fn insert(conn: &mut DbConn, link: &NewLink<'_>) -> Result<(), StorageError>
     Ok(())
 }
 
-/// The links of a customer, active or not, oldest first.
-pub fn list_for_customer(conn: &mut DbConn, customer_id: i64) -> Result<Vec<Link>, StorageError> {
+/// A page of the links of a customer, active or not, oldest first: at most `limit` links with
+/// ids after `after`.
+pub fn list_for_customer(
+    conn: &mut DbConn,
+    customer_id: i64,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Link>, StorageError> {
     Ok(identity_links::table
         .filter(identity_links::customer_id.eq(customer_id))
+        .filter(identity_links::id.gt(after.unwrap_or(0)))
         .order(identity_links::id)
+        .limit(limit)
         .select(Link::as_select())
         .load(conn)?)
 }
@@ -147,17 +155,22 @@ pub fn find(conn: &mut DbConn, id: i64) -> Result<Option<(Link, String)>, Storag
         .optional()?)
 }
 
-/// The links of an identity, active or not, oldest first, with their customers' account numbers.
+/// A page of the links of an identity, active or not, oldest first, with their customers'
+/// account numbers: at most `limit` links with ids after `after`.
 pub fn list_for_identity(
     conn: &mut DbConn,
     issuer: &str,
     subject: &str,
+    after: Option<i64>,
+    limit: i64,
 ) -> Result<Vec<(Link, String)>, StorageError> {
     Ok(identity_links::table
         .inner_join(customers::table)
         .filter(identity_links::issuer.eq(issuer))
         .filter(identity_links::subject.eq(subject))
+        .filter(identity_links::id.gt(after.unwrap_or(0)))
         .order(identity_links::id)
+        .limit(limit)
         .select((Link::as_select(), customers::account_number))
         .load(conn)?)
 }

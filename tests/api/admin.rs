@@ -493,8 +493,11 @@ async fn updating_a_customer_refuses_fields_that_cannot_change_or_are_bad() {
         (json!({"accountNumber": "C-2"}), "accountNumber"),
         (json!({"primaryEmail": "nope"}), "primaryEmail"),
         (json!({"isB2b": "true"}), "isB2b"),
+        (json!({"isB2b": null, "firstName": "Carl"}), "isB2b"),
         (json!({"lastName": 7}), "lastName"),
         (json!({}), "body"),
+        // serde would read a struct from an array of its fields in order.
+        (json!([null, null]), "body"),
     ] {
         let (status, answer) = patch(&app, "/admin/v1/customers/C-1", body).await;
         assert_error(status, &answer, 400, "invalid_field", Some(field));
@@ -543,9 +546,10 @@ async fn links_are_listed_by_customer_and_by_identity() {
         .await;
     assert_continue(status, &body);
 
-    let (status, links) = get(&app, "/admin/v1/links?accountNumber=C-1").await;
-    assert_eq!(status, 200, "{links}");
-    let links = links.as_array().unwrap();
+    let (status, page) = get(&app, "/admin/v1/links?accountNumber=C-1").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.get("nextCursor").is_none(), "{page}");
+    let links = page["items"].as_array().unwrap();
     assert_eq!(links.len(), 2);
     assert_eq!(links[0]["subject"], "oid-local");
     assert_eq!(links[0]["issuer"], TENANT_ISSUER);
@@ -561,8 +565,23 @@ async fn links_are_listed_by_customer_and_by_identity() {
     )
     .await;
     assert_eq!(status, 200, "{by_identity}");
-    assert_eq!(by_identity.as_array().unwrap().len(), 1);
-    assert_eq!(by_identity[0]["accountNumber"], "C-1");
+    assert_eq!(by_identity["items"].as_array().unwrap().len(), 1);
+    assert_eq!(by_identity["items"][0]["accountNumber"], "C-1");
+
+    // Pages: one link per page, the cursor leads to the second and last.
+    let (status, first) = get(&app, "/admin/v1/links?accountNumber=C-1&limit=1").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    assert_eq!(first["items"][0]["subject"], "oid-local");
+    let cursor = first["nextCursor"].as_str().unwrap().to_string();
+    let (status, second) = get(
+        &app,
+        &format!("/admin/v1/links?accountNumber=C-1&limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["items"][0]["identityProvider"], "google.com");
+    assert!(second.get("nextCursor").is_none(), "{second}");
 
     for (query, field) in [
         ("", "accountNumber"),
@@ -571,6 +590,8 @@ async fn links_are_listed_by_customer_and_by_identity() {
         ("?accountNumber=C-1&subject=x", "accountNumber"),
         ("?account=C-1", "account"),
         ("?accountNumber=C-1&accountNumber=C-2", "accountNumber"),
+        ("?accountNumber=C-1&limit=501", "limit"),
+        ("?accountNumber=C-1&cursor=x", "cursor"),
     ] {
         let (status, answer) = get(&app, &format!("/admin/v1/links{query}")).await;
         assert_error(status, &answer, 400, "invalid_field", Some(field));
@@ -583,7 +604,7 @@ async fn unlinking_keeps_the_history_and_unlinking_twice_conflicts() {
     app.import_csv(&csv(&["C-1,USRT,person,false,c1@example.com,C,One"]));
     sign_in(&app, "c1@example.com", "oid-1", B2C_CLIENT).await;
     let (_, links) = get(&app, "/admin/v1/links?accountNumber=C-1").await;
-    let id = links[0]["id"].as_i64().unwrap();
+    let id = links["items"][0]["id"].as_i64().unwrap();
 
     let (status, unlinked) = admin(
         &app,
@@ -597,7 +618,11 @@ async fn unlinking_keeps_the_history_and_unlinking_twice_conflicts() {
     assert_eq!(unlinked["active"], false);
     assert_eq!(app.active_links(), 0);
     let (_, links) = get(&app, "/admin/v1/links?accountNumber=C-1").await;
-    assert_eq!(links.as_array().unwrap().len(), 1, "the row is kept");
+    assert_eq!(
+        links["items"].as_array().unwrap().len(),
+        1,
+        "the row is kept"
+    );
 
     // An empty body is fine too, but the link is inactive now.
     let response = app
@@ -631,7 +656,7 @@ async fn moving_a_link_needs_a_reason_and_the_identity_then_resolves_to_the_new_
     ]));
     sign_in(&app, "c1@example.com", "oid-1", B2C_CLIENT).await;
     let (_, links) = get(&app, "/admin/v1/links?accountNumber=C-1").await;
-    let id = links[0]["id"].as_i64().unwrap();
+    let id = links["items"][0]["id"].as_i64().unwrap();
     let path = format!("/admin/v1/links/{id}/move");
 
     let (status, answer) = post(&app, &path, json!({"accountNumber": "C-2"})).await;
@@ -1174,6 +1199,50 @@ async fn openapi_json_lists_every_route_the_server_serves() {
 }
 
 #[tokio::test]
+async fn a_method_a_path_does_not_serve_is_answered_405_with_the_allowed_methods() {
+    let app = spawn_app().await;
+    for (method, path, allow, admin_token) in [
+        ("TRACE", "/healthz", "GET", false),
+        ("DELETE", "/b2c/api-connector", "POST", false),
+        ("PUT", "/admin/v1/customers", "POST, GET", true),
+        ("TRACE", "/admin/v1/customers/C-1", "GET, PATCH", true),
+        ("GET", "/admin/v1/links/1/unlink", "POST", true),
+        ("TRACE", "/openapi.json", "GET", true),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let url = format!("{}{path}", app.address);
+        let mut request = app.client.request(method.clone(), &url);
+        request = if path.starts_with("/b2c/") {
+            request.basic_auth(CONNECTOR_USER, Some(CONNECTOR_PASSWORD))
+        } else if admin_token {
+            // An administrator name the API refuses does not hide the 405.
+            request
+                .bearer_auth(ADMIN_TOKEN)
+                .header("x-autolink-actor", "not a name")
+        } else {
+            request
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            response.headers()["allow"].to_str().unwrap(),
+            allow,
+            "{method} {path}"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+    // Credentials still come first on the admin API.
+    let response = app
+        .client
+        .request(Method::TRACE, format!("{}/admin/v1/customers", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
 async fn metrics_count_decisions_refusals_latency_and_pool_use_without_credentials() {
     let app = spawn_app().await;
     app.import_csv(&csv(&[
@@ -1340,11 +1409,27 @@ async fn the_command_line_lists_unlinks_and_moves_links_manages_customers_and_pr
     )
     .unwrap();
 
-    let (code, links, err) = cli(&config, &["links", "list", "--account-number", "C-1"]);
+    let (code, page, err) = cli(&config, &["links", "list", "--account-number", "C-1"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(links.as_array().unwrap().len(), 2);
+    let links = page["items"].as_array().unwrap();
+    assert_eq!(links.len(), 2);
     let first = links[0]["id"].as_i64().unwrap().to_string();
     let second = links[1]["id"].as_i64().unwrap().to_string();
+    let (code, page, err) = cli(
+        &config,
+        &[
+            "links",
+            "list",
+            "--account-number",
+            "C-1",
+            "--limit",
+            "1",
+            "--cursor",
+            &first,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(page["items"][0]["id"].as_i64().unwrap().to_string(), second);
     let (code, unlinked, err) = cli(
         &config,
         &[

@@ -270,7 +270,7 @@ impl TestApp {
             autolink::storage::customers::find_by_account_number(&mut conn, account_number)
                 .unwrap()
                 .unwrap_or_else(|| panic!("no customer {account_number}"));
-        autolink::storage::links::list_for_customer(&mut conn, customer.id).unwrap()
+        autolink::storage::links::list_for_customer(&mut conn, customer.id, None, i64::MAX).unwrap()
     }
 
     /// Number of active links in the database.

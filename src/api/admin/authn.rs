@@ -6,8 +6,8 @@
 //! time (a keyed SHA-256 for a generated token), then from the cache of recent successes in
 //! constant time. Failed checks are remembered and throttled per client ([`crate::auth::gate`]).
 //!
-//! The middleware also reads the administrator's name for the audit from `X-Autolink-Actor`
-//! (validated; `admin` when absent) and hands it to handlers as an [`AdminCaller`].
+//! Handlers take an [`AdminCaller`], which reads the administrator's name for the audit from
+//! `X-Autolink-Actor` (validated; `admin` when absent).
 
 use std::future::{ready, Ready};
 
@@ -54,14 +54,29 @@ impl FromRequest for AdminCaller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         // Set by `require_admin`; a handler outside the admin scope has no caller.
+        if req.extensions().get::<Authenticated>().is_none() {
+            return ready(Err(ApiError::Unavailable));
+        }
+        // Read here rather than in the middleware, so that a method the path does not serve
+        // is answered 405 whatever this header says.
+        let actor = match req.headers().get(ACTOR_HEADER) {
+            None => Ok(Actor::default_admin()),
+            Some(value) => value
+                .to_str()
+                .map_err(|_| "must be plain text".to_string())
+                .and_then(Actor::parse),
+        };
         ready(
-            req.extensions()
-                .get::<AdminCaller>()
-                .cloned()
-                .ok_or(ApiError::Unavailable),
+            actor
+                .map(|actor| AdminCaller { actor })
+                .map_err(|message| AdminError::invalid("X-Autolink-Actor", message).into()),
         )
     }
 }
+
+/// Marks a request whose admin token `require_admin` accepted.
+#[derive(Debug, Clone, Copy)]
+struct Authenticated;
 
 /// Checks the admin token.
 async fn authenticate(req: &ServiceRequest, state: &web::Data<AppState>) -> Result<(), Refused> {
@@ -123,22 +138,6 @@ pub async fn require_admin(
             .into_response(refused.response(CHALLENGE, NOT_THE_TOKEN))
             .map_into_right_body());
     }
-    let actor = match req.headers().get(ACTOR_HEADER) {
-        None => Ok(Actor::default_admin()),
-        Some(value) => value
-            .to_str()
-            .map_err(|_| "must be plain text".to_string())
-            .and_then(Actor::parse),
-    };
-    let actor = match actor {
-        Ok(actor) => actor,
-        Err(message) => {
-            let error = ApiError::from(AdminError::invalid("X-Autolink-Actor", message));
-            return Ok(req
-                .into_response(actix_web::ResponseError::error_response(&error))
-                .map_into_right_body());
-        }
-    };
-    req.extensions_mut().insert(AdminCaller { actor });
+    req.extensions_mut().insert(Authenticated);
     Ok(next.call(req).await?.map_into_left_body())
 }

@@ -142,8 +142,12 @@ pub async fn read_body<T: DeserializeOwned>(
     parse_json(bytes)
 }
 
-/// Parses JSON, naming the field at fault.
+/// Parses JSON, naming the field at fault. Every admin body is a JSON object (serde would
+/// also read a struct from an array of its fields in order).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(AdminError::invalid("body", "must be a JSON object").into());
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -257,5 +261,6 @@ mod tests {
         assert_eq!(field_of(r#"{"legalEntity": "#), "body");
         assert_eq!(field_of(r#"[1, 2]"#), "body");
         assert_eq!(field_of(r#"{} {}"#), "body");
+        assert_eq!(field_of(r#" [null, null, "USRT"]"#), "body");
     }
 }

@@ -113,6 +113,7 @@ pub async fn search_customers(
     params(("accountNumber" = String, Path, description = "The customer account number")),
     responses(
         (status = 200, description = "The customer", body = CustomerView),
+        (status = 400, description = "Not an account number", body = ErrorBody),
         (status = 401, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "No such customer", body = ErrorBody),
     ),
@@ -169,6 +170,7 @@ pub async fn update_customer(
     ),
     responses(
         (status = 200, description = "The deactivated customer", body = CustomerView),
+        (status = 400, description = "Not an account number, or not an administrator name", body = ErrorBody),
         (status = 401, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "No such customer", body = ErrorBody),
         (status = 409, description = "Already inactive", body = ErrorBody),
@@ -196,9 +198,11 @@ pub async fn deactivate_customer(
         ("accountNumber" = Option<String>, Query, description = "The customer's account number"),
         ("issuer" = Option<String>, Query, description = "The identity's issuer (with subject)"),
         ("subject" = Option<String>, Query, description = "The identity's subject (with issuer)"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
     ),
     responses(
-        (status = 200, description = "The links, oldest first", body = Vec<LinkView>),
+        (status = 200, description = "A page of links, oldest first", body = Page<LinkView>),
         (status = 400, description = "A parameter is not acceptable", body = ErrorBody),
         (status = 401, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "No such customer", body = ErrorBody),
@@ -215,10 +219,12 @@ pub async fn list_links(
         account_number: q.take("accountNumber"),
         issuer: q.take("issuer"),
         subject: q.take("subject"),
+        limit: q.take("limit"),
+        cursor: q.take("cursor"),
     };
     q.finish()?;
-    let links = run(&state, move |admin| admin.links(&query)).await?;
-    Ok(HttpResponse::Ok().json(links))
+    let page = run(&state, move |admin| admin.links(&query)).await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// Unlink: deactivate a link (the row is kept as history).
