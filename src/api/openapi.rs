@@ -247,6 +247,24 @@ fn refine(doc: &mut Value) {
                         }
                     }
                 }
+                // Every operation behind a secret may be throttled (auth::gate).
+                let secured = operation["security"].as_array().is_some_and(|schemes| {
+                    schemes.iter().any(|scheme| {
+                        scheme.as_object().is_some_and(|s| {
+                            s.keys()
+                                .any(|k| k.starts_with("connector_") || k == "admin_token")
+                        })
+                    })
+                });
+                if secured {
+                    operation["responses"]["429"] = json!({
+                        "description": "Too many failed credential checks from this client, or \
+                                        too many checks at once: retry after Retry-After seconds",
+                        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Unauthorized"}}}
+                    });
+                }
                 // These bodies are optional: an empty body reads as `{}`.
                 let optional_body = method == "post"
                     && (path.ends_with("/unlink")
@@ -590,5 +608,20 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(document()).unwrap();
         assert!(json["openapi"].as_str().unwrap().starts_with("3."));
         assert!(json["components"]["securitySchemes"]["admin_token"].is_object());
+    }
+
+    #[test]
+    fn operations_behind_a_secret_document_the_throttle_and_open_ones_do_not() {
+        let json: serde_json::Value = serde_json::from_str(document()).unwrap();
+        for (path, method) in [
+            ("/b2c/api-connector", "post"),
+            ("/b2c/rest/link", "post"),
+            ("/admin/v1/customers", "get"),
+        ] {
+            let throttled = &json["paths"][path][method]["responses"]["429"];
+            assert!(throttled["headers"]["Retry-After"].is_object(), "{path}");
+        }
+        assert!(json["paths"]["/healthz"]["get"]["responses"]["429"].is_null());
+        assert!(json["paths"]["/v1/link"]["post"]["responses"]["429"].is_null());
     }
 }
