@@ -203,7 +203,12 @@ fn link_request(
         },
         step: None,
         client_id: string(body, claims::CLIENT_ID),
-        email: string(body, claims::EMAIL),
+        // Untrimmed: the email rule refuses invisible and control characters before trimming.
+        email: body
+            .get(claims::EMAIL)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string),
         evidence,
         email_verified,
         identity,

@@ -10,6 +10,7 @@ mod connector;
 mod health;
 mod helpers;
 mod import;
+mod invisible_characters;
 mod journeys;
 mod mock_b2c;
 mod mock_issuer;
