@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod client_cert;
 mod connector;
+mod duplicate_keys;
 mod health;
 mod helpers;
 mod import;

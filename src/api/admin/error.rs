@@ -5,12 +5,12 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::admin::AdminError;
+use crate::api::body::{self, JsonError, ReadError};
 
 /// Largest admin request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -115,26 +115,24 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`]. An empty body reads as `{}`, so operations
-/// whose fields are all optional need none. A field of the wrong type, a missing or an unknown
-/// field is a 400 naming the field.
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`] with the one body parser of the service
+/// ([`crate::api::body`]). An empty body reads as `{}`, so operations whose fields are all
+/// optional need none. A field of the wrong type, a missing or an unknown field, or a key given
+/// twice in one object (at any depth) is a 400 naming the field.
 pub async fn read_body<T: DeserializeOwned>(
     req: &HttpRequest,
     mut payload: actix_web::web::Payload,
 ) -> Result<T, ApiError> {
-    let mut body = actix_web::web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::Admin(AdminError::invalid("body", "could not be read")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = body::read_bytes(&mut payload, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => ApiError::PayloadTooLarge,
+            ReadError::Broken(_) => AdminError::invalid("body", "could not be read").into(),
+        })?;
     let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        if !crate::api::body::is_json(req) {
+        if !body::is_json(req) {
             return Err(ApiError::UnsupportedMediaType);
         }
         &body
@@ -142,54 +140,21 @@ pub async fn read_body<T: DeserializeOwned>(
     parse_json(bytes)
 }
 
-/// Parses JSON, naming the field at fault.
+/// Parses JSON with the one body parser, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return AdminError::invalid(
+    body::parse_strict(bytes).map_err(|e| {
+        ApiError::from(match e {
+            JsonError::Syntax { line, column } => AdminError::invalid(
                 "body",
-                format!(
-                    "is not valid JSON (line {} column {})",
-                    inner.line(),
-                    inner.column()
-                ),
-            );
-        }
-        let message = strip_position(&inner.to_string());
-        // At the top level (no path, or inside an array) the field is the one serde quotes
-        // (`missing field `email``, `unknown field `colour``), else the body as a whole.
-        let top_level = path == "." || path.is_empty() || path.starts_with('[');
-        let names_a_field =
-            message.starts_with("missing field") || message.starts_with("unknown field");
-        let field = match quoted_field(&message) {
-            Some(name) if top_level && names_a_field => name.to_string(),
-            _ if top_level => "body".to_string(),
-            _ => path,
-        };
-        AdminError::invalid(&field, message)
-    })?;
-    deserializer
-        .end()
-        .map_err(|_| AdminError::invalid("body", "has text after the JSON value"))?;
-    Ok(value)
-}
-
-/// The field serde names in backticks (`missing field `email``, `unknown field `x``).
-fn quoted_field(message: &str) -> Option<&str> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    Some(&message[start..start + len])
-}
-
-/// serde_json ends its messages with the position; the field is named instead.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
-    }
+                format!("is not valid JSON (line {line} column {column})"),
+            ),
+            JsonError::TrailingText => AdminError::invalid("body", "has text after the JSON value"),
+            JsonError::DuplicateKey { path, .. } => {
+                AdminError::invalid(&path, "is given more than once in the same object")
+            }
+            JsonError::Shape { field, message, .. } => AdminError::invalid(&field, message),
+        })
+    })
 }
 
 /// The query string of a request, taken apart. Each parameter may appear once; a parameter the
@@ -257,5 +222,14 @@ mod tests {
         assert_eq!(field_of(r#"{"legalEntity": "#), "body");
         assert_eq!(field_of(r#"[1, 2]"#), "body");
         assert_eq!(field_of(r#"{} {}"#), "body");
+    }
+
+    #[test]
+    fn a_key_given_twice_names_the_key() {
+        assert_eq!(
+            field_of(r#"{"legalEntity": "USRT", "legalEntity": "DEMF"}"#),
+            "legalEntity"
+        );
+        assert_eq!(field_of(r#"{"colour": 1, "colour": 2}"#), "colour");
     }
 }
