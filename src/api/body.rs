@@ -1,5 +1,10 @@
-//! Reading JSON request bodies, for B2C's endpoints and the admin API alike: a size limit and one
-//! strict parser.
+//! Reading JSON request bodies, for B2C's endpoints and the admin API alike: one deadline for the
+//! whole body, a size limit, and one strict parser.
+//!
+//! The deadline (`[limits] body_timeout_ms`) runs from the moment the handler starts reading,
+//! that is once the request is authenticated; a body that has not arrived whole by then, whether
+//! it never comes or trickles, gets 408 and the connection is closed. Nothing has been parsed, so
+//! nothing is written.
 //!
 //! The parser refuses a key given twice in one object, at any depth of the document, before the
 //! typed parse: serde would otherwise keep the last of two values for a map (`emailVerified`
@@ -7,13 +12,19 @@
 //! an unknown one, so the same document would mean different things at different endpoints.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use actix_web::http::header;
-use actix_web::{web, HttpRequest};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::http::{header, ConnectionType};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::json;
 
 /// Why a body could not be read (before any parsing).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +32,9 @@ pub enum ReadError {
     /// Over the limit.
     #[error("the body is larger than the limit")]
     TooLarge,
+    /// The body did not arrive, whole, before the deadline.
+    #[error("the body did not arrive within {} ms", .0.as_millis())]
+    TimedOut(Duration),
     /// The connection failed while reading.
     #[error("the body could not be read: {0}")]
     Broken(String),
@@ -81,20 +95,89 @@ impl fmt::Display for JsonError {
     }
 }
 
-/// Reads the whole body, at most `limit` bytes.
+/// Reads the whole body, at most `limit` bytes, before `timeout` has passed since the call.
 pub async fn read_bytes(
     payload: &mut web::Payload,
     limit: usize,
+    timeout: Duration,
 ) -> Result<web::BytesMut, ReadError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ReadError::Broken(e.to_string()))?;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
+            Err(_) => return Err(ReadError::TimedOut(timeout)),
+            Ok(None) => return Ok(body),
+            Ok(Some(chunk)) => chunk.map_err(|e| ReadError::Broken(e.to_string()))?,
+        };
         if body.len() + chunk.len() > limit {
             return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+}
+
+/// The unread rest of a body whose time ran out, to be held by the 408 answer
+/// ([`UnreadBody::hold`]). actix-http closes the connection after an answer when the request's
+/// body is still held, unread, as the answer's last byte is written; once the body is dropped it
+/// would instead read the rest of a chunked body to its end first, which a client that stopped
+/// sending never reaches, and the connection would stay open.
+pub struct UnreadBody(RefCell<Option<web::Payload>>);
+
+impl UnreadBody {
+    /// Keeps `payload` for the answer.
+    pub fn new(payload: web::Payload) -> UnreadBody {
+        UnreadBody(RefCell::new(Some(payload)))
+    }
+
+    /// `response`, marked as the last answer on its connection, whose body holds the unread
+    /// request body until it has been written.
+    pub fn hold(&self, response: HttpResponse) -> HttpResponse {
+        let unread = self.0.borrow_mut().take();
+        response.map_body(|head, body| {
+            head.set_connection_type(ConnectionType::Close);
+            BoxBody::new(Holding {
+                body,
+                _unread: unread,
+            })
+        })
+    }
+}
+
+impl fmt::Debug for UnreadBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UnreadBody")
+    }
+}
+
+/// An answer's body that holds the request's unread body until the answer is written.
+struct Holding {
+    body: BoxBody,
+    _unread: Option<web::Payload>,
+}
+
+impl MessageBody for Holding {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}
+
+/// The answer to a B2C request whose body did not arrive in time: 408 `{"error", "message"}` (the
+/// shape of the B2C endpoints' 401), and the connection is closed, so what is left of the body
+/// is never read. B2C treats any status but its own answers as a failed call and retries it.
+pub fn timed_out(timeout: Duration, unread: &UnreadBody) -> HttpResponse {
+    unread.hold(HttpResponse::RequestTimeout().json(json!({
+        "error": "request_timeout",
+        "message": ReadError::TimedOut(timeout).to_string(),
+    })))
 }
 
 /// Whether the request says its body is JSON (`application/json`, `*/*+json`, any parameters).
@@ -319,7 +402,7 @@ fn strip_position(message: &str) -> String {
 }
 
 /// Why a B2C request could not be read (for the log line and the developer message; the caller
-/// sees `InvalidRequest`).
+/// sees `InvalidRequest`, or [`timed_out`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Unreadable {
     /// Not `application/json` (or `+json`).
@@ -327,23 +410,33 @@ pub enum Unreadable {
     ContentType,
     /// Over the limit, or cut off.
     #[error(transparent)]
-    Read(#[from] ReadError),
+    Read(ReadError),
+    /// The body did not arrive in time: answer [`timed_out`].
+    #[error("the body did not arrive within {} ms", .0.as_millis())]
+    TimedOut(Duration, UnreadBody),
     /// Not JSON, a key twice, or not the expected shape.
     #[error("the body was refused: {0}")]
     Json(JsonError),
 }
 
-/// Reads a B2C body: JSON content type, at most `limit` bytes, parsed by [`parse_strict`]. The
-/// body is never logged.
+/// Reads a B2C body: JSON content type, at most `limit` bytes, within `timeout`, parsed by
+/// [`parse_strict`]. The body is never logged.
 pub async fn read_json<T: DeserializeOwned>(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    timeout: Duration,
 ) -> Result<T, Unreadable> {
     if !is_json(req) {
         return Err(Unreadable::ContentType);
     }
-    let body = read_bytes(&mut payload, limit).await?;
+    let body = match read_bytes(&mut payload, limit, timeout).await {
+        Ok(body) => body,
+        Err(ReadError::TimedOut(limit)) => {
+            return Err(Unreadable::TimedOut(limit, UnreadBody::new(payload)))
+        }
+        Err(e) => return Err(Unreadable::Read(e)),
+    };
     parse_strict(&body).map_err(Unreadable::Json)
 }
 

@@ -8,7 +8,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::body::read_json;
+use super::body::{read_json, timed_out, Unreadable};
 use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::{Answer, LinkRequest};
@@ -113,8 +113,16 @@ async fn handle(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let request_id = request_id(&req);
-    let body: Map<String, Value> = match read_json(&req, payload, state.max_body_bytes).await {
+    let read = read_json(&req, payload, state.max_body_bytes, state.body_timeout).await;
+    let body: Map<String, Value> = match read {
         Ok(body) => body,
+        Err(Unreadable::TimedOut(limit, unread)) => {
+            log::info!(
+                "request_id={request_id} rest/{}: the body did not arrive in time",
+                profile.name()
+            );
+            return noted(timed_out(limit, &unread), "body timed out");
+        }
         Err(why) => {
             log::info!("request_id={request_id} rest/{}: {why}", profile.name());
             let message = format!("the request could not be read: {why}");

@@ -19,4 +19,5 @@ mod policies;
 mod race;
 mod relying_party;
 mod rest;
+mod slow_bodies;
 mod tokens;

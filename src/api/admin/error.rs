@@ -1,7 +1,10 @@
 //! The admin API's one error type, mapped once to HTTP: `{"error", "field", "message"}` with 400
 //! for a bad field, 404 for an unknown id, 409 for a conflict, 415 for a body that is not JSON,
-//! 413 for a body over the limit, and 503 when the database failed. Nothing a caller sends is
+//! 413 for a body over the limit, 408 for a body that did not arrive in time, and 503 when the
+//! database failed. Nothing a caller sends is
 //! answered with a 500; the cause of a 503 is logged, never shown.
+
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -10,7 +13,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::admin::AdminError;
-use crate::api::body::{self, JsonError, ReadError};
+use crate::api::body::{self, JsonError, ReadError, UnreadBody};
+use crate::api::AppState;
+use crate::config::LimitSettings;
 
 /// Largest admin request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -21,7 +26,8 @@ pub struct ErrorBody {
     /// A stable code: `invalid_field`, `not_found`, `unauthorized`, `account_number_exists`,
     /// `link_inactive`, `customer_inactive`, `same_customer`, `prospect_pending`,
     /// `prospect_not_pending`, `customer_exists`, `duplicate_email`, `conflict`,
-    /// `unsupported_media_type`, `payload_too_large`, `method_not_allowed`, `unavailable`.
+    /// `unsupported_media_type`, `payload_too_large`, `request_timeout`, `method_not_allowed`,
+    /// `unavailable`.
     pub error: String,
     /// The field concerned (JSON key, query parameter, path parameter or header), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +48,9 @@ pub enum ApiError {
     /// A body over [`MAX_BODY_BYTES`].
     #[error("the body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    /// The body did not arrive within `[limits] body_timeout_ms`.
+    #[error("the body did not arrive within {} ms", .0.as_millis())]
+    RequestTimeout(Duration, UnreadBody),
     /// The database did not answer in time, or a worker failed.
     #[error("the service is unavailable; nothing was changed; try again")]
     Unavailable,
@@ -97,6 +106,10 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 body("payload_too_large", Some("body"), self.to_string()),
             ),
+            ApiError::RequestTimeout(..) => (
+                StatusCode::REQUEST_TIMEOUT,
+                body("request_timeout", Some("body"), self.to_string()),
+            ),
         }
     }
 }
@@ -111,24 +124,36 @@ impl ResponseError for ApiError {
         if let ApiError::Admin(AdminError::Storage(cause)) = self {
             log::warn!("admin request failed in storage: {cause}");
         }
-        HttpResponse::build(status).json(body)
+        let response = HttpResponse::build(status).json(body);
+        match self {
+            // What is left of the body is never read: the connection is closed after the answer.
+            ApiError::RequestTimeout(_, unread) => unread.hold(response),
+            _ => response,
+        }
     }
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`] with the one body parser of the service
-/// ([`crate::api::body`]). An empty body reads as `{}`, so operations whose fields are all
-/// optional need none. A field of the wrong type, a missing or an unknown field, or a key given
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`], within `[limits] body_timeout_ms`, with the
+/// one body parser of the service ([`crate::api::body`]). An empty body reads as `{}`, so
+/// operations whose fields are all optional need none. A field of the wrong type, a missing or an unknown field, or a key given
 /// twice in one object (at any depth) is a 400 naming the field.
 pub async fn read_body<T: DeserializeOwned>(
     req: &HttpRequest,
     mut payload: actix_web::web::Payload,
 ) -> Result<T, ApiError> {
-    let body = body::read_bytes(&mut payload, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge => ApiError::PayloadTooLarge,
-            ReadError::Broken(_) => AdminError::invalid("body", "could not be read").into(),
-        })?;
+    let timeout = req
+        .app_data::<actix_web::web::Data<AppState>>()
+        .map_or_else(
+            // Without the server's state (never in the server), the setting's default.
+            || Duration::from_millis(LimitSettings::default().body_timeout_ms),
+            |state| state.body_timeout,
+        );
+    let read = body::read_bytes(&mut payload, MAX_BODY_BYTES, timeout).await;
+    let body = read.map_err(|e| match e {
+        ReadError::TooLarge => ApiError::PayloadTooLarge,
+        ReadError::TimedOut(limit) => ApiError::RequestTimeout(limit, UnreadBody::new(payload)),
+        ReadError::Broken(_) => AdminError::invalid("body", "could not be read").into(),
+    })?;
     let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
