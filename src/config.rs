@@ -363,12 +363,17 @@ pub struct LimitSettings {
     pub max_body_bytes: usize,
     /// What failed credential checks cost a client.
     pub credentials: ThrottleSettings,
+    /// Time a request's body has to arrive, whole, once the request is authenticated (every
+    /// endpoint that reads a body: B2C's and the admin API). Later: 408 and the connection is
+    /// closed. The request head has its own 5 s limit.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
+            body_timeout_ms: 5000,
             credentials: ThrottleSettings::default(),
         }
     }
@@ -549,6 +554,11 @@ impl Settings {
                 "limits.max_body_bytes must be at least 1024".into(),
             ));
         }
+        if !(100..=60_000).contains(&self.limits.body_timeout_ms) {
+            return Err(ConfigError::Invalid(
+                "limits.body_timeout_ms must be between 100 and 60000".into(),
+            ));
+        }
         if self.tenant_issuer.trim().is_empty() {
             return Err(ConfigError::Invalid("tenant_issuer is empty".into()));
         }
@@ -648,6 +658,17 @@ mod tests {
             assert!(Settings::load(Some(Path::new("autolink.toml"))).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_body_has_five_seconds_by_default_and_the_limit_is_checked() {
+        let settings = Settings::default().finish().unwrap();
+        assert_eq!(settings.limits.body_timeout_ms, 5000);
+        for bad in [0, 99, 60_001] {
+            let mut settings = Settings::default();
+            settings.limits.body_timeout_ms = bad;
+            assert!(settings.finish().is_err(), "{bad}");
+        }
     }
 
     #[test]

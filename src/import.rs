@@ -344,7 +344,9 @@ fn parse<R: Read>(
     match format {
         Format::Csv => {
             let mut csv = csv::ReaderBuilder::new()
-                .trim(csv::Trim::All)
+                // Fields are trimmed below, all but the email, which the email rule checks
+                // for invisible and control characters before it trims.
+                .trim(csv::Trim::Headers)
                 .flexible(false)
                 .from_reader(reader);
             let headers = csv
@@ -360,13 +362,14 @@ fn parse<R: Read>(
                     Ok(false) => break,
                     Ok(true) => {
                         // Fields are read in place by column; no serde, no copy per field.
-                        let field = |column: usize| record.get(columns[column]);
+                        let raw = |column: usize| record.get(columns[column]);
+                        let field = |column: usize| raw(column).map(str::trim);
                         let fields = Fields {
                             account_number: field(0),
                             legal_entity: field(1),
                             party_type: field(2),
                             is_b2b: field(3).map(BoolRef::Text),
-                            primary_email: field(4),
+                            primary_email: raw(4),
                             first_name: field(5),
                             last_name: field(6),
                         };
@@ -476,11 +479,8 @@ impl Row {
             Some(BoolRef::Text(t)) => parse_bool(t.trim()).ok_or("is_b2b must be true or false")?,
             None => false,
         };
-        let primary_email = match fields
-            .primary_email
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        {
+        // The raw field goes to the rule, which refuses invisible characters before trimming.
+        let primary_email = match fields.primary_email.filter(|e| !e.trim().is_empty()) {
             Some(email) => {
                 Some(EmailAddress::parse(email).map_err(|e| format!("primary_email: {e}"))?)
             }

@@ -164,6 +164,7 @@ impl Application {
             connector_auth,
             tenant_issuer: settings.tenant_issuer.clone(),
             max_body_bytes: settings.limits.max_body_bytes,
+            body_timeout: Duration::from_millis(settings.limits.body_timeout_ms),
             request_timeout: Duration::from_millis(settings.database.request_timeout_ms),
             messages,
             id_tokens,

@@ -264,7 +264,7 @@ impl Admin {
                 "is not a configured channel",
             ));
         }
-        let address = email("email", required("email", request.email.as_deref())?)?;
+        let address = required_email("email", request.email.as_deref())?;
         let answer = self.engine.preview(
             &ctx.request_id,
             ctx.actor.as_str(),
@@ -345,9 +345,16 @@ fn required<'a>(field: &str, raw: Option<&'a str>) -> AdminResult<&'a str> {
         .ok_or_else(|| AdminError::invalid(field, "is required"))
 }
 
-/// An email field, normalised by the one rule of DESIGN section 4.
+/// An email field, normalised by the one rule of DESIGN section 4. It is given the raw value:
+/// the rule refuses invisible and control characters before it trims anything.
 fn email(field: &str, raw: &str) -> AdminResult<EmailAddress> {
     EmailAddress::parse(raw).map_err(|e| AdminError::invalid(field, e.to_string()))
+}
+
+/// A required email field ([`email`] of the raw value, which must not be blank).
+fn required_email(field: &str, raw: Option<&str>) -> AdminResult<EmailAddress> {
+    required(field, raw)?;
+    email(field, raw.unwrap_or_default())
 }
 
 /// A free-text reason: at most [`MAX_REASON_CHARS`] characters, no control characters.

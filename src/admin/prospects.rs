@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::customers::{account_number_exists, name};
 use super::{
-    cursor, email, invalid_from, page_size, reason, required, rfc3339, Admin, AdminError,
+    cursor, invalid_from, page_size, reason, required_email, rfc3339, Admin, AdminError,
     AdminResult, Context, Page,
 };
 use crate::domain::customer::MAX_NAME_CHARS;
@@ -114,7 +114,7 @@ impl Admin {
         ctx: &Context,
         request: &NewProspectRequest,
     ) -> AdminResult<ProspectView> {
-        let address = email("email", required("email", request.email.as_deref())?)?;
+        let address = required_email("email", request.email.as_deref())?;
         let company = name("companyName", request.company_name.as_deref())?
             .ok_or_else(|| AdminError::invalid("companyName", "is required"))?;
         let legal_entity =

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::read_json;
+use super::body::{read_json, timed_out, Unreadable};
 use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::{Answer, LinkRequest};
@@ -99,8 +99,13 @@ pub async fn api_connector(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let request_id = request_id(&req);
-    let body: ConnectorBody = match read_json(&req, payload, state.max_body_bytes).await {
+    let read = read_json(&req, payload, state.max_body_bytes, state.body_timeout).await;
+    let body: ConnectorBody = match read {
         Ok(body) => body,
+        Err(Unreadable::TimedOut(limit, unread)) => {
+            log::info!("request_id={request_id} api-connector: the body did not arrive in time");
+            return noted(timed_out(limit, &unread), "body timed out");
+        }
         Err(why) => {
             log::info!("request_id={request_id} api-connector: {why}");
             return noted(

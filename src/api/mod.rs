@@ -39,6 +39,8 @@ pub struct AppState {
     pub tenant_issuer: String,
     /// Largest body accepted from B2C.
     pub max_body_bytes: usize,
+    /// Time a body has to arrive, on every endpoint that reads one (`[limits] body_timeout_ms`).
+    pub body_timeout: Duration,
     /// Time limit of the database part of a request.
     pub request_timeout: Duration,
     /// Refusal messages.

@@ -265,6 +265,14 @@ fn refine(doc: &mut Value) {
                             "schema": {"$ref": "#/components/schemas/Unauthorized"}}}
                     });
                 }
+                // Every body has `[limits] body_timeout_ms` to arrive (api::body).
+                if operation.get("requestBody").is_some() {
+                    operation["responses"]["408"] = json!({
+                        "description": "The body did not arrive in time; the connection is closed",
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Unauthorized"}}}
+                    });
+                }
                 // These bodies are optional: an empty body reads as `{}`.
                 let optional_body = method == "post"
                     && (path.ends_with("/unlink")
@@ -622,6 +630,8 @@ mod tests {
             assert!(throttled["headers"]["Retry-After"].is_object(), "{path}");
         }
         assert!(json["paths"]["/healthz"]["get"]["responses"]["429"].is_null());
+        assert!(json["paths"]["/b2c/rest/link"]["post"]["responses"]["408"].is_object());
+        assert!(json["paths"]["/admin/v1/customers"]["post"]["responses"]["408"].is_object());
         assert!(json["paths"]["/v1/link"]["post"]["responses"]["429"].is_null());
     }
 }

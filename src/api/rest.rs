@@ -8,7 +8,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::body::read_json;
+use super::body::{read_json, timed_out, Unreadable};
 use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::engine::{Answer, LinkRequest};
@@ -113,8 +113,16 @@ async fn handle(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let request_id = request_id(&req);
-    let body: Map<String, Value> = match read_json(&req, payload, state.max_body_bytes).await {
+    let read = read_json(&req, payload, state.max_body_bytes, state.body_timeout).await;
+    let body: Map<String, Value> = match read {
         Ok(body) => body,
+        Err(Unreadable::TimedOut(limit, unread)) => {
+            log::info!(
+                "request_id={request_id} rest/{}: the body did not arrive in time",
+                profile.name()
+            );
+            return noted(timed_out(limit, &unread), "body timed out");
+        }
         Err(why) => {
             log::info!("request_id={request_id} rest/{}: {why}", profile.name());
             let message = format!("the request could not be read: {why}");
@@ -203,7 +211,12 @@ fn link_request(
         },
         step: None,
         client_id: string(body, claims::CLIENT_ID),
-        email: string(body, claims::EMAIL),
+        // Untrimmed: the email rule refuses invisible and control characters before trimming.
+        email: body
+            .get(claims::EMAIL)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string),
         evidence,
         email_verified,
         identity,

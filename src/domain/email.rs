@@ -4,8 +4,15 @@
 //! convert the domain to its ASCII (IDNA) form. Dots and `+tags` are kept: they are different
 //! mailboxes at many providers, so folding them would be a silent match. The duplicate report may
 //! point them out as warnings; the matcher never does.
+//!
+//! Before any of that, an address holding an invisible or control character is refused
+//! ([`check_visible`]): IDNA would silently drop a zero-width space or a soft hyphen from the
+//! domain, so `ana@exam\u{200B}ple.com` would otherwise match `ana@example.com`.
 
 use std::fmt;
+
+use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory, NoncharacterCodePoint};
+use icu_properties::{CodePointMapData, CodePointSetData};
 use unicode_normalization::UnicodeNormalization;
 
 /// Longest address accepted, in bytes of its normalised form (RFC 5321 path limit).
@@ -37,6 +44,11 @@ pub enum EmailError {
     /// Control characters, spaces, a second `@`, or other characters no mailbox has.
     #[error("the email address contains characters that are not allowed")]
     InvalidCharacter,
+    /// An invisible character (zero-width, bidi control, soft hyphen, other format or
+    /// default-ignorable character), a noncharacter, or a control character: see
+    /// [`check_visible`].
+    #[error("the email address contains an invisible or control character")]
+    InvisibleCharacter,
     /// The domain is not a valid internationalised domain name.
     #[error("the email domain is not a valid domain name")]
     InvalidDomain,
@@ -48,7 +60,10 @@ pub enum EmailError {
 impl EmailAddress {
     /// Parses and normalises an address. Quoted local parts and IP-literal domains are refused:
     /// B2C does not issue them and a store cannot mail them reliably.
+    ///
+    /// The raw input is first checked by [`check_visible`], before it is trimmed or normalised.
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        check_visible(raw)?;
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
@@ -141,6 +156,49 @@ impl fmt::Debug for EmailAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "EmailAddress({})", self.redacted())
     }
+}
+
+/// Refuses a string holding a character that is invisible or a control, wherever it is: the one
+/// check every email goes through ([`EmailAddress::parse`] calls it on the raw input, before any
+/// trimming, normalisation or IDNA mapping could remove or fold the character). Refused:
+///
+/// - control characters (general category Cc: C0, DEL, C1), except the ASCII whitespace controls
+///   (tab, line feed, vertical tab, form feed, carriage return), which are ordinary whitespace:
+///   trimmed at either end, refused inside an address by the syntax rules;
+/// - format characters (Cf): bidi controls (U+202A–202E, U+2066–2069, U+200E, U+200F, U+061C),
+///   zero-width characters (U+200B–200D, U+2060–2064, U+FEFF), the soft hyphen (U+00AD), tag
+///   characters (U+E0001, U+E0020–E007F) and the rest of the category;
+/// - default-ignorable code points, which render as nothing and which IDNA maps away: beyond the
+///   above, the combining grapheme joiner (U+034F), variation selectors (U+180B–180F,
+///   U+FE00–FE0F, U+E0100–E01EF), Hangul fillers (U+115F, U+1160, U+3164, U+FFA0) and the
+///   reserved ones;
+/// - noncharacters: U+FDD0–FDEF and the last two code points of every plane (U+FFFE, U+FFFF,
+///   U+1FFFE, U+1FFFF, ..., U+10FFFF).
+///
+/// Visible characters, spaces other than the ones above, private-use and unassigned code points
+/// are left to the syntax rules and IDNA.
+pub fn check_visible(raw: &str) -> Result<(), EmailError> {
+    let refused = |c: char| {
+        if c.is_ascii() {
+            // The only ASCII characters refused here: controls other than whitespace, and DEL.
+            c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\u{b}' | '\u{c}' | '\r')
+        } else {
+            is_invisible_or_control(c)
+        }
+    };
+    if raw.chars().any(refused) {
+        return Err(EmailError::InvisibleCharacter);
+    }
+    Ok(())
+}
+
+/// A non-ASCII character that [`check_visible`] refuses.
+fn is_invisible_or_control(c: char) -> bool {
+    matches!(
+        CodePointMapData::<GeneralCategory>::new().get(c),
+        GeneralCategory::Control | GeneralCategory::Format
+    ) || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || CodePointSetData::new::<NoncharacterCodePoint>().contains(c)
 }
 
 fn is_local_part_char(c: char) -> bool {
@@ -269,6 +327,138 @@ mod tests {
         assert!(!is_plain_ascii_domain("XN--bcher-kva.example"));
         assert!(!is_plain_ascii_domain("bücher.example"));
         assert!(!is_plain_ascii_domain("under_score.example"));
+    }
+
+    /// Each refused character in the local part, in the domain, and at either end of the raw
+    /// input (where a trim would otherwise have removed it).
+    fn assert_refused_everywhere(class: &str, characters: &[char]) {
+        for &c in characters {
+            for raw in [
+                format!("an{c}a@example.com"),
+                format!("ana@exam{c}ple.com"),
+                format!("{c}ana@example.com"),
+                format!("ana@example.com{c}"),
+                format!("  ana@example.com {c}"),
+            ] {
+                assert_eq!(
+                    EmailAddress::parse(&raw),
+                    Err(EmailError::InvisibleCharacter),
+                    "{class}: U+{:04X} in {raw:?}",
+                    c as u32
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_bidi_controls() {
+        assert_refused_everywhere(
+            "bidi control",
+            &[
+                '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}',
+                '\u{2068}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{61c}',
+            ],
+        );
+    }
+
+    #[test]
+    fn refuses_zero_width_characters() {
+        assert_refused_everywhere(
+            "zero-width",
+            &['\u{200b}', '\u{200c}', '\u{200d}', '\u{2060}', '\u{feff}'],
+        );
+    }
+
+    #[test]
+    fn refuses_the_soft_hyphen() {
+        assert_refused_everywhere("soft hyphen", &['\u{ad}']);
+    }
+
+    #[test]
+    fn refuses_noncharacters_of_every_plane() {
+        let mut noncharacters: Vec<char> = (0xFDD0..=0xFDEF).filter_map(char::from_u32).collect();
+        for plane in 0..=0x10 {
+            noncharacters.extend(
+                [0xFFFE, 0xFFFF]
+                    .into_iter()
+                    .filter_map(|low| char::from_u32(plane << 16 | low)),
+            );
+        }
+        assert_eq!(noncharacters.len(), 32 + 34);
+        assert_refused_everywhere("noncharacter", &noncharacters);
+    }
+
+    #[test]
+    fn refuses_control_characters_but_trims_ascii_whitespace() {
+        let controls: Vec<char> = ('\u{0}'..='\u{1f}')
+            .chain('\u{7f}'..='\u{9f}')
+            .filter(|c| !matches!(c, '\t' | '\n' | '\u{b}' | '\u{c}' | '\r'))
+            .collect();
+        assert_eq!(controls.len(), 32 + 33 - 5);
+        assert_refused_everywhere("control", &controls);
+        // Tabs and line breaks around an address are ordinary whitespace...
+        assert_eq!(key("\t ana@example.com\r\n"), "ana@example.com");
+        // ...but not inside it.
+        assert_eq!(
+            EmailAddress::parse("ana@exam\tple.com"),
+            Err(EmailError::InvalidCharacter)
+        );
+    }
+
+    #[test]
+    fn refuses_other_format_and_default_ignorable_characters() {
+        assert_refused_everywhere(
+            "format or default-ignorable",
+            &[
+                '\u{34f}',   // combining grapheme joiner
+                '\u{180e}',  // Mongolian vowel separator
+                '\u{180b}',  // Mongolian free variation selector
+                '\u{2061}',  // function application
+                '\u{2064}',  // invisible plus
+                '\u{3164}',  // Hangul filler
+                '\u{fe0f}',  // variation selector-16
+                '\u{fff9}',  // interlinear annotation anchor
+                '\u{e0001}', // language tag
+                '\u{e0041}', // tag latin capital letter a
+                '\u{e0100}', // variation selector-17
+                '\u{1d173}', // musical symbol begin beam
+            ],
+        );
+    }
+
+    #[test]
+    fn accepts_visible_unicode_and_ordinary_spaces_around_the_address() {
+        assert_eq!(key("\u{a0}ana@example.com\u{3000}"), "ana@example.com");
+        assert_eq!(
+            key("jos\u{e9}@b\u{fc}cher.example"),
+            "jos\u{e9}@xn--bcher-kva.example"
+        );
+        assert_eq!(
+            key("\u{5d0}\u{5d1}@example.com"),
+            "\u{5d0}\u{5d1}@example.com"
+        );
+    }
+
+    #[test]
+    fn nothing_that_idna_would_drop_from_a_domain_is_accepted() {
+        // Every character that the domain's IDNA mapping removes without a trace would make two
+        // different inputs one key: each must be refused before the mapping runs.
+        let mut dropped = 0;
+        for c in ('\u{80}'..=char::MAX).filter(|c| !c.is_whitespace()) {
+            let domain = format!("ex{c}ample.com");
+            if idna::domain_to_ascii(&domain).ok().as_deref() == Some("example.com") {
+                dropped += 1;
+                assert!(
+                    EmailAddress::parse(&format!("ana@{domain}")).is_err(),
+                    "U+{:04X} is dropped by IDNA and was accepted",
+                    c as u32
+                );
+            }
+        }
+        assert!(
+            dropped > 250,
+            "only {dropped} characters are dropped by IDNA"
+        );
     }
 
     #[test]

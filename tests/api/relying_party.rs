@@ -109,7 +109,9 @@ async fn bad_bearer_tokens_get_401_with_a_reason() {
     assert_eq!(status, 401);
 }
 
-fn with_relying_party(issuer: &MockIssuer) -> impl FnOnce(&mut autolink::config::Settings) {
+pub(crate) fn with_relying_party(
+    issuer: &MockIssuer,
+) -> impl FnOnce(&mut autolink::config::Settings) {
     let url = issuer.b2c_discovery_url(B2C_POLICY);
     let tenant_issuer = issuer.b2c_issuer();
     move |s| {

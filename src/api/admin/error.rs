@@ -1,16 +1,21 @@
 //! The admin API's one error type, mapped once to HTTP: `{"error", "field", "message"}` with 400
 //! for a bad field, 404 for an unknown id, 409 for a conflict, 415 for a body that is not JSON,
-//! 413 for a body over the limit, and 503 when the database failed. Nothing a caller sends is
+//! 413 for a body over the limit, 408 for a body that did not arrive in time, and 503 when the
+//! database failed. Nothing a caller sends is
 //! answered with a 500; the cause of a 503 is logged, never shown.
+
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::admin::AdminError;
+use crate::api::body::{self, JsonError, ReadError, UnreadBody};
+use crate::api::AppState;
+use crate::config::LimitSettings;
 
 /// Largest admin request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -21,7 +26,8 @@ pub struct ErrorBody {
     /// A stable code: `invalid_field`, `not_found`, `unauthorized`, `account_number_exists`,
     /// `link_inactive`, `customer_inactive`, `same_customer`, `prospect_pending`,
     /// `prospect_not_pending`, `customer_exists`, `duplicate_email`, `conflict`,
-    /// `unsupported_media_type`, `payload_too_large`, `method_not_allowed`, `unavailable`.
+    /// `unsupported_media_type`, `payload_too_large`, `request_timeout`, `method_not_allowed`,
+    /// `unavailable`.
     pub error: String,
     /// The field concerned (JSON key, query parameter, path parameter or header), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +48,9 @@ pub enum ApiError {
     /// A body over [`MAX_BODY_BYTES`].
     #[error("the body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    /// The body did not arrive within `[limits] body_timeout_ms`.
+    #[error("the body did not arrive within {} ms", .0.as_millis())]
+    RequestTimeout(Duration, UnreadBody),
     /// The database did not answer in time, or a worker failed.
     #[error("the service is unavailable; nothing was changed; try again")]
     Unavailable,
@@ -97,6 +106,10 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 body("payload_too_large", Some("body"), self.to_string()),
             ),
+            ApiError::RequestTimeout(..) => (
+                StatusCode::REQUEST_TIMEOUT,
+                body("request_timeout", Some("body"), self.to_string()),
+            ),
         }
     }
 }
@@ -111,30 +124,40 @@ impl ResponseError for ApiError {
         if let ApiError::Admin(AdminError::Storage(cause)) = self {
             log::warn!("admin request failed in storage: {cause}");
         }
-        HttpResponse::build(status).json(body)
+        let response = HttpResponse::build(status).json(body);
+        match self {
+            // What is left of the body is never read: the connection is closed after the answer.
+            ApiError::RequestTimeout(_, unread) => unread.hold(response),
+            _ => response,
+        }
     }
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`]. An empty body reads as `{}`, so operations
-/// whose fields are all optional need none. A field of the wrong type, a missing or an unknown
-/// field is a 400 naming the field.
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`], within `[limits] body_timeout_ms`, with the
+/// one body parser of the service ([`crate::api::body`]). An empty body reads as `{}`, so
+/// operations whose fields are all optional need none. A field of the wrong type, a missing or an unknown field, or a key given
+/// twice in one object (at any depth) is a 400 naming the field.
 pub async fn read_body<T: DeserializeOwned>(
     req: &HttpRequest,
     mut payload: actix_web::web::Payload,
 ) -> Result<T, ApiError> {
-    let mut body = actix_web::web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::Admin(AdminError::invalid("body", "could not be read")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let timeout = req
+        .app_data::<actix_web::web::Data<AppState>>()
+        .map_or_else(
+            // Without the server's state (never in the server), the setting's default.
+            || Duration::from_millis(LimitSettings::default().body_timeout_ms),
+            |state| state.body_timeout,
+        );
+    let read = body::read_bytes(&mut payload, MAX_BODY_BYTES, timeout).await;
+    let body = read.map_err(|e| match e {
+        ReadError::TooLarge => ApiError::PayloadTooLarge,
+        ReadError::TimedOut(limit) => ApiError::RequestTimeout(limit, UnreadBody::new(payload)),
+        ReadError::Broken(_) => AdminError::invalid("body", "could not be read").into(),
+    })?;
     let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        if !crate::api::body::is_json(req) {
+        if !body::is_json(req) {
             return Err(ApiError::UnsupportedMediaType);
         }
         &body
@@ -142,58 +165,21 @@ pub async fn read_body<T: DeserializeOwned>(
     parse_json(bytes)
 }
 
-/// Parses JSON, naming the field at fault. Every admin body is a JSON object (serde would
-/// also read a struct from an array of its fields in order).
+/// Parses JSON with the one body parser, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(AdminError::invalid("body", "must be a JSON object").into());
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return AdminError::invalid(
+    body::parse_strict(bytes).map_err(|e| {
+        ApiError::from(match e {
+            JsonError::Syntax { line, column } => AdminError::invalid(
                 "body",
-                format!(
-                    "is not valid JSON (line {} column {})",
-                    inner.line(),
-                    inner.column()
-                ),
-            );
-        }
-        let message = strip_position(&inner.to_string());
-        // At the top level (no path, or inside an array) the field is the one serde quotes
-        // (`missing field `email``, `unknown field `colour``), else the body as a whole.
-        let top_level = path == "." || path.is_empty() || path.starts_with('[');
-        let names_a_field =
-            message.starts_with("missing field") || message.starts_with("unknown field");
-        let field = match quoted_field(&message) {
-            Some(name) if top_level && names_a_field => name.to_string(),
-            _ if top_level => "body".to_string(),
-            _ => path,
-        };
-        AdminError::invalid(&field, message)
-    })?;
-    deserializer
-        .end()
-        .map_err(|_| AdminError::invalid("body", "has text after the JSON value"))?;
-    Ok(value)
-}
-
-/// The field serde names in backticks (`missing field `email``, `unknown field `x``).
-fn quoted_field(message: &str) -> Option<&str> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    Some(&message[start..start + len])
-}
-
-/// serde_json ends its messages with the position; the field is named instead.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
-    }
+                format!("is not valid JSON (line {line} column {column})"),
+            ),
+            JsonError::TrailingText => AdminError::invalid("body", "has text after the JSON value"),
+            JsonError::DuplicateKey { path, .. } => {
+                AdminError::invalid(&path, "is given more than once in the same object")
+            }
+            JsonError::Shape { field, message, .. } => AdminError::invalid(&field, message),
+        })
+    })
 }
 
 /// The query string of a request, taken apart. Each parameter may appear once; a parameter the
@@ -262,5 +248,14 @@ mod tests {
         assert_eq!(field_of(r#"[1, 2]"#), "body");
         assert_eq!(field_of(r#"{} {}"#), "body");
         assert_eq!(field_of(r#" [null, null, "USRT"]"#), "body");
+    }
+
+    #[test]
+    fn a_key_given_twice_names_the_key() {
+        assert_eq!(
+            field_of(r#"{"legalEntity": "USRT", "legalEntity": "DEMF"}"#),
+            "legalEntity"
+        );
+        assert_eq!(field_of(r#"{"colour": 1, "colour": 2}"#), "colour");
     }
 }
