@@ -477,14 +477,29 @@ mod tests {
             Some("identities[1].issuer")
         );
         assert_eq!(
-            duplicate_path(r#"[[{"a": {"b": 1, "b": 1}}]]"#).as_deref(),
-            Some("[0][0].a.b")
+            duplicate_path(r#"{"x": [[{"a": {"b": 1, "b": 1}}]]}"#).as_deref(),
+            Some("x[0][0].a.b")
         );
         // An escaped spelling is the same key.
         assert_eq!(
             duplicate_path(r#"{"email": "a@b.c", "\u0065mail": "x@y.z"}"#).as_deref(),
             Some("email")
         );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_before_serde_reads_a_struct_from_an_array() {
+        #[derive(Debug, Deserialize)]
+        struct Pair {
+            #[allow(dead_code)]
+            a: Option<String>,
+            #[allow(dead_code)]
+            b: Option<String>,
+        }
+        assert!(matches!(
+            parse_strict::<Pair>(br#" [null, "x"]"#),
+            Err(JsonError::Shape { field, .. }) if field == "body"
+        ));
     }
 
     #[test]
@@ -515,7 +530,7 @@ mod tests {
 
     #[test]
     fn nesting_beyond_the_recursion_limit_is_refused_not_a_crash() {
-        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(matches!(
             parse_strict::<Value>(deep.as_bytes()),
             Err(JsonError::Syntax { .. })
