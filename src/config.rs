@@ -343,6 +343,10 @@ pub struct DatabaseSettings {
     /// The whole database part of a request must finish within this many milliseconds, or the
     /// request fails closed (block page; continue with an error at the token step).
     pub request_timeout_ms: u64,
+    /// SQLite: whether a commit is on disk before the answer (`synchronous = FULL`, one sync per
+    /// group commit), or may be lost by a power cut or an operating-system crash, though not by
+    /// a crash of the process (`NORMAL`). PostgreSQL: unused (the server decides).
+    pub sqlite_durable_commits: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -351,6 +355,7 @@ impl Default for DatabaseSettings {
             pool_size: 8,
             checkout_timeout_ms: 1000,
             request_timeout_ms: 1500,
+            sqlite_durable_commits: true,
         }
     }
 }

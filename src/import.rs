@@ -227,7 +227,13 @@ pub fn import_reader<R: Read + Send>(
                 .map_err(|_| ImportError::File("the file reader failed".into()))?
         };
         match db.sqlite_path() {
-            Some(path) => write_sqlite(path, &batches, finish, on_error),
+            Some(path) => write_sqlite(
+                path,
+                db.sqlite_durable_commits(),
+                &batches,
+                finish,
+                on_error,
+            ),
             None => write_diesel(db, &batches, finish, on_error),
         }
     })
@@ -239,11 +245,12 @@ const QUEUED_BATCHES: usize = 4;
 /// SQLite: the bulk writer ([`storage::sqlite_bulk`]).
 fn write_sqlite(
     path: &str,
+    durable: bool,
     batches: &mpsc::Receiver<Vec<Row>>,
     finish: impl FnOnce() -> Result<ImportReport, ImportError>,
     on_error: OnError,
 ) -> Result<ImportReport, ImportError> {
-    let mut bulk = SqliteBulk::begin(path)?;
+    let mut bulk = SqliteBulk::begin(path, durable)?;
     let mut counts = UpsertCounts::default();
     for batch in batches {
         let now = storage::now();

@@ -44,6 +44,7 @@ fn open_database_with(settings: &Settings, serving: bool) -> anyhow::Result<Db> 
         max_size: settings.database.pool_size,
         checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
         open_at_start: serving,
+        durable_commits: settings.database.sqlite_durable_commits,
     };
     Ok(Db::open(&settings.database_url, &options)?)
 }
@@ -61,6 +62,9 @@ pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, Audi
             max_size: 2,
             checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
             open_at_start: false,
+            // The writer's batches hold the events of decisions that wrote nothing (a write's
+            // event commits with the write): see "Database down" in the README.
+            durable_commits: false,
         },
     )?;
     let (audit, audit_handle) = AuditWriter::start(audit_db);

@@ -139,19 +139,34 @@ pub fn redact_url(url: &str) -> String {
 pub struct Manager {
     backend: Backend,
     connect_timeout: Duration,
+    /// SQLite's `synchronous` setting of every connection (`FULL` or `NORMAL`).
+    sqlite_synchronous: &'static str,
 }
 
 impl Manager {
+    fn new(backend: Backend, options: &PoolOptions) -> Manager {
+        Manager {
+            backend,
+            connect_timeout: options.checkout_timeout,
+            sqlite_synchronous: if options.durable_commits {
+                "FULL"
+            } else {
+                "NORMAL"
+            },
+        }
+    }
+
     fn connect(&self) -> ConnectionResult<DbConn> {
         match &self.backend {
             Backend::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path)?;
                 // One statement each: the SQLite driver runs only the first of a batch in some
                 // versions, and a silently skipped PRAGMA is a silent data-safety change.
+                let synchronous = format!("PRAGMA synchronous = {}", self.sqlite_synchronous);
                 for pragma in [
                     "PRAGMA busy_timeout = 5000",
                     "PRAGMA journal_mode = WAL",
-                    "PRAGMA synchronous = NORMAL",
+                    &synchronous,
                     "PRAGMA foreign_keys = ON",
                     // 128 KiB of page cache per connection (SQLite's default is 2 MiB). The
                     // pool's connections fill their caches over time, and the OS caches the file
@@ -302,6 +317,8 @@ pub struct PoolOptions {
     /// only take idle connections). Commands leave it off: the import switches the journal mode
     /// for a bulk load, which SQLite allows only while no other connection is open.
     pub open_at_start: bool,
+    /// SQLite: a commit is on disk before it returns (`synchronous = FULL`); else `NORMAL`.
+    pub durable_commits: bool,
 }
 
 impl Default for PoolOptions {
@@ -310,6 +327,7 @@ impl Default for PoolOptions {
             max_size: 8,
             checkout_timeout: Duration::from_millis(1000),
             open_at_start: false,
+            durable_commits: true,
         }
     }
 }
@@ -342,10 +360,7 @@ impl Db {
                 }
             }
         }
-        let manager = Manager {
-            backend,
-            connect_timeout: options.checkout_timeout,
-        };
+        let manager = Manager::new(backend, options);
         let mut conn = manager
             .connect()
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
@@ -370,10 +385,7 @@ impl Db {
     /// Builds the pool without touching the database (no migrations); connections open lazily.
     pub fn connect_lazy(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
         let backend = Backend::from_url(url)?;
-        let manager = Manager {
-            backend,
-            connect_timeout: options.checkout_timeout,
-        };
+        let manager = Manager::new(backend, options);
         Self::pool(manager, options, 0)
     }
 
@@ -421,7 +433,12 @@ impl Db {
         self.pool.try_get()
     }
 
-    /// The file of a SQLite database (`None` on PostgreSQL).
+    /// SQLite: whether commits are on disk before they return (`synchronous = FULL`).
+    pub fn sqlite_durable_commits(&self) -> bool {
+        self.manager.sqlite_synchronous == "FULL"
+    }
+
+    /// The SQLite file, when the database is SQLite.
     pub fn sqlite_path(&self) -> Option<&str> {
         self.sqlite_path.as_deref()
     }
@@ -529,6 +546,35 @@ pub(crate) fn temp_sqlite() -> (tempfile::TempDir, Db) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn synchronous(conn: &mut DbConn) -> i32 {
+        #[derive(diesel::QueryableByName)]
+        struct Setting {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            synchronous: i32,
+        }
+        let setting: Setting = diesel::sql_query("PRAGMA synchronous")
+            .get_result(conn)
+            .unwrap();
+        setting.synchronous
+    }
+
+    #[test]
+    fn sqlite_commits_are_durable_by_default_and_normal_when_configured() {
+        let (dir, db) = temp_sqlite();
+        assert!(db.sqlite_durable_commits());
+        // 2 = FULL: the WAL is synced at every commit.
+        assert_eq!(synchronous(&mut db.get().unwrap()), 2);
+        assert_eq!(synchronous(&mut db.connect_unpooled().unwrap()), 2);
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let options = PoolOptions {
+            durable_commits: false,
+            ..PoolOptions::default()
+        };
+        let db = Db::open(&url, &options).unwrap();
+        assert!(!db.sqlite_durable_commits());
+        assert_eq!(synchronous(&mut db.get().unwrap()), 1);
+    }
 
     #[test]
     fn chooses_the_backend_from_the_scheme() {

@@ -81,10 +81,14 @@ type Stored = (
 impl SqliteBulk {
     /// Opens the database file (which must exist and be migrated) and begins the transaction.
     /// Waits up to 5 s for another writer, like the service's connections.
-    pub fn begin(path: &str) -> Result<SqliteBulk, StorageError> {
+    /// `durable`: the commit is on disk before it returns (`synchronous = FULL`, one sync for
+    /// the whole import).
+    pub fn begin(path: &str, durable: bool) -> Result<SqliteBulk, StorageError> {
         let conn = super::own_sqlite_connection(path)?;
+        let synchronous = if durable { "FULL" } else { "NORMAL" };
         conn.execute_batch(&format!(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{CACHE_KIB};"
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous}; \
+             PRAGMA cache_size = -{CACHE_KIB};"
         ))?;
         // In WAL mode a bulk load writes every page twice: into the WAL, then into the database
         // at the checkpoint of the commit. When nothing else has the file open (the usual
@@ -310,7 +314,7 @@ mod tests {
         // As `autolink customers import` opens it: connections only when needed.
         let db = Db::open(&format!("sqlite://{path}"), &PoolOptions::default()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let bulk = SqliteBulk::begin(&path).unwrap();
+        let bulk = SqliteBulk::begin(&path, true).unwrap();
         assert!(bulk.rollback_journal, "no other connection was open");
         bulk.rollback().unwrap();
         // A serving pool holds its connections open: the load stays in WAL mode.
@@ -326,7 +330,7 @@ mod tests {
         while serving.pool_state().1 < 8 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let bulk = SqliteBulk::begin(&path).unwrap();
+        let bulk = SqliteBulk::begin(&path, true).unwrap();
         assert!(!bulk.rollback_journal);
         bulk.rollback().unwrap();
         drop(db);

@@ -254,7 +254,9 @@ async fn the_admin_api_refuses_a_key_given_twice_naming_it_and_writes_nothing() 
         .json::<Value>()
         .await
         .unwrap();
-    let link = links["items"][0]["id"].as_i64().unwrap_or_else(|| panic!("{links}"));
+    let link = links["items"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{links}"));
     let (status, prospect) = post_raw(
         &app,
         "/admin/v1/prospects",

@@ -176,7 +176,9 @@ async fn a_body_that_never_arrives_gets_408_and_a_closed_connection_on_every_end
         .json()
         .await
         .unwrap();
-    let link = links["items"][0]["id"].as_i64().unwrap_or_else(|| panic!("{links}"));
+    let link = links["items"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{links}"));
     let prospect: Value = app
         .client
         .post(format!("{}/admin/v1/prospects", app.address))
