@@ -4,10 +4,16 @@
 //! whatever blocking thread was free, every check allocated that block anew, and the C
 //! allocator kept each freed block in the arena of the thread that used it: a flood of wrong
 //! passwords grew the process by 19 MiB per blocking thread, to hundreds of megabytes. Here the
-//! checks run on one thread per core, and the memory blocks are kept and reused: a check takes
-//! a free block (allocating one only when every block is in use), and puts it back. argon2 never
-//! runs more than `threads` checks at once and never holds more than `threads × m` KiB; checks
-//! that come one at a time, the usual case, share a single block whichever thread runs them.
+//! checks run on one thread per core, so argon2 never runs more than `threads` checks at once
+//! and never holds more than `threads × m` KiB.
+//!
+//! Each check's memory is reserved with a capacity of at least 32 MiB, of which it touches only
+//! the `m` KiB it needs. glibc serves every allocation of 32 MiB or more with its own `mmap` and
+//! unmaps it when freed (mallopt(3): the dynamic mmap threshold never rises above
+//! `DEFAULT_MMAP_THRESHOLD_MAX`, 32 MiB on 64-bit systems), so the memory goes back to the
+//! system after every check and an idle server holds none of it. (A smaller block is freed into
+//! the thread's arena and kept; the bound above holds either way, since every check runs on one
+//! of the pool's threads.)
 //!
 //! The queue in front of the threads is bounded: when it is full, a check is refused at once
 //! ([`Busy`]) instead of waiting, so a flood cannot pile up requests behind it.
@@ -38,13 +44,11 @@ struct Job {
 pub struct Argon2Pool {
     jobs: SyncSender<Job>,
     threads: usize,
-    /// The blocks, shared with the threads (read by the tests).
-    #[cfg(test)]
-    blocks: Arc<Blocks>,
 }
 
-/// The memory blocks not in use.
-type Blocks = std::sync::Mutex<Vec<Vec<Block>>>;
+/// Blocks reserved for one check at least (1 KiB each): 32 MiB and one block, beyond glibc's
+/// largest mmap threshold.
+const RESERVED_BLOCKS: usize = 32 * 1024 + 1;
 
 impl Argon2Pool {
     /// The process's pool: one thread per core (started at the first check).
@@ -61,14 +65,12 @@ impl Argon2Pool {
         let threads = threads.max(1);
         let (jobs, receiver) = sync_channel::<Job>(queue);
         let receiver = Arc::new(std::sync::Mutex::new(receiver));
-        let blocks = Arc::new(Blocks::default());
         let mut started = 0;
         for index in 0..threads {
             let receiver = receiver.clone();
-            let blocks = blocks.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || work(&receiver, &blocks));
+                .spawn(move || work(&receiver));
             match spawned {
                 Ok(_) => started += 1,
                 Err(error) => log::error!("could not start an argon2 thread: {error}"),
@@ -77,15 +79,7 @@ impl Argon2Pool {
         Argon2Pool {
             jobs,
             threads: started,
-            #[cfg(test)]
-            blocks,
         }
-    }
-
-    /// Memory blocks allocated so far (in use or free).
-    #[cfg(test)]
-    fn free_blocks(&self) -> usize {
-        lock(&self.blocks).len()
     }
 
     /// How many checks run at once at most.
@@ -111,8 +105,8 @@ impl Argon2Pool {
     }
 }
 
-/// One pool thread: takes checks one at a time, each in a reused memory block.
-fn work(receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, free: &Blocks) {
+/// One pool thread: takes checks one at a time.
+fn work(receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
     loop {
         let job = lock(receiver).recv();
         let Ok(job) = job else {
@@ -122,9 +116,7 @@ fn work(receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, free: &Bloc
         if job.answer.is_closed() {
             continue;
         }
-        let mut blocks = lock(free).pop().unwrap_or_default();
-        let ok = check(&job.hash, &job.presented, &mut blocks);
-        lock(free).push(blocks);
+        let ok = check(&job.hash, &job.presented);
         let _ = job.answer.send(ok);
     }
 }
@@ -136,15 +128,12 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// One argon2 check in `blocks`, grown to the hash's size when needed and kept.
-fn check(hash: &Argon2Hash, presented: &[u8], blocks: &mut Vec<Block>) -> bool {
+/// One argon2 check, in memory returned when it ends.
+fn check(hash: &Argon2Hash, presented: &[u8]) -> bool {
     let needed = hash.params.block_count();
-    if blocks.len() < needed {
-        blocks.resize(needed, Block::default());
-    }
-    let Some(memory) = blocks.get_mut(..needed) else {
-        return false;
-    };
+    let mut blocks: Vec<Block> = Vec::with_capacity(needed.max(RESERVED_BLOCKS));
+    blocks.resize(needed, Block::default());
+    let memory = blocks.as_mut_slice();
     let argon2 = Argon2::new(hash.algorithm, hash.version, hash.params.clone());
     let mut output = vec![0u8; hash.expected.len()];
     if argon2
@@ -175,8 +164,6 @@ mod tests {
         assert_eq!(pool.check(hash.clone(), b"s3cret").await, Ok(true));
         assert_eq!(pool.check(hash.clone(), b"s3cret!").await, Ok(false));
         assert_eq!(pool.check(hash, b"").await, Ok(false));
-        // Checks one after another share one memory block.
-        assert_eq!(pool.free_blocks(), 1);
     }
 
     #[tokio::test]

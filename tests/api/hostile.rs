@@ -396,3 +396,51 @@ fn secrets_in(value: &str) -> Vec<String> {
         .map(|s| s.chars().take(64).collect::<String>())
         .collect()
 }
+
+#[tokio::test]
+async fn an_argon2_check_gives_its_memory_back_when_it_ends() {
+    let db = TestDatabase::new();
+    let server = ServerProcess::spawn({
+        let mut command = ServerProcess::command(&db.url);
+        command.stderr(std::process::Stdio::null());
+        command
+    });
+    let client = reqwest::Client::new();
+    let url = format!("{}/b2c/api-connector", server.address);
+    // Warm the request path without any argon2 check (no credentials), then measure.
+    for _ in 0..3 {
+        let status = client
+            .post(&url)
+            .json(&connector_body())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_kib = server.status_kib("VmRSS");
+    // Three argon2 checks (19 MiB each with the default parameters), one after another.
+    for n in 0..3 {
+        let status = client
+            .post(&url)
+            .basic_auth(CONNECTOR_USER, Some(format!("wrong-{n}")))
+            .json(&connector_body())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_kib = server.status_kib("VmRSS");
+    let peak_kib = server.status_kib("VmHWM");
+    assert!(
+        peak_kib >= before_kib + 16 * 1024,
+        "the checks did not use argon2's memory (peak {peak_kib} KiB, before {before_kib} KiB)"
+    );
+    assert!(
+        after_kib < before_kib + 8 * 1024,
+        "argon2's memory stayed: {before_kib} KiB before the checks, {after_kib} KiB after"
+    );
+}
