@@ -44,6 +44,10 @@ fn open_database_with(settings: &Settings, serving: bool) -> anyhow::Result<Db> 
         max_size: settings.database.pool_size,
         checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
         open_at_start: serving,
+        // PostgreSQL: the server's statements and lock waits end with its request time limit;
+        // commands (migrations, imports) keep the server's defaults.
+        statement_timeout: serving
+            .then(|| Duration::from_millis(settings.database.request_timeout_ms)),
     };
     Ok(Db::open(&settings.database_url, &options)?)
 }
@@ -61,6 +65,7 @@ pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, Audi
             max_size: 2,
             checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
             open_at_start: false,
+            statement_timeout: Some(crate::storage::audit::APPEND_LIMIT),
         },
     )?;
     let (audit, audit_handle) = AuditWriter::start(audit_db);

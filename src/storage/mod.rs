@@ -8,12 +8,15 @@ pub mod change_watch;
 pub mod credentials;
 pub mod customers;
 pub mod links;
+pub mod postgres;
 pub mod prospects;
 pub mod schema;
 pub mod sqlite_audit;
 pub mod sqlite_bulk;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{SimpleConnection, TransactionManager};
@@ -139,6 +142,13 @@ pub fn redact_url(url: &str) -> String {
 pub struct Manager {
     backend: Backend,
     connect_timeout: Duration,
+    /// PostgreSQL: the time limits set on every new connection ([`postgres::session_limits_sql`]);
+    /// `None`: the server's defaults (the commands: migrations and imports may take long).
+    statement_timeout: Option<Duration>,
+    /// PostgreSQL: the generation of the pool this manager opens connections for, and the first
+    /// generation still in use ([`postgres::Pools::retire`]).
+    generation: u64,
+    retired_below: Arc<AtomicU64>,
 }
 
 impl Manager {
@@ -165,8 +175,13 @@ impl Manager {
                 Ok(DbConn::Sqlite(conn))
             }
             Backend::Postgres(url) => {
-                let url = with_connect_timeout(url, self.connect_timeout);
-                Ok(DbConn::Postgres(PgConnection::establish(&url)?))
+                let url = postgres::with_connection_params(url, self.connect_timeout);
+                let mut conn = PgConnection::establish(&url)?;
+                if let Some(limit) = self.statement_timeout {
+                    conn.batch_execute(&postgres::session_limits_sql(limit))
+                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                }
+                Ok(DbConn::Postgres(conn))
             }
         }
     }
@@ -263,14 +278,16 @@ fn create_audit_lookup(conn: &mut SqliteConnection) -> QueryResult<()> {
     Ok(())
 }
 
-/// Adds libpq's `connect_timeout` (whole seconds, at least 2 as libpq requires) unless set.
-fn with_connect_timeout(url: &str, timeout: Duration) -> String {
-    if url.contains("connect_timeout=") {
-        return url.to_string();
+impl Manager {
+    fn new(backend: Backend, options: &PoolOptions) -> Manager {
+        Manager {
+            backend,
+            connect_timeout: options.checkout_timeout,
+            statement_timeout: options.statement_timeout,
+            generation: 0,
+            retired_below: Arc::new(AtomicU64::new(0)),
+        }
     }
-    let seconds = timeout.as_secs().max(2);
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}connect_timeout={seconds}")
 }
 
 impl ManageConnection for Manager {
@@ -286,8 +303,15 @@ impl ManageConnection for Manager {
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConn) -> bool {
-        false
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        match conn {
+            DbConn::Sqlite(_) => false,
+            // A connection of a retired pool, or one whose transaction could not be closed.
+            DbConn::Postgres(c) => {
+                use diesel::r2d2::R2D2Connection;
+                self.generation < self.retired_below.load(Ordering::SeqCst) || c.is_broken()
+            }
+        }
     }
 }
 
@@ -302,6 +326,10 @@ pub struct PoolOptions {
     /// only take idle connections). Commands leave it off: the import switches the journal mode
     /// for a bulk load, which SQLite allows only while no other connection is open.
     pub open_at_start: bool,
+    /// PostgreSQL: `statement_timeout` and `lock_timeout` of every connection, and the limit of
+    /// work that runs without a [`postgres::Deadline`] of its own (the server's request time
+    /// limit); `None` keeps the server's defaults (the commands).
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -310,6 +338,7 @@ impl Default for PoolOptions {
             max_size: 8,
             checkout_timeout: Duration::from_millis(1000),
             open_at_start: false,
+            statement_timeout: None,
         }
     }
 }
@@ -317,7 +346,7 @@ impl Default for PoolOptions {
 /// The connection pool. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    pool: r2d2::Pool<Manager>,
+    pool: Pool,
     /// Opens connections outside the pool ([`Db::connect_unpooled`]).
     manager: Manager,
     backend: &'static str,
@@ -327,6 +356,14 @@ pub struct Db {
 
 /// A pooled connection.
 pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// The pool of each backend.
+#[derive(Clone)]
+enum Pool {
+    Sqlite(r2d2::Pool<Manager>),
+    /// Replaced when a connection stops answering (see [`postgres`]).
+    Postgres(Arc<postgres::Pools>),
+}
 
 impl Db {
     /// Applies the migrations on one direct connection, then builds the pool. For SQLite the file
@@ -342,10 +379,7 @@ impl Db {
                 }
             }
         }
-        let manager = Manager {
-            backend,
-            connect_timeout: options.checkout_timeout,
-        };
+        let manager = Manager::new(backend, options);
         let mut conn = manager
             .connect()
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
@@ -369,11 +403,7 @@ impl Db {
 
     /// Builds the pool without touching the database (no migrations); connections open lazily.
     pub fn connect_lazy(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
-        let backend = Backend::from_url(url)?;
-        let manager = Manager {
-            backend,
-            connect_timeout: options.checkout_timeout,
-        };
+        let manager = Manager::new(Backend::from_url(url)?, options);
         Self::pool(manager, options, 0)
     }
 
@@ -382,17 +412,20 @@ impl Db {
             Backend::Sqlite(path) => ("sqlite", Some(path.clone())),
             Backend::Postgres(_) => ("postgres", None),
         };
-        // build_unchecked (and min_idle 0 on PostgreSQL): start without waiting for every
-        // connection, and keep running (answering "not ready") while the database is away.
-        // A network connection can die while idle, so PostgreSQL connections are tested when
-        // taken from the pool; an open SQLite file cannot, and the test would cost a query on
-        // every request.
-        let pool = r2d2::Pool::builder()
-            .max_size(options.max_size)
-            .test_on_check_out(backend == "postgres")
-            .min_idle(Some(min_idle))
-            .connection_timeout(options.checkout_timeout)
-            .build_unchecked(manager.clone());
+        // build_unchecked: start without waiting for every connection. An open SQLite file
+        // cannot die while idle, so connections are not tested when taken from the pool (the
+        // test would cost a query on every request). PostgreSQL: see `postgres::Pools`.
+        let pool = match &manager.backend {
+            Backend::Sqlite(_) => Pool::Sqlite(
+                r2d2::Pool::builder()
+                    .max_size(options.max_size)
+                    .test_on_check_out(false)
+                    .min_idle(Some(min_idle))
+                    .connection_timeout(options.checkout_timeout)
+                    .build_unchecked(manager.clone()),
+            ),
+            Backend::Postgres(_) => Pool::Postgres(postgres::Pools::new(manager.clone(), options)),
+        };
         Ok(Self {
             pool,
             manager,
@@ -403,9 +436,12 @@ impl Db {
 
     /// A connection, or [`StorageError::Unavailable`] after the checkout timeout.
     pub fn get(&self) -> Result<PooledConn, StorageError> {
-        self.pool
-            .get()
-            .map_err(|e| StorageError::Unavailable(e.to_string()))
+        match &self.pool {
+            Pool::Sqlite(pool) => pool
+                .get()
+                .map_err(|e| StorageError::Unavailable(e.to_string())),
+            Pool::Postgres(pools) => pools.get(),
+        }
     }
 
     /// A connection of its own, outside the pool, with the pool's settings: for a thread that
@@ -418,7 +454,10 @@ impl Db {
 
     /// An idle connection if there is one right now; never waits.
     pub fn try_get(&self) -> Option<PooledConn> {
-        self.pool.try_get()
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.try_get(),
+            Pool::Postgres(pools) => pools.pool().try_get(),
+        }
     }
 
     /// The file of a SQLite database (`None` on PostgreSQL).
@@ -433,12 +472,12 @@ impl Db {
 
     /// Pool use: (connections open, connections idle, maximum).
     pub fn pool_state(&self) -> (u32, u32, u32) {
-        let state = self.pool.state();
-        (
-            state.connections,
-            state.idle_connections,
-            self.pool.max_size(),
-        )
+        let pool = match &self.pool {
+            Pool::Sqlite(pool) => pool.clone(),
+            Pool::Postgres(pools) => pools.pool(),
+        };
+        let state = pool.state();
+        (state.connections, state.idle_connections, pool.max_size())
     }
 
     /// Checks that the database answers.
@@ -499,6 +538,19 @@ where
         }
     };
     match f(conn) {
+        Ok(value) if matches!(conn, DbConn::Postgres(_)) => {
+            // PostgreSQL: nothing commits after the deadline of the work (its request was, or
+            // is being, answered as failed).
+            if !postgres::begin_commit() {
+                log::warn!("the time limit passed before COMMIT: the transaction is rolled back");
+                let _ = Tm::rollback_transaction(conn);
+                return Err(DieselError::RollbackTransaction.into());
+            }
+            let committed = Tm::commit_transaction(conn);
+            postgres::end_commit(committed.is_ok());
+            committed?;
+            Ok(value)
+        }
         Ok(value) => {
             Tm::commit_transaction(conn)?;
             Ok(value)
@@ -585,17 +637,5 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-    }
-
-    #[test]
-    fn adds_a_connect_timeout_to_postgres_urls() {
-        assert_eq!(
-            with_connect_timeout("postgres://h/db", Duration::from_millis(500)),
-            "postgres://h/db?connect_timeout=2"
-        );
-        assert_eq!(
-            with_connect_timeout("postgres://h/db?sslmode=require", Duration::from_secs(3)),
-            "postgres://h/db?sslmode=require&connect_timeout=3"
-        );
     }
 }
