@@ -16,6 +16,7 @@ mod mock_b2c;
 mod mock_issuer;
 mod policies;
 mod race;
+mod reliability;
 mod relying_party;
 mod rest;
 mod tokens;
