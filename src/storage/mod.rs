@@ -380,9 +380,13 @@ impl Db {
             }
         }
         let manager = Manager::new(backend, options);
-        let mut conn = manager
-            .connect()
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        // Migrations may take longer than a request: without the requests' time limits.
+        let mut conn = Manager {
+            statement_timeout: None,
+            ..manager.clone()
+        }
+        .connect()
+        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
         run_migrations(&mut conn)?;
         if let (DbConn::Sqlite(c), Backend::Sqlite(path)) = (&mut conn, &manager.backend) {
             attach_audit_lookup(c, path)?;
