@@ -23,6 +23,9 @@ use crate::storage::audit::{AuditWriter, AuditWriterHandle};
 use crate::storage::{Db, PoolOptions};
 use crate::tls::ClientCertPolicy;
 
+/// Longest wait, once the server has stopped, for the audit writer to write what is queued.
+const AUDIT_AT_STOP: Duration = Duration::from_secs(5);
+
 /// A built, not yet running, server.
 pub struct Application {
     port: u16,
@@ -45,6 +48,10 @@ fn open_database_with(settings: &Settings, serving: bool) -> anyhow::Result<Db> 
         checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
         open_at_start: serving,
         durable_commits: settings.database.sqlite_durable_commits,
+        // PostgreSQL: the server's statements and lock waits end with its request time limit;
+        // commands (migrations, imports) keep the server's defaults.
+        statement_timeout: serving
+            .then(|| Duration::from_millis(settings.database.request_timeout_ms)),
     };
     Ok(Db::open(&settings.database_url, &options)?)
 }
@@ -65,6 +72,7 @@ pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, Audi
             // The writer's batches hold the events of decisions that wrote nothing (a write's
             // event commits with the write): see "Database down" in the README.
             durable_commits: false,
+            statement_timeout: Some(crate::storage::audit::APPEND_LIMIT),
         },
     )?;
     let (audit, audit_handle) = AuditWriter::start(audit_db);
@@ -240,8 +248,27 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application { server, audit, .. } = self;
         let result = server.await;
-        // The server and its state are gone; the writer flushes what is queued and stops.
-        let _ = actix_web::rt::task::spawn_blocking(move || audit.join()).await;
+        // The server and its state are gone; the writer flushes what is queued and stops once
+        // the last request's work has ended. On a thread of its own, waited for at most
+        // AUDIT_AT_STOP: work that waits for a database that does not answer must not keep the
+        // process from stopping (a blocking task of the runtime would: its end is waited for).
+        let (done, joined) = tokio::sync::oneshot::channel::<()>();
+        let joiner = std::thread::Builder::new()
+            .name("autolink-audit-stop".into())
+            .spawn(move || {
+                audit.join();
+                let _ = done.send(());
+            });
+        if joiner.is_ok()
+            && actix_web::rt::time::timeout(AUDIT_AT_STOP, joined)
+                .await
+                .is_err()
+        {
+            log::error!(
+                "stopping with audit events not written: the database did not answer within {} s",
+                AUDIT_AT_STOP.as_secs()
+            );
+        }
         result
     }
 }

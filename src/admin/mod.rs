@@ -194,6 +194,11 @@ impl Admin {
         }
     }
 
+    /// The database backend (`sqlite` or `postgres`).
+    pub fn backend(&self) -> &'static str {
+        self.db.backend()
+    }
+
     fn conn(&self) -> AdminResult<storage::PooledConn> {
         Ok(self.db.get()?)
     }

@@ -24,8 +24,20 @@ pub async fn healthz() -> HttpResponse {
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let engine = state.engine.clone();
-    let ping = web::block(move || engine.db().ping());
-    let result = actix_web::rt::time::timeout(state.request_timeout, ping).await;
+    let result = if engine.db().backend() == "postgres" {
+        match super::postgres_within(state.request_timeout, move || engine.db().ping()).await {
+            Ok(result) => Ok(Ok(result)),
+            Err(super::Late::WorkerFailed) => Ok(Err(())),
+            Err(super::Late::TimedOut) => Err(()),
+        }
+    } else {
+        let ping = web::block(move || engine.db().ping());
+        match actix_web::rt::time::timeout(state.request_timeout, ping).await {
+            Ok(Ok(result)) => Ok(Ok(result)),
+            Ok(Err(_)) => Ok(Err(())),
+            Err(_) => Err(()),
+        }
+    };
     match result {
         Ok(Ok(Ok(()))) => HttpResponse::Ok().json(json!({"status": "ready", "database": "ok"})),
         other => {

@@ -141,6 +141,16 @@ where
     F: FnOnce(&Engine) -> Result<Answer, StorageError> + Send + 'static,
 {
     let engine = state.engine.clone();
+    if engine.db().backend() == "postgres" {
+        return match postgres_within(state.request_timeout, move || work(&engine)).await {
+            Ok(result) => storage_answer(request_id, source, result),
+            Err(Late::WorkerFailed) => {
+                log::error!("request_id={request_id} {source}: worker failed");
+                Err(Refusal::ServiceUnavailable)
+            }
+            Err(Late::TimedOut) => timed_out(request_id, source),
+        };
+    }
     let blocking = web::block(move || work(&engine));
     match actix_web::rt::time::timeout(state.request_timeout, blocking).await {
         Ok(Ok(result)) => storage_answer(request_id, source, result),
@@ -149,6 +159,57 @@ where
             Err(Refusal::ServiceUnavailable)
         }
         Err(_) => timed_out(request_id, source),
+    }
+}
+
+/// Why blocking database work gave no result.
+#[derive(Debug)]
+pub enum Late {
+    /// Its time limit passed; it committed nothing and will commit nothing.
+    TimedOut,
+    /// The blocking thread failed.
+    WorkerFailed,
+}
+
+/// PostgreSQL: runs blocking database work on the blocking pool under a
+/// [`Deadline`](crate::storage::postgres::Deadline) of `limit`. At the deadline the work is
+/// answered as failed unless a COMMIT of it is under way or done, in which case its own answer
+/// is awaited (at most one limit more). Work still running one limit after its deadline holds
+/// connections that stopped answering: their pool is retired, and the thread left to them.
+pub async fn postgres_within<R, F>(limit: Duration, work: F) -> Result<R, Late>
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
+    use crate::storage::postgres::Deadline;
+    use actix_web::rt::time::{sleep, timeout};
+    let deadline = Deadline::start(limit);
+    let scope = deadline.clone();
+    let mut blocking = std::pin::pin!(web::block(move || scope.run(work)));
+    let left = deadline.at().saturating_duration_since(Instant::now());
+    match timeout(left, &mut blocking).await {
+        Ok(Ok(result)) => return Ok(result),
+        Ok(Err(_)) => return Err(Late::WorkerFailed),
+        Err(_) => {}
+    }
+    let abandon_at = deadline.at() + deadline.abandon_after();
+    if deadline.expire() {
+        actix_web::rt::spawn(async move {
+            sleep(abandon_at.saturating_duration_since(Instant::now())).await;
+            deadline.abandon();
+        });
+        return Err(Late::TimedOut);
+    }
+    // A COMMIT is under way or done: its outcome is the answer.
+    let left = abandon_at.saturating_duration_since(Instant::now());
+    match timeout(left, &mut blocking).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(_)) => Err(Late::WorkerFailed),
+        Err(_) => {
+            deadline.abandon();
+            log::error!("a COMMIT did not answer in time: its outcome is unknown");
+            Err(Late::TimedOut)
+        }
     }
 }
 

@@ -322,6 +322,9 @@ pub fn recent(conn: &mut DbConn, limit: i64) -> Result<Vec<AuditEvent>, StorageE
 /// burst of the writer's CPU (about 500 events at 50,000 sign-ins per second) rather than one
 /// that holds a core for several milliseconds while requests wait (BENCHMARKS.md).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+/// PostgreSQL: the time limit of one batch's append. The writer waits for it at most twice that
+/// (then the connection counts as one that stopped answering, see `storage::postgres`).
+pub const APPEND_LIMIT: Duration = Duration::from_secs(5);
 /// Events queued before senders wait (back-pressure rather than unbounded memory): 80 ms of
 /// sign-ins at 50,000 per second, about 3 MB. 16,384 cost 9 MB more of resident memory and
 /// gained nothing measurable.
@@ -597,9 +600,7 @@ fn append(
     batch: &[AuditEvent],
 ) -> Result<Option<i64>, StorageError> {
     let Some(path) = db.sqlite_path() else {
-        let mut conn = db.get()?;
-        super::write_transaction(&mut conn, |c| insert(c, batch))?;
-        return Ok(None);
+        return append_postgres(db, batch).map(|()| None);
     };
     let writer = match appender {
         Some(writer) => writer,
@@ -611,6 +612,35 @@ fn append(
         *appender = None;
     }
     appended.map(Some)
+}
+
+/// PostgreSQL: appends a batch on a thread of its own under a deadline of [`APPEND_LIMIT`], so
+/// that a database that stops answering cannot hold the writer: when no answer has come twice
+/// that time later, the thread is left to its connection (whose pool is retired) and the batch
+/// is tried again. It cannot have committed: after its deadline a transaction rolls back.
+fn append_postgres(db: &Db, batch: &[AuditEvent]) -> Result<(), StorageError> {
+    let deadline = super::postgres::Deadline::start(APPEND_LIMIT);
+    let (answer, answered) = mpsc::sync_channel(1);
+    let (db, batch, work) = (db.clone(), batch.to_vec(), deadline.clone());
+    std::thread::Builder::new()
+        .name("autolink-audit-append".into())
+        .spawn(move || {
+            let result = work.run(|| {
+                let mut conn = db.get()?;
+                super::write_transaction(&mut conn, |c| insert(c, &batch))
+            });
+            let _ = answer.send(result);
+        })
+        .map_err(|e| StorageError::Unavailable(format!("cannot start a thread: {e}")))?;
+    match answered.recv_timeout(APPEND_LIMIT + deadline.abandon_after()) {
+        Ok(result) => result,
+        Err(_) => {
+            deadline.abandon();
+            Err(StorageError::Unavailable(
+                "the database did not answer the audit append in time".into(),
+            ))
+        }
+    }
 }
 
 /// Writes the batch and leaves it empty. On SQLite, returns the events written and the id of the

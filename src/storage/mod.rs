@@ -8,12 +8,15 @@ pub mod change_watch;
 pub mod credentials;
 pub mod customers;
 pub mod links;
+pub mod postgres;
 pub mod prospects;
 pub mod schema;
 pub mod sqlite_audit;
 pub mod sqlite_bulk;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{SimpleConnection, TransactionManager};
@@ -141,21 +144,16 @@ pub struct Manager {
     connect_timeout: Duration,
     /// SQLite's `synchronous` setting of every connection (`FULL` or `NORMAL`).
     sqlite_synchronous: &'static str,
+    /// PostgreSQL: the time limits set on every new connection ([`postgres::session_limits_sql`]);
+    /// `None`: the server's defaults (the commands: migrations and imports may take long).
+    statement_timeout: Option<Duration>,
+    /// PostgreSQL: the generation of the pool this manager opens connections for, and the first
+    /// generation still in use ([`postgres::Pools::retire`]).
+    generation: u64,
+    retired_below: Arc<AtomicU64>,
 }
 
 impl Manager {
-    fn new(backend: Backend, options: &PoolOptions) -> Manager {
-        Manager {
-            backend,
-            connect_timeout: options.checkout_timeout,
-            sqlite_synchronous: if options.durable_commits {
-                "FULL"
-            } else {
-                "NORMAL"
-            },
-        }
-    }
-
     fn connect(&self) -> ConnectionResult<DbConn> {
         match &self.backend {
             Backend::Sqlite(path) => {
@@ -180,8 +178,13 @@ impl Manager {
                 Ok(DbConn::Sqlite(conn))
             }
             Backend::Postgres(url) => {
-                let url = with_connect_timeout(url, self.connect_timeout);
-                Ok(DbConn::Postgres(PgConnection::establish(&url)?))
+                let url = postgres::with_connection_params(url, self.connect_timeout);
+                let mut conn = PgConnection::establish(&url)?;
+                if let Some(limit) = self.statement_timeout {
+                    conn.batch_execute(&postgres::session_limits_sql(limit))
+                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                }
+                Ok(DbConn::Postgres(conn))
             }
         }
     }
@@ -278,14 +281,21 @@ fn create_audit_lookup(conn: &mut SqliteConnection) -> QueryResult<()> {
     Ok(())
 }
 
-/// Adds libpq's `connect_timeout` (whole seconds, at least 2 as libpq requires) unless set.
-fn with_connect_timeout(url: &str, timeout: Duration) -> String {
-    if url.contains("connect_timeout=") {
-        return url.to_string();
+impl Manager {
+    fn new(backend: Backend, options: &PoolOptions) -> Manager {
+        Manager {
+            backend,
+            connect_timeout: options.checkout_timeout,
+            sqlite_synchronous: if options.durable_commits {
+                "FULL"
+            } else {
+                "NORMAL"
+            },
+            statement_timeout: options.statement_timeout,
+            generation: 0,
+            retired_below: Arc::new(AtomicU64::new(0)),
+        }
     }
-    let seconds = timeout.as_secs().max(2);
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}connect_timeout={seconds}")
 }
 
 impl ManageConnection for Manager {
@@ -301,8 +311,15 @@ impl ManageConnection for Manager {
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConn) -> bool {
-        false
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        match conn {
+            DbConn::Sqlite(_) => false,
+            // A connection of a retired pool, or one whose transaction could not be closed.
+            DbConn::Postgres(c) => {
+                use diesel::r2d2::R2D2Connection;
+                self.generation < self.retired_below.load(Ordering::SeqCst) || c.is_broken()
+            }
+        }
     }
 }
 
@@ -319,6 +336,10 @@ pub struct PoolOptions {
     pub open_at_start: bool,
     /// SQLite: a commit is on disk before it returns (`synchronous = FULL`); else `NORMAL`.
     pub durable_commits: bool,
+    /// PostgreSQL: `statement_timeout` and `lock_timeout` of every connection, and the limit of
+    /// work that runs without a [`postgres::Deadline`] of its own (the server's request time
+    /// limit); `None` keeps the server's defaults (the commands).
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -328,6 +349,7 @@ impl Default for PoolOptions {
             checkout_timeout: Duration::from_millis(1000),
             open_at_start: false,
             durable_commits: true,
+            statement_timeout: None,
         }
     }
 }
@@ -335,7 +357,7 @@ impl Default for PoolOptions {
 /// The connection pool. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    pool: r2d2::Pool<Manager>,
+    pool: Pool,
     /// Opens connections outside the pool ([`Db::connect_unpooled`]).
     manager: Manager,
     backend: &'static str,
@@ -345,6 +367,14 @@ pub struct Db {
 
 /// A pooled connection.
 pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// The pool of each backend.
+#[derive(Clone)]
+enum Pool {
+    Sqlite(r2d2::Pool<Manager>),
+    /// Replaced when a connection stops answering (see [`postgres`]).
+    Postgres(Arc<postgres::Pools>),
+}
 
 impl Db {
     /// Applies the migrations on one direct connection, then builds the pool. For SQLite the file
@@ -361,9 +391,13 @@ impl Db {
             }
         }
         let manager = Manager::new(backend, options);
-        let mut conn = manager
-            .connect()
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        // Migrations may take longer than a request: without the requests' time limits.
+        let mut conn = Manager {
+            statement_timeout: None,
+            ..manager.clone()
+        }
+        .connect()
+        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
         run_migrations(&mut conn)?;
         if let (DbConn::Sqlite(c), Backend::Sqlite(path)) = (&mut conn, &manager.backend) {
             attach_audit_lookup(c, path)?;
@@ -384,8 +418,7 @@ impl Db {
 
     /// Builds the pool without touching the database (no migrations); connections open lazily.
     pub fn connect_lazy(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
-        let backend = Backend::from_url(url)?;
-        let manager = Manager::new(backend, options);
+        let manager = Manager::new(Backend::from_url(url)?, options);
         Self::pool(manager, options, 0)
     }
 
@@ -394,17 +427,20 @@ impl Db {
             Backend::Sqlite(path) => ("sqlite", Some(path.clone())),
             Backend::Postgres(_) => ("postgres", None),
         };
-        // build_unchecked (and min_idle 0 on PostgreSQL): start without waiting for every
-        // connection, and keep running (answering "not ready") while the database is away.
-        // A network connection can die while idle, so PostgreSQL connections are tested when
-        // taken from the pool; an open SQLite file cannot, and the test would cost a query on
-        // every request.
-        let pool = r2d2::Pool::builder()
-            .max_size(options.max_size)
-            .test_on_check_out(backend == "postgres")
-            .min_idle(Some(min_idle))
-            .connection_timeout(options.checkout_timeout)
-            .build_unchecked(manager.clone());
+        // build_unchecked: start without waiting for every connection. An open SQLite file
+        // cannot die while idle, so connections are not tested when taken from the pool (the
+        // test would cost a query on every request). PostgreSQL: see `postgres::Pools`.
+        let pool = match &manager.backend {
+            Backend::Sqlite(_) => Pool::Sqlite(
+                r2d2::Pool::builder()
+                    .max_size(options.max_size)
+                    .test_on_check_out(false)
+                    .min_idle(Some(min_idle))
+                    .connection_timeout(options.checkout_timeout)
+                    .build_unchecked(manager.clone()),
+            ),
+            Backend::Postgres(_) => Pool::Postgres(postgres::Pools::new(manager.clone(), options)),
+        };
         Ok(Self {
             pool,
             manager,
@@ -415,9 +451,12 @@ impl Db {
 
     /// A connection, or [`StorageError::Unavailable`] after the checkout timeout.
     pub fn get(&self) -> Result<PooledConn, StorageError> {
-        self.pool
-            .get()
-            .map_err(|e| StorageError::Unavailable(e.to_string()))
+        match &self.pool {
+            Pool::Sqlite(pool) => pool
+                .get()
+                .map_err(|e| StorageError::Unavailable(e.to_string())),
+            Pool::Postgres(pools) => pools.get(),
+        }
     }
 
     /// A connection of its own, outside the pool, with the pool's settings: for a thread that
@@ -430,7 +469,10 @@ impl Db {
 
     /// An idle connection if there is one right now; never waits.
     pub fn try_get(&self) -> Option<PooledConn> {
-        self.pool.try_get()
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.try_get(),
+            Pool::Postgres(pools) => pools.pool().try_get(),
+        }
     }
 
     /// SQLite: whether commits are on disk before they return (`synchronous = FULL`).
@@ -450,12 +492,12 @@ impl Db {
 
     /// Pool use: (connections open, connections idle, maximum).
     pub fn pool_state(&self) -> (u32, u32, u32) {
-        let state = self.pool.state();
-        (
-            state.connections,
-            state.idle_connections,
-            self.pool.max_size(),
-        )
+        let pool = match &self.pool {
+            Pool::Sqlite(pool) => pool.clone(),
+            Pool::Postgres(pools) => pools.pool(),
+        };
+        let state = pool.state();
+        (state.connections, state.idle_connections, pool.max_size())
     }
 
     /// Checks that the database answers.
@@ -516,6 +558,19 @@ where
         }
     };
     match f(conn) {
+        Ok(value) if matches!(conn, DbConn::Postgres(_)) => {
+            // PostgreSQL: nothing commits after the deadline of the work (its request was, or
+            // is being, answered as failed).
+            if !postgres::begin_commit() {
+                log::warn!("the time limit passed before COMMIT: the transaction is rolled back");
+                let _ = Tm::rollback_transaction(conn);
+                return Err(DieselError::RollbackTransaction.into());
+            }
+            let committed = Tm::commit_transaction(conn);
+            postgres::end_commit(committed.is_ok());
+            committed?;
+            Ok(value)
+        }
         Ok(value) => {
             Tm::commit_transaction(conn)?;
             Ok(value)
@@ -631,17 +686,5 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-    }
-
-    #[test]
-    fn adds_a_connect_timeout_to_postgres_urls() {
-        assert_eq!(
-            with_connect_timeout("postgres://h/db", Duration::from_millis(500)),
-            "postgres://h/db?connect_timeout=2"
-        );
-        assert_eq!(
-            with_connect_timeout("postgres://h/db?sslmode=require", Duration::from_secs(3)),
-            "postgres://h/db?sslmode=require&connect_timeout=3"
-        );
     }
 }

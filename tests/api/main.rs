@@ -18,6 +18,7 @@ mod mock_b2c;
 mod mock_issuer;
 mod policies;
 mod race;
+mod reliability;
 mod relying_party;
 mod rest;
 mod slow_bodies;

@@ -34,6 +34,19 @@ where
     F: FnOnce(&Admin) -> AdminResult<T> + Send + 'static,
 {
     let admin = state.admin.clone();
+    if admin.backend() == "postgres" {
+        return match super::postgres_within(ADMIN_TIMEOUT, move || work(&admin)).await {
+            Ok(result) => Ok(result?),
+            Err(super::Late::WorkerFailed) => {
+                log::error!("admin operation: worker failed");
+                Err(ApiError::Unavailable)
+            }
+            Err(super::Late::TimedOut) => {
+                log::warn!("admin operation did not finish in time");
+                Err(ApiError::Unavailable)
+            }
+        };
+    }
     match actix_web::rt::time::timeout(ADMIN_TIMEOUT, web::block(move || work(&admin))).await {
         Ok(Ok(result)) => Ok(result?),
         Ok(Err(_)) => {
