@@ -102,21 +102,6 @@ impl Drop for Proxy {
     }
 }
 
-fn host_and_port(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
-    let host = rest.split(['/', '?']).next().unwrap_or("127.0.0.1");
-    if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:5432")
-    }
-}
-
-fn through_proxy(url: &str, port: u16) -> String {
-    url.replacen(&host_and_port(url), &format!("127.0.0.1:{port}"), 1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_away_sign_ups_fail_closed_and_the_service_recovers() {
     if postgres_base_url().is_none() {

@@ -534,3 +534,20 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// `host:port` of a PostgreSQL URL (port 5432 when the URL names none).
+pub fn host_and_port(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+    let host = rest.split(['/', '?']).next().unwrap_or("127.0.0.1");
+    if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// The same PostgreSQL URL, reaching the server through a local proxy on `port`.
+pub fn through_proxy(url: &str, port: u16) -> String {
+    url.replacen(&host_and_port(url), &format!("127.0.0.1:{port}"), 1)
+}

@@ -407,30 +407,23 @@ async fn an_argon2_check_gives_its_memory_back_when_it_ends() {
     });
     let client = reqwest::Client::new();
     let url = format!("{}/b2c/api-connector", server.address);
-    // Warm the request path without any argon2 check (no credentials), then measure.
+    // A refusal: without credentials (no argon2 check), or with a wrong password (one check).
+    let refused = |password: Option<String>| {
+        let mut request = client.post(&url).json(&connector_body());
+        if let Some(password) = password {
+            request = request.basic_auth(CONNECTOR_USER, Some(password));
+        }
+        async move { assert_eq!(request.send().await.unwrap().status(), 401) }
+    };
+    // Warm the request path without any argon2 check, then measure.
     for _ in 0..3 {
-        let status = client
-            .post(&url)
-            .json(&connector_body())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 401);
+        refused(None).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before_kib = server.status_kib("VmRSS");
     // Three argon2 checks (19 MiB each with the default parameters), one after another.
     for n in 0..3 {
-        let status = client
-            .post(&url)
-            .basic_auth(CONNECTOR_USER, Some(format!("wrong-{n}")))
-            .json(&connector_body())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 401);
+        refused(Some(format!("wrong-{n}"))).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after_kib = server.status_kib("VmRSS");

@@ -118,21 +118,6 @@ async fn pump(
     std::future::pending::<()>().await;
 }
 
-fn host_and_port(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
-    let host = rest.split(['/', '?']).next().unwrap_or("127.0.0.1");
-    if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:5432")
-    }
-}
-
-fn through_proxy(url: &str, port: u16) -> String {
-    url.replacen(&host_and_port(url), &format!("127.0.0.1:{port}"), 1)
-}
-
 /// Posts a connector body; returns the status, the answer and how long it took.
 async fn timed_connector(
     client: &reqwest::Client,
