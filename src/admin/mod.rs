@@ -194,8 +194,8 @@ impl Admin {
         }
     }
 
-    /// The database backend (`sqlite` or `postgres`).
-    pub fn backend(&self) -> &'static str {
+    /// The database backend.
+    pub fn backend(&self) -> storage::BackendKind {
         self.db.backend()
     }
 

@@ -24,7 +24,7 @@ pub async fn healthz() -> HttpResponse {
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let engine = state.engine.clone();
-    let result = if engine.db().backend() == "postgres" {
+    let result = if engine.db().backend() == crate::storage::BackendKind::Postgres {
         match super::postgres_within(state.request_timeout, move || engine.db().ping()).await {
             Ok(result) => Ok(Ok(result)),
             Err(super::Late::WorkerFailed) => Ok(Err(())),

@@ -141,7 +141,7 @@ where
     F: FnOnce(&Engine) -> Result<Answer, StorageError> + Send + 'static,
 {
     let engine = state.engine.clone();
-    if engine.db().backend() == "postgres" {
+    if engine.db().backend() == crate::storage::BackendKind::Postgres {
         return match postgres_within(state.request_timeout, move || work(&engine)).await {
             Ok(result) => storage_answer(request_id, source, result),
             Err(Late::WorkerFailed) => {

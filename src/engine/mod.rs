@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::storage::audit::{AuditEvent, AuditWriter};
 use crate::storage::customers::{self, NewCustomer};
 use crate::storage::links::{self, NewLink};
-use crate::storage::{self, Db, DbConn, StorageError};
+use crate::storage::{self, BackendKind, Db, DbConn, StorageError};
 
 use group_commit::LinkWriter;
 pub use group_commit::PendingLink;
@@ -149,8 +149,8 @@ impl Engine {
             metrics,
         });
         let links = match db.backend() {
-            "sqlite" => LinkWriter::start(decider.clone(), db.clone()),
-            _ => None,
+            BackendKind::Sqlite => LinkWriter::start(decider.clone(), db.clone()),
+            BackendKind::Postgres => None,
         };
         let signins = SigninCache::new(db.sqlite_path());
         Self {
@@ -279,7 +279,7 @@ impl Engine {
     /// read, and the audit event is queued only if the queue has room; anything else returns
     /// `None` and the caller takes the blocking path, which decides everything again.
     pub fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
-        if self.db.backend() != "sqlite" {
+        if self.db.backend() != BackendKind::Sqlite {
             return None;
         }
         let decider = &self.decider;
@@ -309,7 +309,7 @@ impl Engine {
     /// conditions as [`Engine::resolve_linked_without_waiting`]: an idle connection at hand and
     /// room in the audit queue, else `None` and the caller takes the blocking path.
     pub fn check_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
-        if self.db.backend() != "sqlite" {
+        if self.db.backend() != BackendKind::Sqlite {
             return None;
         }
         let decider = &self.decider;

@@ -94,6 +94,15 @@ pub fn is_unique_violation(error: &DieselError) -> bool {
     )
 }
 
+/// Which database a [`Db`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// SQLite, the embedded default.
+    Sqlite,
+    /// PostgreSQL, for production.
+    Postgres,
+}
+
 /// Which backend a URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
@@ -360,7 +369,7 @@ pub struct Db {
     pool: Pool,
     /// Opens connections outside the pool ([`Db::connect_unpooled`]).
     manager: Manager,
-    backend: &'static str,
+    backend: BackendKind,
     /// The SQLite file, for the import's bulk writer.
     sqlite_path: Option<String>,
 }
@@ -424,8 +433,8 @@ impl Db {
 
     fn pool(manager: Manager, options: &PoolOptions, min_idle: u32) -> Result<Self, StorageError> {
         let (backend, sqlite_path) = match &manager.backend {
-            Backend::Sqlite(path) => ("sqlite", Some(path.clone())),
-            Backend::Postgres(_) => ("postgres", None),
+            Backend::Sqlite(path) => (BackendKind::Sqlite, Some(path.clone())),
+            Backend::Postgres(_) => (BackendKind::Postgres, None),
         };
         // build_unchecked: start without waiting for every connection. An open SQLite file
         // cannot die while idle, so connections are not tested when taken from the pool (the
@@ -485,8 +494,8 @@ impl Db {
         self.sqlite_path.as_deref()
     }
 
-    /// `sqlite` or `postgres`.
-    pub fn backend(&self) -> &'static str {
+    /// Which database this is.
+    pub fn backend(&self) -> BackendKind {
         self.backend
     }
 

@@ -175,7 +175,7 @@ async fn a_database_that_stops_answering_fails_requests_closed_and_the_service_r
     let proxy = FreezingProxy::start(host_and_port(&db.url)).await;
     let proxied = through_proxy(&db.url, proxy.port);
     let app = spawn_on(db, |s| s.database_url = proxied.clone()).await;
-    assert_eq!(app.db().backend(), "postgres");
+    assert_eq!(app.db().backend(), autolink::storage::BackendKind::Postgres);
     app.import_csv(&csv(&[
         "POS-300,USRT,person,false,frozen@example.com,F,Rozen",
     ]));

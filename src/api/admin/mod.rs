@@ -34,7 +34,7 @@ where
     F: FnOnce(&Admin) -> AdminResult<T> + Send + 'static,
 {
     let admin = state.admin.clone();
-    if admin.backend() == "postgres" {
+    if admin.backend() == crate::storage::BackendKind::Postgres {
         return match super::postgres_within(ADMIN_TIMEOUT, move || work(&admin)).await {
             Ok(result) => Ok(result?),
             Err(super::Late::WorkerFailed) => {
