@@ -230,42 +230,7 @@ async fn the_b2c_endpoints_refuse_a_key_given_twice_at_any_depth_and_write_nothi
 #[tokio::test]
 async fn the_admin_api_refuses_a_key_given_twice_naming_it_and_writes_nothing() {
     let app = spawn_app().await;
-    app.import_csv(&csv(&[
-        "C-1,USRT,person,false,carol@example.com,Carol,One",
-        "C-2,USRT,person,false,other@example.com,Carol,Two",
-    ]));
-    let linked = app
-        .connector(&token_step(
-            "carol@example.com",
-            "oid-carol",
-            local_identity(),
-            B2C_CLIENT,
-        ))
-        .await
-        .1;
-    assert_eq!(linked["extension_CustomerAccountNumber"], "C-1", "{linked}");
-    let links = app
-        .client
-        .get(format!("{}/admin/v1/links?accountNumber=C-1", app.address))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
-    let link = links["items"][0]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{links}"));
-    let (status, prospect) = post_raw(
-        &app,
-        "/admin/v1/prospects",
-        Caller::Admin,
-        r#"{"email": "kim@example.com", "companyName": "Fabrikam", "legalEntity": "USRT"}"#,
-    )
-    .await;
-    assert_eq!(status, 201, "{prospect}");
-    let prospect = prospect["id"].as_i64().unwrap();
+    let (link, prospect) = seed_customers_link_and_prospect(&app).await;
 
     let cases: Vec<(reqwest::Method, String, &str, &str)> = vec![
         (

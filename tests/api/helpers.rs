@@ -551,3 +551,51 @@ pub fn host_and_port(url: &str) -> String {
 pub fn through_proxy(url: &str, port: u16) -> String {
     url.replacen(&host_and_port(url), &format!("127.0.0.1:{port}"), 1)
 }
+
+/// What the admin tests that send bodies to every endpoint need: customers `C-1`
+/// (carol@example.com, linked through the connector) and `C-2` (other@example.com), and a pending
+/// prospect. Returns the link's id and the prospect's id.
+pub async fn seed_customers_link_and_prospect(app: &TestApp) -> (i64, i64) {
+    app.import_csv(&csv(&[
+        "C-1,USRT,person,false,carol@example.com,Carol,One",
+        "C-2,USRT,person,false,other@example.com,Carol,Two",
+    ]));
+    let (_, linked) = app
+        .connector(&token_step(
+            "carol@example.com",
+            "oid-carol",
+            local_identity(),
+            B2C_CLIENT,
+        ))
+        .await;
+    assert_eq!(linked["extension_CustomerAccountNumber"], "C-1", "{linked}");
+    let links: Value = app
+        .client
+        .get(format!("{}/admin/v1/links?accountNumber=C-1", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link = links["items"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{links}"));
+    let response = app
+        .client
+        .post(format!("{}/admin/v1/prospects", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &json!({"email": "kim@example.com", "companyName": "Fabrikam", "legalEntity": "USRT"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let prospect: Value = response.json().await.unwrap();
+    let prospect = prospect["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{prospect}"));
+    (link, prospect)
+}

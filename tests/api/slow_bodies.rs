@@ -153,46 +153,7 @@ async fn a_body_that_never_arrives_gets_408_and_a_closed_connection_on_every_end
 ) {
     let limit = Duration::from_millis(2000);
     let app = spawn_app_with(|s| s.limits.body_timeout_ms = 2000).await;
-    app.import_csv(&csv(&[
-        "C-1,USRT,person,false,carol@example.com,Carol,One",
-        "C-2,USRT,person,false,other@example.com,Carol,Two",
-    ]));
-    let (_, linked) = app
-        .connector(&token_step(
-            "carol@example.com",
-            "oid-carol",
-            local_identity(),
-            B2C_CLIENT,
-        ))
-        .await;
-    assert_eq!(linked["extension_CustomerAccountNumber"], "C-1", "{linked}");
-    let links: Value = app
-        .client
-        .get(format!("{}/admin/v1/links?accountNumber=C-1", app.address))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let link = links["items"][0]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{links}"));
-    let prospect: Value = app
-        .client
-        .post(format!("{}/admin/v1/prospects", app.address))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({"email": "kim@example.com", "companyName": "Fabrikam", "legalEntity": "USRT"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let prospect = prospect["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{prospect}"));
+    let (link, prospect) = seed_customers_link_and_prospect(&app).await;
 
     let (basic, bearer) = (basic(), bearer());
     let mut cases: Vec<(&str, String, &str, Body)> = vec![
