@@ -112,7 +112,8 @@ impl ConnectorAuth {
         }
 
         if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-            let fingerprint = gate.log_fingerprint(value.as_bytes());
+            // Computed only for a refusal: an accepted call pays nothing for the log.
+            let fingerprint = || gate.log_fingerprint(value.as_bytes());
             match scheme_of(value.as_bytes()) {
                 Some(Scheme::Basic) => {
                     let parsed = value
@@ -122,10 +123,10 @@ impl ConnectorAuth {
                         .and_then(crate::auth::parse_basic);
                     match (&self.basic, parsed) {
                         (None, _) => {
-                            failure.note("HTTP Basic is not accepted here".into(), fingerprint)
+                            failure.note("HTTP Basic is not accepted here".into(), fingerprint())
                         }
                         (Some(_), None) => {
-                            failure.note("the HTTP Basic header is malformed".into(), fingerprint)
+                            failure.note("the HTTP Basic header is malformed".into(), fingerprint())
                         }
                         (Some(basic), Some((user, password))) => {
                             let verdict = if basic.verified_before(&user, &password) {
@@ -144,7 +145,7 @@ impl ConnectorAuth {
                                 Verdict::Accepted => return Ok(Caller::Basic(user)),
                                 Verdict::Refused => failure.note(
                                     "the HTTP Basic credentials are not valid".into(),
-                                    fingerprint,
+                                    fingerprint(),
                                 ),
                                 busy => failure.throttle(busy),
                             }
@@ -158,9 +159,8 @@ impl ConnectorAuth {
                         .map(|v| v.trim()[BEARER.len()..].trim())
                         .unwrap_or_default();
                     match &self.bearer {
-                        None => {
-                            failure.note("bearer tokens are not accepted here".into(), fingerprint)
-                        }
+                        None => failure
+                            .note("bearer tokens are not accepted here".into(), fingerprint()),
                         Some(verifier) => match verifier.verify(token).await {
                             Ok(info) => {
                                 return Ok(Caller::Bearer {
@@ -168,13 +168,13 @@ impl ConnectorAuth {
                                     client_id: info.client_id,
                                 })
                             }
-                            Err(error) => failure.note(token_refusal(&error), fingerprint),
+                            Err(error) => failure.note(token_refusal(&error), fingerprint()),
                         },
                     }
                 }
                 None => failure.note(
                     "the authorization scheme is not accepted here".into(),
-                    fingerprint,
+                    fingerprint(),
                 ),
             }
         }

@@ -87,12 +87,13 @@ async fn authenticate(req: &ServiceRequest, state: &web::Data<AppState>) -> Resu
             None,
         ));
     };
-    let fingerprint = gate.log_fingerprint(authorization.as_bytes());
+    // Computed only for a refusal: an accepted call pays nothing for the log.
+    let fingerprint = || Some(gate.log_fingerprint(authorization.as_bytes()));
     if scheme_of(authorization.as_bytes()) != Some(Scheme::Bearer) {
         return Err(Refused::because(
             "the authorization scheme is not accepted here: the admin API takes only the admin \
              token as Authorization: Bearer",
-            Some(fingerprint),
+            fingerprint(),
         ));
     }
     let token = authorization
@@ -101,7 +102,7 @@ async fn authenticate(req: &ServiceRequest, state: &web::Data<AppState>) -> Resu
         .map(|v| v.trim()["bearer".len()..].trim())
         .unwrap_or_default();
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-        return Err(Refused::because(NOT_THE_TOKEN, Some(fingerprint)));
+        return Err(Refused::because(NOT_THE_TOKEN, fingerprint()));
     }
     let verdict = if state.admin_token.verified_before(token.as_bytes()) {
         Verdict::Accepted
@@ -114,7 +115,7 @@ async fn authenticate(req: &ServiceRequest, state: &web::Data<AppState>) -> Resu
     };
     match verdict {
         Verdict::Accepted => Ok(()),
-        Verdict::Refused => Err(Refused::because(NOT_THE_TOKEN, Some(fingerprint))),
+        Verdict::Refused => Err(Refused::because(NOT_THE_TOKEN, fingerprint())),
         Verdict::Throttled(wait) => Err(Refused::throttled(wait)),
         Verdict::Busy => Err(Refused::throttled(std::time::Duration::from_secs(1))),
     }
