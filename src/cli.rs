@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
-use crate::engine::Answer;
 use crate::import::{self, Format, ImportError, OnError};
+use crate::linking::Answer;
 use crate::startup::{self, Application};
 
 /// Links Azure AD B2C identities to the customer accounts a store already holds.
@@ -209,10 +209,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Preview { channel, email } => {
             let db = startup::open_database(&settings)?;
-            let (engine, audit) = startup::build_engine(&settings, db)?;
+            let (linking, audit) = startup::build_linking(&settings, db)?;
             let request_id = crate::api::new_request_id();
-            let answer = engine.preview(&request_id, "admin", &channel, &email)?;
-            drop(engine);
+            let answer = linking.preview(&request_id, "admin", &channel, &email)?;
+            drop(linking);
             audit.join();
             println!("{}", serde_json::to_string_pretty(&answer_json(&answer))?);
             Ok(ExitCode::SUCCESS)

@@ -8,7 +8,7 @@
 //!
 //! Streamed: a reader thread parses and checks rows and hands batches to the writer (the calling
 //! thread) over a channel of a few batches, so memory does not grow with the file. The writer is
-//! [`crate::storage::sqlite_bulk`] on SQLite and diesel on PostgreSQL.
+//! [`crate::storage::sqlite::bulk`] on SQLite and diesel on PostgreSQL.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::domain::customer::parse_name;
 use crate::domain::{AccountNumber, EmailAddress, LegalEntity, PartyType};
 use crate::storage::customers::{self, NewCustomer, UpsertCounts};
-use crate::storage::sqlite_bulk::SqliteBulk;
+use crate::storage::sqlite::bulk::SqliteBulk;
 use crate::storage::{self, Db, StorageError};
 
 /// Rows written per statement batch.
@@ -242,7 +242,7 @@ pub fn import_reader<R: Read + Send>(
 /// Batches waiting between the reader and the writer.
 const QUEUED_BATCHES: usize = 4;
 
-/// SQLite: the bulk writer ([`storage::sqlite_bulk`]).
+/// SQLite: the bulk writer ([`storage::sqlite::bulk`]).
 fn write_sqlite(
     path: &str,
     durable: bool,

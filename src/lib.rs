@@ -2,7 +2,7 @@
 //! already holds, by matching a verified email address.
 //!
 //! - [`domain`]: emails, identities, channels, refusals and the linking rules (pure);
-//! - [`engine`]: gathers facts from storage, applies the rules, writes links, audits;
+//! - [`linking`]: gathers facts from storage, applies the rules, writes links, audits;
 //! - [`storage`]: diesel over SQLite and PostgreSQL;
 //! - [`api`]: the HTTP wire formats; [`auth`]: who may call;
 //! - [`config`], [`startup`], [`cli`]: settings, server assembly and the command line;
@@ -21,8 +21,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
-pub mod engine;
 pub mod import;
+pub mod linking;
 pub mod messages;
 pub mod metrics;
 pub mod mock_b2c;

@@ -15,7 +15,7 @@ use prometheus::{
 };
 
 use crate::domain::{ChannelDirectory, Refusal};
-use crate::engine::{Answer, Outcome};
+use crate::linking::{Answer, Outcome};
 use crate::storage::Db;
 
 /// The label of decisions whose channel is unknown (the client id maps to no channel).
@@ -192,7 +192,7 @@ fn outcome_index(outcome: Outcome) -> usize {
 mod tests {
     use super::*;
     use crate::domain::{Channel, CustomerType};
-    use crate::engine::Resolution;
+    use crate::linking::Resolution;
 
     fn channels() -> ChannelDirectory {
         ChannelDirectory::new(

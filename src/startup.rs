@@ -16,7 +16,7 @@ use crate::auth::bootstrap::{self, Generated};
 use crate::auth::fetch::Fetcher;
 use crate::auth::oidc::{AccessTokenVerifier, B2cIdTokenVerifier};
 use crate::config::Settings;
-use crate::engine::{Engine, EngineSettings};
+use crate::linking::{LinkingService, LinkingSettings};
 use crate::messages::Catalogue;
 use crate::metrics::Metrics;
 use crate::storage::audit::{AuditWriter, AuditWriterHandle};
@@ -56,8 +56,11 @@ fn open_database_with(settings: &Settings, serving: bool) -> anyhow::Result<Db> 
     Ok(Db::open(&settings.database_url, &options)?)
 }
 
-/// Builds the engine over an open database; returns the audit writer's handle with it.
-pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, AuditWriterHandle)> {
+/// Builds the linking service over an open database; returns the audit writer's handle with it.
+pub fn build_linking(
+    settings: &Settings,
+    db: Db,
+) -> anyhow::Result<(LinkingService, AuditWriterHandle)> {
     let channels = settings.channel_directory()?;
     let metrics = Arc::new(Metrics::new(&channels)?);
     // The audit writer has connections of its own, so that requests holding the pool's
@@ -76,24 +79,24 @@ pub fn build_engine(settings: &Settings, db: Db) -> anyhow::Result<(Engine, Audi
         },
     )?;
     let (audit, audit_handle) = AuditWriter::start(audit_db);
-    let engine_settings = EngineSettings {
+    let linking_settings = LinkingSettings {
         linking_enabled: settings.linking.enabled,
         allow_link_after_email_change: settings.linking.allow_link_after_email_change,
         verification: settings.linking.verification_policy(),
         account_number_prefix: settings.customers.account_number_prefix.clone(),
     };
     Ok((
-        Engine::new(db, channels, engine_settings, audit, metrics),
+        LinkingService::new(db, channels, linking_settings, audit, metrics),
         audit_handle,
     ))
 }
 
-/// Builds the administrative operations (and the engine they preview with) over an open
+/// Builds the administrative operations (and the linking service they preview with) over an open
 /// database; returns the audit writer's handle with them.
 pub fn build_admin(settings: &Settings, db: Db) -> anyhow::Result<(Admin, AuditWriterHandle)> {
-    let (engine, audit) = build_engine(settings, db)?;
+    let (linking, audit) = build_linking(settings, db)?;
     let admin = Admin::new(
-        Arc::new(engine),
+        Arc::new(linking),
         settings.customers.account_number_prefix.clone(),
     );
     Ok((admin, audit))
@@ -104,7 +107,7 @@ impl Application {
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
         let db = open_database_with(settings, true)?;
         let (credentials, generated) = bootstrap::load_or_generate(settings, &db)?;
-        let (engine, audit) = build_engine(settings, db)?;
+        let (linking, audit) = build_linking(settings, db)?;
         if !settings.tenant_issuer_configured() {
             log::warn!(
                 "tenant_issuer is not configured: identities from connector calls are keyed under \
@@ -166,13 +169,13 @@ impl Application {
             bearer,
             client_certificate,
         };
-        let engine = Arc::new(engine);
+        let linking = Arc::new(linking);
         let admin = Arc::new(Admin::new(
-            engine.clone(),
+            linking.clone(),
             settings.customers.account_number_prefix.clone(),
         ));
         let state = web::Data::new(AppState {
-            engine,
+            linking,
             connector_auth,
             tenant_issuer: settings.tenant_issuer.clone(),
             max_body_bytes: settings.limits.max_body_bytes,

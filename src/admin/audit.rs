@@ -98,7 +98,7 @@ impl Admin {
         }
         let channel = text(query.channel.as_deref());
         if let Some(channel) = channel {
-            if self.engine.channels().by_id(channel).is_none() {
+            if self.linking.channels().by_id(channel).is_none() {
                 return Err(AdminError::invalid(
                     "channel",
                     "is not a configured channel",

@@ -83,8 +83,8 @@ impl Admin {
             b2c: Vec::new(),
             b2b: Vec::new(),
         };
-        let environment_switch = self.engine.linking_enabled();
-        for channel in self.engine.channels().all() {
+        let environment_switch = self.linking.linking_enabled();
+        for channel in self.linking.channels().all() {
             // With linking off a channel never looks for candidates, so it never fails on them.
             if channel.legal_entity != legal_entity.as_str()
                 || !channel.linking_enabled(environment_switch)

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{EmailAddress, LegalEntity};
-use crate::engine::Engine;
+use crate::linking::LinkingService;
 use crate::storage::audit::AuditEvent;
 use crate::storage::{self, Db, StorageError};
 
@@ -180,16 +180,16 @@ impl Context {
 /// The administrative operations. Cheap to share behind an `Arc`.
 pub struct Admin {
     db: Db,
-    engine: Arc<Engine>,
+    linking: Arc<LinkingService>,
     account_number_prefix: String,
 }
 
 impl Admin {
-    /// Builds the operations over the engine's database and channels.
-    pub fn new(engine: Arc<Engine>, account_number_prefix: String) -> Admin {
+    /// Builds the operations over the linking service's database and channels.
+    pub fn new(linking: Arc<LinkingService>, account_number_prefix: String) -> Admin {
         Admin {
-            db: engine.db().clone(),
-            engine,
+            db: linking.db().clone(),
+            linking,
             account_number_prefix,
         }
     }
@@ -209,7 +209,7 @@ impl Admin {
         let raw = required(field, raw)?;
         let legal_entity = LegalEntity::parse(raw).map_err(|m| invalid_from(field, &m))?;
         let served = self
-            .engine
+            .linking
             .channels()
             .all()
             .iter()
@@ -260,17 +260,17 @@ pub struct PreviewView {
 
 impl Admin {
     /// What would happen for this email on this channel, for a new identity with a verified
-    /// email, without writing anything but the audit event (`Engine::preview`).
+    /// email, without writing anything but the audit event (`LinkingService::preview`).
     pub fn preview(&self, ctx: &Context, request: &PreviewRequest) -> AdminResult<PreviewView> {
         let channel = required("channel", request.channel.as_deref())?;
-        if self.engine.channels().by_id(channel).is_none() {
+        if self.linking.channels().by_id(channel).is_none() {
             return Err(AdminError::invalid(
                 "channel",
                 "is not a configured channel",
             ));
         }
         let address = required_email("email", request.email.as_deref())?;
-        let answer = self.engine.preview(
+        let answer = self.linking.preview(
             &ctx.request_id,
             ctx.actor.as_str(),
             channel,

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::body::{read_json, timed_out, Unreadable};
 use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
-use crate::engine::{Answer, LinkRequest};
+use crate::linking::{Answer, LinkRequest};
 
 /// The answer version B2C expects in every answer.
 pub const API_VERSION: &str = "1.0.0";
@@ -179,7 +179,7 @@ fn link_request(
     }
 }
 
-/// Renders the engine's answer in the wire format the step allows.
+/// Renders the linking service's answer in the wire format the step allows.
 fn render(state: &AppState, step: Step, answer: &Answer, language: &str) -> HttpResponse {
     match (step, answer) {
         (Step::PreTokenIssuance, Ok(resolution)) => continue_with(ContinueClaims {

@@ -23,15 +23,15 @@ pub async fn healthz() -> HttpResponse {
     )
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let engine = state.engine.clone();
-    let result = if engine.db().backend() == crate::storage::BackendKind::Postgres {
-        match super::postgres_within(state.request_timeout, move || engine.db().ping()).await {
+    let linking = state.linking.clone();
+    let result = if linking.db().backend() == crate::storage::BackendKind::Postgres {
+        match super::postgres_within(state.request_timeout, move || linking.db().ping()).await {
             Ok(result) => Ok(Ok(result)),
             Err(super::Late::WorkerFailed) => Ok(Err(())),
             Err(super::Late::TimedOut) => Err(()),
         }
     } else {
-        let ping = web::block(move || engine.db().ping());
+        let ping = web::block(move || linking.db().ping());
         match actix_web::rt::time::timeout(state.request_timeout, ping).await {
             Ok(Ok(result)) => Ok(Ok(result)),
             Ok(Err(_)) => Ok(Err(())),

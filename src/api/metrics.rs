@@ -10,7 +10,7 @@ use super::AppState;
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    match state.engine.metrics().render(state.engine.db()) {
+    match state.linking.metrics().render(state.linking.db()) {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),

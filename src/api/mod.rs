@@ -1,6 +1,6 @@
 //! The HTTP surface: routes, request ids and logging, authentication, and the wire formats.
 //!
-//! Handlers parse into domain types, call the engine, and render the answer; no rule lives here.
+//! Handlers parse into domain types, call the linking service, and render the answer; no rule lives here.
 
 pub mod admin;
 pub mod authn;
@@ -25,14 +25,14 @@ use serde_json::json;
 
 use crate::auth::oidc::B2cIdTokenVerifier;
 use crate::domain::{EmailAddress, Refusal};
-use crate::engine::{Answer, Engine, LinkRequest};
+use crate::linking::{Answer, LinkRequest, LinkingService};
 use crate::messages::Catalogue;
 use crate::storage::StorageError;
 
 /// Shared state of every worker.
 pub struct AppState {
-    /// The decision engine.
-    pub engine: Arc<Engine>,
+    /// The decision linking.
+    pub linking: Arc<LinkingService>,
     /// How B2C authenticates.
     pub connector_auth: authn::ConnectorAuth,
     /// The issuer of identities named by connector `objectId`s.
@@ -89,7 +89,7 @@ pub async fn request_context(
     let mut res = next.call(req).await?;
     if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
         // The matched resource's name is its route pattern (routes::configure names them).
-        state.engine.metrics().observe_request(
+        state.linking.metrics().observe_request(
             res.request().match_name(),
             &method,
             started.elapsed().as_secs_f64(),
@@ -134,15 +134,15 @@ pub fn new_request_id() -> String {
         .to_string()
 }
 
-/// Runs a blocking engine call within the request's database time limit. Storage failures,
+/// Runs a blocking linking call within the request's database time limit. Storage failures,
 /// time-outs and worker failures all become `ServiceUnavailable`: the caller fails closed.
-pub async fn run_engine<F>(state: &AppState, request_id: &str, source: &str, work: F) -> Answer
+pub async fn run_blocking<F>(state: &AppState, request_id: &str, source: &str, work: F) -> Answer
 where
-    F: FnOnce(&Engine) -> Result<Answer, StorageError> + Send + 'static,
+    F: FnOnce(&LinkingService) -> Result<Answer, StorageError> + Send + 'static,
 {
-    let engine = state.engine.clone();
-    if engine.db().backend() == crate::storage::BackendKind::Postgres {
-        return match postgres_within(state.request_timeout, move || work(&engine)).await {
+    let linking = state.linking.clone();
+    if linking.db().backend() == crate::storage::BackendKind::Postgres {
+        return match postgres_within(state.request_timeout, move || work(&linking)).await {
             Ok(result) => storage_answer(request_id, source, result),
             Err(Late::WorkerFailed) => {
                 log::error!("request_id={request_id} {source}: worker failed");
@@ -151,7 +151,7 @@ where
             Err(Late::TimedOut) => timed_out(request_id, source),
         };
     }
-    let blocking = web::block(move || work(&engine));
+    let blocking = web::block(move || work(&linking));
     match actix_web::rt::time::timeout(state.request_timeout, blocking).await {
         Ok(Ok(result)) => storage_answer(request_id, source, result),
         Ok(Err(_)) => {
@@ -228,12 +228,12 @@ fn timed_out(request_id: &str, source: &str) -> Answer {
 
 /// The sign-up checks: the non-waiting fast path first, then the blocking path.
 pub async fn check_identity(state: &AppState, request: LinkRequest, source: &str) -> Answer {
-    if let Some(answer) = state.engine.check_without_waiting(&request) {
+    if let Some(answer) = state.linking.check_without_waiting(&request) {
         return answer;
     }
     let request_id = request.request_id.clone();
-    run_engine(state, &request_id, source, move |engine| {
-        engine.check(&request)
+    run_blocking(state, &request_id, source, move |linking| {
+        linking.check(&request)
     })
     .await
 }
@@ -241,19 +241,19 @@ pub async fn check_identity(state: &AppState, request: LinkRequest, source: &str
 /// Links (or resolves) an identity: the non-waiting fast path first, then (SQLite) the
 /// group-commit thread, or (PostgreSQL) the blocking path. Within the request's time limit.
 pub async fn link_identity(state: &AppState, request: LinkRequest, source: &str) -> Answer {
-    if let Some(answer) = state.engine.resolve_linked_without_waiting(&request) {
+    if let Some(answer) = state.linking.resolve_linked_without_waiting(&request) {
         return answer;
     }
     let request_id = request.request_id.clone();
-    if !state.engine.links_in_groups() {
-        return run_engine(state, &request_id, source, move |engine| {
-            engine.link(&request)
+    if !state.linking.links_in_groups() {
+        return run_blocking(state, &request_id, source, move |linking| {
+            linking.link(&request)
         })
         .await;
     }
     // When the time limit passes first, the receiver is dropped, and the group-commit thread
     // skips the request if it has not started on it.
-    let pending = state.engine.submit_link(request);
+    let pending = state.linking.submit_link(request);
     match actix_web::rt::time::timeout(state.request_timeout, pending.answer()).await {
         Ok(result) => storage_answer(&request_id, source, result),
         Err(_) => timed_out(&request_id, source),

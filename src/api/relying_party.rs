@@ -12,7 +12,7 @@ use serde_json::json;
 use super::authn::token_refusal;
 use super::{decision_note, link_identity, noted, request_id, unauthorized, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
-use crate::engine::LinkRequest;
+use crate::linking::LinkRequest;
 
 /// The HTTP status of a refusal on `/v1/link`.
 pub fn status_of(refusal: Refusal) -> StatusCode {

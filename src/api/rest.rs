@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::body::{read_json, timed_out, Unreadable};
 use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
-use crate::engine::{Answer, LinkRequest};
+use crate::linking::{Answer, LinkRequest};
 
 /// The claim names (partner claim types) of the REST technical profiles. The sample policies in
 /// `policies/` use exactly these; changing one here means changing it there.

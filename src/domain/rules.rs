@@ -1,6 +1,6 @@
 //! The linking rules of DESIGN section 1 as one pure function.
 //!
-//! The engine gathers the facts (the channel, whether the email is verified, the identity's
+//! The linking service gathers the facts (the channel, whether the email is verified, the identity's
 //! existing link, the candidates) and [`decide`] says what to do. No wire format re-implements any
 //! part of this; they all come here.
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use super::schema::{audit_events, audit_keys, audit_lookup_state};
-use super::sqlite_audit::{
+use super::sqlite::audit::{
     LookupFeed, SqliteAuditAppender, SqliteAuditKeys, FEED_CAPACITY, READ_DOSE,
 };
 use super::{Db, DbConn, StorageError};
@@ -548,7 +548,7 @@ type WriterFeed = (Arc<LookupFeed>, SyncSender<()>);
 
 fn run_writer(db: Db, queue: Arc<Queue>, feed: Option<WriterFeed>) {
     let mut batch: Vec<AuditEvent> = Vec::new();
-    // SQLite: the writer's own connection, with statements prepared once (sqlite_audit.rs).
+    // SQLite: the writer's own connection, with statements prepared once (sqlite/audit.rs).
     let mut appender: Option<SqliteAuditAppender> = None;
     loop {
         let last = queue.senders.load(Ordering::SeqCst) == 0;
@@ -687,7 +687,7 @@ fn flush(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::storage::sqlite_audit::merge_from_database;
+    use crate::storage::sqlite::audit::merge_from_database;
     use crate::storage::PoolOptions;
 
     /// A sign-in's event (issuers alternate between two), for the storage tests.

@@ -223,7 +223,7 @@ pub fn insert_batch(conn: &mut DbConn, rows: &[NewCustomer<'_>]) -> Result<u64, 
 fn insert_new(conn: &mut DbConn, fresh: &[&NewCustomer<'_>]) -> Result<u64, StorageError> {
     let mut inserted = 0;
     // 12 parameters per row; SQLite allows 32766 per statement. (The import writes SQLite
-    // through `super::sqlite_bulk`, which is faster still.)
+    // through `super::sqlite::bulk`, which is faster still.)
     for chunk in fresh.chunks(2000) {
         let chunk: Vec<NewCustomer<'_>> = chunk.iter().map(|r| (*r).clone()).collect();
         // Multi-row inserts are backend-specific in diesel's MultiConnection.

@@ -4,15 +4,13 @@
 //! reach for the pool themselves. Backend-specific SQL is confined to `match` arms on [`DbConn`].
 
 pub mod audit;
-pub mod change_watch;
 pub mod credentials;
 pub mod customers;
 pub mod links;
 pub mod postgres;
 pub mod prospects;
 pub mod schema;
-pub mod sqlite_audit;
-pub mod sqlite_bulk;
+pub mod sqlite;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +66,7 @@ pub enum StorageError {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
-    /// The SQLite bulk writer of the import ([`sqlite_bulk`]) failed.
+    /// The SQLite bulk writer of the import ([`sqlite::bulk`]) failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -469,7 +467,7 @@ impl Db {
     }
 
     /// A connection of its own, outside the pool, with the pool's settings: for a thread that
-    /// keeps one (the group-commit thread of the engine).
+    /// keeps one (the group-commit thread of the linking service).
     pub fn connect_unpooled(&self) -> Result<DbConn, StorageError> {
         self.manager
             .connect()

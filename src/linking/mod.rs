@@ -1,4 +1,4 @@
-//! The decision engine: gathers facts from storage, asks the pure rules, applies the decision in
+//! The decision linking: gathers facts from storage, asks the pure rules, applies the decision in
 //! one transaction, and audits it. Every wire format calls this; none re-implements a rule.
 //!
 //! All functions here block (database I/O); HTTP handlers call them through `web::block`, or
@@ -26,9 +26,9 @@ use signin_cache::SigninCache;
 /// How often a write is attempted when it loses a race (a unique violation) before giving up.
 const MAX_ATTEMPTS: usize = 4;
 
-/// The rule settings the engine applies.
+/// The rule settings the linking service applies.
 #[derive(Debug, Clone)]
-pub struct EngineSettings {
+pub struct LinkingSettings {
     /// The environment-wide linking switch.
     pub linking_enabled: bool,
     /// Link although the customer's identities were linked under another email.
@@ -39,7 +39,7 @@ pub struct EngineSettings {
     pub account_number_prefix: String,
 }
 
-/// What a request asks the engine.
+/// What a request asks the linking service.
 #[derive(Debug, Clone)]
 pub struct LinkRequest {
     /// Request id (log, audit, response header).
@@ -103,12 +103,12 @@ pub struct Resolution {
     pub channel: String,
 }
 
-/// The engine's answer: a resolution or a refusal. Storage failures are the `Err` of the outer
+/// The linking's answer: a resolution or a refusal. Storage failures are the `Err` of the outer
 /// `Result` of each method.
 pub type Answer = Result<Resolution, Refusal>;
 
-/// The decision engine. Cheap to share behind an `Arc`.
-pub struct Engine {
+/// The decision linking. Cheap to share behind an `Arc`.
+pub struct LinkingService {
     db: Db,
     decider: Arc<Decider>,
     audit: AuditWriter,
@@ -118,11 +118,11 @@ pub struct Engine {
     signins: SigninCache,
 }
 
-/// The rules and their settings, shared by the engine and the group-commit thread: everything
+/// The rules and their settings, shared by the linking service and the group-commit thread: everything
 /// that decides and writes inside a transaction the caller holds.
 pub(crate) struct Decider {
     channels: ChannelDirectory,
-    settings: EngineSettings,
+    settings: LinkingSettings,
     metrics: Arc<Metrics>,
 }
 
@@ -133,13 +133,13 @@ struct Prepared<'a> {
     verified: bool,
 }
 
-impl Engine {
-    /// Builds the engine. `metrics` counts its decisions. On SQLite it starts the thread that
+impl LinkingService {
+    /// Builds the linking service. `metrics` counts its decisions. On SQLite it starts the thread that
     /// writes links in groups ([`group_commit`]).
     pub fn new(
         db: Db,
         channels: ChannelDirectory,
-        settings: EngineSettings,
+        settings: LinkingSettings,
         audit: AuditWriter,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -205,7 +205,7 @@ impl Engine {
 
     /// Links the identity (or resolves its existing link) and returns the account number, in a
     /// write transaction of its own. Blocks; on SQLite the HTTP handlers use
-    /// [`Engine::submit_link`] instead, which writes links in groups.
+    /// [`LinkingService::submit_link`] instead, which writes links in groups.
     pub fn link(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
         let answer = self.link_inner(request)?;
         self.decider.count(request, &answer);
@@ -256,15 +256,15 @@ impl Engine {
         }
     }
 
-    /// Whether links are written in groups by one thread (SQLite; see [`Engine::submit_link`]).
-    /// On PostgreSQL each link is its own transaction, through [`Engine::link`].
+    /// Whether links are written in groups by one thread (SQLite; see [`LinkingService::submit_link`]).
+    /// On PostgreSQL each link is its own transaction, through [`LinkingService::link`].
     pub fn links_in_groups(&self) -> bool {
         self.links.is_some()
     }
 
     /// Hands a link to the group-commit thread (SQLite). The answer comes after the transaction
     /// that holds it has committed. Without that thread, the answer is that the database is
-    /// unavailable: check [`Engine::links_in_groups`] first.
+    /// unavailable: check [`LinkingService::links_in_groups`] first.
     pub fn submit_link(&self, request: LinkRequest) -> PendingLink {
         match &self.links {
             Some(writer) => writer.submit(request),
@@ -306,7 +306,7 @@ impl Engine {
     }
 
     /// The sign-up checks on SQLite without leaving the calling (async) thread, under the same
-    /// conditions as [`Engine::resolve_linked_without_waiting`]: an idle connection at hand and
+    /// conditions as [`LinkingService::resolve_linked_without_waiting`]: an idle connection at hand and
     /// room in the audit queue, else `None` and the caller takes the blocking path.
     pub fn check_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
         if self.db.backend() != BackendKind::Sqlite {

@@ -7,14 +7,14 @@
 //! 2.7 µs per row in bind bookkeeping alone, more than SQLite's own work, which would cap an
 //! import well below 200,000 rows per second (BENCHMARKS.md, "Customer import").
 //!
-//! The rows and the upsert rule are the same as [`super::customers::upsert_batch`]: insert a new
+//! The rows and the upsert rule are the same as [`crate::storage::customers::upsert_batch`]: insert a new
 //! account number, update a changed record, leave an equal one alone. Timestamps are written as
 //! the text diesel writes for a SQLite `TIMESTAMP`, so diesel reads them back unchanged.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::customers::{NewCustomer, UpsertCounts};
-use super::StorageError;
+use crate::storage::customers::{NewCustomer, UpsertCounts};
+use crate::storage::StorageError;
 
 /// How diesel writes a `NaiveDateTime` to SQLite.
 const SQLITE_TIMESTAMP: &str = "%F %T%.f";
@@ -84,7 +84,7 @@ impl SqliteBulk {
     /// `durable`: the commit is on disk before it returns (`synchronous = FULL`, one sync for
     /// the whole import).
     pub fn begin(path: &str, durable: bool) -> Result<SqliteBulk, StorageError> {
-        let conn = super::own_sqlite_connection(path)?;
+        let conn = crate::storage::own_sqlite_connection(path)?;
         let synchronous = if durable { "FULL" } else { "NORMAL" };
         conn.execute_batch(&format!(
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous}; \
@@ -113,7 +113,7 @@ impl SqliteBulk {
         })
     }
 
-    /// Inserts or updates records by account number, as [`super::customers::upsert_batch`].
+    /// Inserts or updates records by account number, as [`crate::storage::customers::upsert_batch`].
     pub fn upsert(&mut self, rows: &[NewCustomer<'_>]) -> Result<UpsertCounts, StorageError> {
         let mut counts = UpsertCounts::default();
         let stamp = self.stamp_of(rows.first().map(|r| r.updated_at));

@@ -19,8 +19,8 @@ use std::sync::Mutex;
 
 use crate::domain::rules::ExistingLink;
 use crate::domain::Identity;
-use crate::storage::change_watch::ChangeWatch;
 use crate::storage::links;
+use crate::storage::sqlite::change_watch::ChangeWatch;
 use crate::storage::{DbConn, StorageError};
 
 /// Most links kept.

@@ -188,7 +188,7 @@ mod tests {
     use super::*;
     use crate::domain::verification::VerificationPolicy;
     use crate::domain::{Channel, ChannelDirectory, CustomerType, Identity, SignInEvidence};
-    use crate::engine::{EngineSettings, Outcome};
+    use crate::linking::{LinkingSettings, Outcome};
     use crate::metrics::Metrics;
 
     fn setup() -> (tempfile::TempDir, Db, Arc<Decider>) {
@@ -205,7 +205,7 @@ mod tests {
         )
         .unwrap();
         let metrics = Arc::new(Metrics::new(&channels).unwrap());
-        let settings = EngineSettings {
+        let settings = LinkingSettings {
             linking_enabled: true,
             allow_link_after_email_change: false,
             verification: VerificationPolicy {

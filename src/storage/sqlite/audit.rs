@@ -1,5 +1,5 @@
 //! SQLite only: how the audit writer appends its batches, and how the lookup thread indexes
-//! them. Backend-specific by design, like the import's [`super::sqlite_bulk`]; everything else,
+//! them. Backend-specific by design, like the import's [`crate::storage::sqlite::bulk`]; everything else,
 //! and PostgreSQL, goes through diesel.
 //!
 //! Every decision writes an audit event, so on the sign-in path the writer appends as many rows
@@ -27,8 +27,8 @@ use chrono::{Datelike, NaiveDateTime, Timelike};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Statement, TransactionBehavior};
 
-use super::audit::AuditEvent;
-use super::StorageError;
+use crate::storage::audit::AuditEvent;
+use crate::storage::StorageError;
 
 /// Rows per multi-row INSERT (13 parameters each).
 const CHUNK: usize = 64;
@@ -54,7 +54,7 @@ impl SqliteAuditAppender {
     /// Opens the database file (which must exist and be migrated) with the settings of the
     /// service's connections.
     pub fn open(path: &str) -> Result<SqliteAuditAppender, StorageError> {
-        let conn = super::own_sqlite_connection(path)?;
+        let conn = crate::storage::own_sqlite_connection(path)?;
         // The settings of the pool's connections, but a larger page cache: a batch of 50 ms of
         // sign-ins dirties a few hundred pages, and with the pool's 128 KiB SQLite spilled them
         // to the WAL in the middle of the transaction and read them back (a profile of the
@@ -72,11 +72,11 @@ impl SqliteAuditAppender {
     }
 
     /// Appends the events in one write transaction, taking the process's writer turn first (see
-    /// [`super::write_transaction`]). Returns the id of the last event: the events have the ids
+    /// [`crate::storage::write_transaction`]). Returns the id of the last event: the events have the ids
     /// up to it, in order (one writer at a time, and `AUTOINCREMENT` numbers the rows of a
     /// transaction one after another).
     pub fn append(&mut self, events: &[AuditEvent]) -> Result<i64, StorageError> {
-        let _turn = super::sqlite_writer_turn();
+        let _turn = crate::storage::sqlite_writer_turn();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -188,7 +188,7 @@ impl SqliteAuditAppender {
 pub(crate) const FEED_CAPACITY: usize = 128 * 1024;
 
 /// Most events the writer reads back from the database per flush for the feed: about a
-/// millisecond of its CPU every [`super::audit`] flush interval while it catches up (after a
+/// millisecond of its CPU every [`crate::storage::audit`] flush interval while it catches up (after a
 /// start, or after the feed was full), nothing otherwise.
 pub(crate) const READ_DOSE: i64 = 1_000;
 
@@ -260,7 +260,7 @@ impl LookupFeed {
 }
 
 /// The lookup pairs of one event: its email key's and its identity's (see
-/// [`super::audit::email_lookup_key`]).
+/// [`crate::storage::audit::email_lookup_key`]).
 fn event_pairs(
     id: i64,
     email_key: Option<&[u8]>,
@@ -269,10 +269,13 @@ fn event_pairs(
     pairs: &mut Vec<(i64, i64)>,
 ) {
     if let Some(email_key) = email_key {
-        pairs.push((super::audit::email_lookup_key(email_key), id));
+        pairs.push((crate::storage::audit::email_lookup_key(email_key), id));
     }
     if let (Some(issuer), Some(subject)) = (issuer, subject) {
-        pairs.push((super::audit::identity_lookup_key(issuer, subject), id));
+        pairs.push((
+            crate::storage::audit::identity_lookup_key(issuer, subject),
+            id,
+        ));
     }
 }
 
@@ -313,10 +316,10 @@ pub struct SqliteAuditKeys {
 }
 
 impl SqliteAuditKeys {
-    /// Opens the lookup file of the database file `path` (see [`super::audit_lookup_path`]),
+    /// Opens the lookup file of the database file `path` (see [`crate::storage::audit_lookup_path`]),
     /// which the service creates when it opens the database.
     pub fn open(path: &str) -> Result<SqliteAuditKeys, StorageError> {
-        let conn = super::own_sqlite_connection(&super::audit_lookup_path(path))?;
+        let conn = crate::storage::own_sqlite_connection(&crate::storage::audit_lookup_path(path))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(SqliteAuditKeys { conn })
     }
@@ -369,7 +372,7 @@ impl SqliteAuditKeys {
 pub(crate) fn merge_from_database(path: &str) -> Result<usize, StorageError> {
     let mut keys = SqliteAuditKeys::open(path)?;
     let after = keys.indexed_through()?;
-    let events = super::own_sqlite_connection(path)?;
+    let events = crate::storage::own_sqlite_connection(path)?;
     let newest: Option<i64> =
         events.query_row("SELECT max(id) FROM audit_events", [], |r| r.get(0))?;
     let through = newest.unwrap_or(0).max(after);

@@ -28,7 +28,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, OnceLock};
 
-use super::StorageError;
+use crate::storage::StorageError;
 
 /// The two copies of the WAL index header.
 const HEADER: usize = 96;
@@ -104,7 +104,7 @@ impl ChangeWatch {
     fn read(&self, conn: &mut Option<rusqlite::Connection>) -> Result<i64, StorageError> {
         let c = match conn {
             Some(c) => c,
-            None => conn.insert(super::own_sqlite_connection(&self.path)?),
+            None => conn.insert(crate::storage::own_sqlite_connection(&self.path)?),
         };
         let generation: i64 = c
             .prepare_cached("SELECT n FROM link_generation")?

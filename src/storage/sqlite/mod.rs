@@ -1,0 +1,7 @@
+//! What only SQLite has: the change watch of the sign-in cache, the audit writer's own
+//! connection and lookup file, and the import's bulk writer. Everything else is diesel over both
+//! backends, in the parent module.
+
+pub mod audit;
+pub mod bulk;
+pub mod change_watch;
