@@ -24,7 +24,8 @@ use actix_web::http::{header, ConnectionType};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::json;
+
+use super::errors::ErrorBody;
 
 /// Why a body could not be read (before any parsing).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,10 +175,10 @@ impl MessageBody for Holding {
 /// shape of the B2C endpoints' 401), and the connection is closed, so what is left of the body
 /// is never read. B2C treats any status but its own answers as a failed call and retries it.
 pub fn timed_out(timeout: Duration, unread: &UnreadBody) -> HttpResponse {
-    unread.hold(HttpResponse::RequestTimeout().json(json!({
-        "error": "request_timeout",
-        "message": ReadError::TimedOut(timeout).to_string(),
-    })))
+    unread.hold(HttpResponse::RequestTimeout().json(ErrorBody::new(
+        "request_timeout",
+        ReadError::TimedOut(timeout).to_string(),
+    )))
 }
 
 /// Whether the request says its body is JSON (`application/json`, `*/*+json`, any parameters).

@@ -5,10 +5,11 @@
 //! error. Nothing a caller sends can produce a 500.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::body::{read_json, timed_out, Unreadable};
+use super::errors::ErrorBody;
 use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::linking::{Answer, LinkRequest};
@@ -57,39 +58,53 @@ impl Step {
     }
 }
 
-/// The fields of a connector request that autolink reads; any may be missing, the rest of the
-/// object (collected and custom attributes) is ignored.
-#[derive(Debug, Deserialize)]
-struct ConnectorBody {
+/// What B2C posts to the user-flow API connector: the fields autolink reads. Any may be missing;
+/// the rest of the object (collected and custom attributes, `displayName`, an identity's
+/// `issuerAssignedId`) is accepted and ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ConnectorRequest {
+    /// The user's email.
     email: Option<String>,
-    identities: Option<Vec<IdentityEntry>>,
+    /// The user's identities.
+    identities: Option<Vec<ConnectorIdentity>>,
+    /// Given name, for a customer autolink creates.
     #[serde(rename = "givenName")]
     given_name: Option<String>,
+    /// Surname, for a customer autolink creates.
     surname: Option<String>,
+    /// The user's object id (at `PreTokenIssuance` only).
     #[serde(rename = "objectId")]
     object_id: Option<String>,
+    /// `PostFederationSignup`, `PostAttributeCollection`, `PreTokenIssuance` (or
+    /// `PreTokenApplicationClaims`).
     step: Option<String>,
+    /// The relying party's client id; selects the channel.
     client_id: Option<String>,
+    /// The same, as some B2C pages spell it (read when `client_id` is absent).
     #[serde(rename = "clientId")]
     client_id_camel: Option<String>,
+    /// The user's language.
     ui_locales: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct IdentityEntry {
+/// One entry of the `identities` claim.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ConnectorIdentity {
+    /// `emailAddress` (local account), `federated` (social), `userName`, ...
     #[serde(rename = "signInType")]
     sign_in_type: Option<String>,
+    /// The tenant, or the social provider (`google.com`).
     issuer: Option<String>,
 }
 
 /// `POST /b2c/api-connector`.
 #[utoipa::path(
     post, path = "/b2c/api-connector", tag = "b2c",
-    request_body = crate::api::openapi::ConnectorRequest,
+    request_body = ConnectorRequest,
     responses(
-        (status = 200, description = "Continue (with the account number at PreTokenIssuance) or a block page (action ShowBlockPage with the refusal's code). Unreadable input (no body, not JSON, a field of the wrong type, over the body limit) is also answered 200 with a block page, code InvalidRequest: B2C shows any other answer as its error page", body = crate::api::openapi::ConnectorResponse),
-        (status = 400, description = "Validation error (PostAttributeCollection only)", body = crate::api::openapi::ConnectorResponse),
-        (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
+        (status = 200, description = "Continue (with the account number at PreTokenIssuance) or a block page (action ShowBlockPage with the refusal's code). Unreadable input (no body, not JSON, a field of the wrong type, over the body limit) is also answered 200 with a block page, code InvalidRequest: B2C shows any other answer as its error page", body = ConnectorResponse),
+        (status = 400, description = "Validation error (PostAttributeCollection only)", body = ConnectorResponse),
+        (status = 401, description = "Not the connector's credentials", body = ErrorBody),
     ),
     security(("connector_basic" = []), ("connector_api_key" = []), ("connector_bearer" = []))
 )]
@@ -100,7 +115,7 @@ pub async fn api_connector(
 ) -> HttpResponse {
     let request_id = request_id(&req);
     let read = read_json(&req, payload, state.max_body_bytes, state.body_timeout).await;
-    let body: ConnectorBody = match read {
+    let body: ConnectorRequest = match read {
         Ok(body) => body,
         Err(Unreadable::TimedOut(limit, unread)) => {
             log::info!("request_id={request_id} api-connector: the body did not arrive in time");
@@ -140,7 +155,7 @@ pub async fn api_connector(
 fn link_request(
     request_id: &str,
     step: Step,
-    body: ConnectorBody,
+    body: ConnectorRequest,
     tenant_issuer: &str,
 ) -> LinkRequest {
     let evidence = match &body.identities {
@@ -179,20 +194,79 @@ fn link_request(
     }
 }
 
+/// What the API connector answers: a continuation (with claims at the token step), a block
+/// page, or a validation error (HTTP 400). An absent value is left out, never null.
+// A struct, not a map of values (which cost a tree of allocations on the sign-in path); its
+// fields are in the alphabetical order that the maps it replaced gave the keys.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ConnectorResponse<'a> {
+    /// `Continue`, `ShowBlockPage` or `ValidationError`.
+    action: &'static str,
+    /// The refusal's code (block page, validation error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    /// The refusal's code at `PreTokenIssuance`, which cannot block.
+    #[serde(
+        rename = "extension_AutoLinkError",
+        skip_serializing_if = "Option::is_none"
+    )]
+    auto_link_error: Option<&'static str>,
+    /// `Linked`, `Created` or `AlreadyLinked` (`PreTokenIssuance`, continue).
+    #[serde(
+        rename = "extension_AutoLinkOutcome",
+        skip_serializing_if = "Option::is_none"
+    )]
+    auto_link_outcome: Option<&'static str>,
+    /// The customer account number (`PreTokenIssuance`, continue).
+    #[serde(
+        rename = "extension_CustomerAccountNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
+    customer_account_number: Option<&'a str>,
+    /// 400 on a validation error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    /// The message B2C shows (block page, validation error).
+    #[serde(rename = "userMessage", skip_serializing_if = "Option::is_none")]
+    user_message: Option<&'a str>,
+    /// Always `1.0.0`.
+    version: &'static str,
+}
+
+impl<'a> ConnectorResponse<'a> {
+    fn continuation() -> ConnectorResponse<'a> {
+        ConnectorResponse {
+            action: "Continue",
+            version: API_VERSION,
+            ..ConnectorResponse::default()
+        }
+    }
+
+    fn refusal(action: &'static str, refusal: Refusal, message: &'a str) -> ConnectorResponse<'a> {
+        ConnectorResponse {
+            action,
+            code: Some(refusal.code()),
+            user_message: Some(message),
+            version: API_VERSION,
+            ..ConnectorResponse::default()
+        }
+    }
+}
+
 /// Renders the linking service's answer in the wire format the step allows.
 fn render(state: &AppState, step: Step, answer: &Answer, language: &str) -> HttpResponse {
     match (step, answer) {
-        (Step::PreTokenIssuance, Ok(resolution)) => continue_with(ContinueClaims {
-            account_number: resolution.account_number.as_deref(),
-            outcome: Some(resolution.outcome.as_str()),
-            ..ContinueClaims::default()
+        (Step::PreTokenIssuance, Ok(resolution)) => HttpResponse::Ok().json(ConnectorResponse {
+            customer_account_number: resolution.account_number.as_deref(),
+            auto_link_outcome: Some(resolution.outcome.as_str()),
+            ..ConnectorResponse::continuation()
         }),
         // The token step cannot block: continue without an account number, with the code.
-        (Step::PreTokenIssuance, Err(refusal)) => continue_with(ContinueClaims {
-            error: Some(refusal.code()),
-            ..ContinueClaims::default()
+        (Step::PreTokenIssuance, Err(refusal)) => HttpResponse::Ok().json(ConnectorResponse {
+            auto_link_error: Some(refusal.code()),
+            ..ConnectorResponse::continuation()
         }),
-        (_, Ok(_)) => continue_with(ContinueClaims::default()),
+        (_, Ok(_)) => HttpResponse::Ok().json(ConnectorResponse::continuation()),
         (Step::PostAttributeCollection, Err(refusal)) if refusal.user_can_fix() => {
             validation_error(state, *refusal, language)
         }
@@ -200,64 +274,21 @@ fn render(state: &AppState, step: Step, answer: &Answer, language: &str) -> Http
     }
 }
 
-/// The claims a continuation may carry.
-#[derive(Default)]
-struct ContinueClaims<'a> {
-    account_number: Option<&'a str>,
-    outcome: Option<&'a str>,
-    error: Option<&'a str>,
-}
-
-/// A continuation, serialized from a struct (a map of values cost a tree of allocations on the
-/// sign-in path). The keys are in the order a JSON map would give them.
-#[derive(serde::Serialize)]
-struct ContinueAnswer<'a> {
-    action: &'static str,
-    #[serde(
-        rename = "extension_AutoLinkError",
-        skip_serializing_if = "Option::is_none"
-    )]
-    error: Option<&'a str>,
-    #[serde(
-        rename = "extension_AutoLinkOutcome",
-        skip_serializing_if = "Option::is_none"
-    )]
-    outcome: Option<&'a str>,
-    #[serde(
-        rename = "extension_CustomerAccountNumber",
-        skip_serializing_if = "Option::is_none"
-    )]
-    account_number: Option<&'a str>,
-    version: &'static str,
-}
-
-fn continue_with(claims: ContinueClaims<'_>) -> HttpResponse {
-    HttpResponse::Ok().json(ContinueAnswer {
-        action: "Continue",
-        error: claims.error,
-        outcome: claims.outcome,
-        account_number: claims.account_number,
-        version: API_VERSION,
-    })
-}
-
 fn block(state: &AppState, refusal: Refusal, language: &str) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "version": API_VERSION,
-        "action": "ShowBlockPage",
-        "userMessage": state.messages.message(refusal, language),
-        "code": refusal.code(),
-    }))
+    let message = state.messages.message(refusal, language);
+    HttpResponse::Ok().json(ConnectorResponse::refusal(
+        "ShowBlockPage",
+        refusal,
+        message,
+    ))
 }
 
 fn validation_error(state: &AppState, refusal: Refusal, language: &str) -> HttpResponse {
-    HttpResponse::BadRequest().json(json!({
-        "version": API_VERSION,
-        "status": 400,
-        "action": "ValidationError",
-        "userMessage": state.messages.message(refusal, language),
-        "code": refusal.code(),
-    }))
+    let message = state.messages.message(refusal, language);
+    HttpResponse::BadRequest().json(ConnectorResponse {
+        status: Some(400),
+        ..ConnectorResponse::refusal("ValidationError", refusal, message)
+    })
 }
 
 #[cfg(test)]
@@ -292,12 +323,11 @@ mod answer_tests {
 
     #[test]
     fn a_continuation_names_its_claims_as_b2c_expects_and_leaves_out_absent_ones() {
-        let full = serde_json::to_value(ContinueAnswer {
-            action: "Continue",
-            error: Some("E"),
-            outcome: Some("Linked"),
-            account_number: Some("C1"),
-            version: API_VERSION,
+        let full = serde_json::to_value(ConnectorResponse {
+            auto_link_error: Some("E"),
+            auto_link_outcome: Some("Linked"),
+            customer_account_number: Some("C1"),
+            ..ConnectorResponse::continuation()
         })
         .unwrap();
         assert_eq!(
@@ -310,14 +340,24 @@ mod answer_tests {
                 CLAIM_ACCOUNT_NUMBER: "C1",
             })
         );
-        let plain = serde_json::to_string(&ContinueAnswer {
-            action: "Continue",
-            error: None,
-            outcome: None,
-            account_number: None,
-            version: API_VERSION,
-        })
-        .unwrap();
+        let plain = serde_json::to_string(&ConnectorResponse::continuation()).unwrap();
         assert_eq!(plain, r#"{"action":"Continue","version":"1.0.0"}"#);
+    }
+
+    #[test]
+    fn block_pages_and_validation_errors_keep_their_keys_in_alphabetical_order() {
+        let block = ConnectorResponse::refusal("ShowBlockPage", Refusal::UnknownChannel, "Hi.");
+        assert_eq!(
+            serde_json::to_string(&block).unwrap(),
+            r#"{"action":"ShowBlockPage","code":"UnknownChannel","userMessage":"Hi.","version":"1.0.0"}"#
+        );
+        let validation = ConnectorResponse {
+            status: Some(400),
+            ..ConnectorResponse::refusal("ValidationError", Refusal::InvalidEmail, "Fix.")
+        };
+        assert_eq!(
+            serde_json::to_string(&validation).unwrap(),
+            r#"{"action":"ValidationError","code":"InvalidEmail","status":400,"userMessage":"Fix.","version":"1.0.0"}"#
+        );
     }
 }

@@ -1,25 +1,39 @@
 //! Liveness and readiness.
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
+
+/// Liveness and readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable` (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<&'static str>,
+    /// `ok`, `ready` or `not ready`.
+    pub status: &'static str,
+}
 
 /// `GET /healthz`: the process answers.
 #[utoipa::path(
     get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The process answers", body = crate::api::openapi::Health))
+    responses((status = 200, description = "The process answers", body = Health))
 )]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health {
+        database: None,
+        status: "ok",
+    })
 }
 
 /// `GET /readyz`: the database answers within the request time limit.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "The database answers", body = crate::api::openapi::Health),
-        (status = 503, description = "The database does not answer in time", body = crate::api::openapi::Health),
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database does not answer in time", body = Health),
     )
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -39,7 +53,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
     };
     match result {
-        Ok(Ok(Ok(()))) => HttpResponse::Ok().json(json!({"status": "ready", "database": "ok"})),
+        Ok(Ok(Ok(()))) => HttpResponse::Ok().json(Health {
+            database: Some("ok"),
+            status: "ready",
+        }),
         other => {
             let reason = match other {
                 Ok(Ok(Err(e))) => e.to_string(),
@@ -47,8 +64,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 Err(_) => "database did not answer in time".to_string(),
             };
             log::warn!("not ready: {reason}");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "not ready", "database": "unavailable"}))
+            HttpResponse::ServiceUnavailable().json(Health {
+                database: Some("unavailable"),
+                status: "not ready",
+            })
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod authn;
 pub mod body;
 pub mod connector;
+pub mod errors;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -21,8 +22,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
-use serde_json::json;
 
+use self::errors::ErrorBody;
 use crate::auth::oidc::B2cIdTokenVerifier;
 use crate::domain::{EmailAddress, Refusal};
 use crate::linking::{Answer, LinkRequest, LinkingService};
@@ -72,7 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(json!({"error": "not_found", "message": "no such endpoint"}))
+    HttpResponse::NotFound().json(ErrorBody::new("not_found", "no such endpoint"))
 }
 
 /// Gives every request an id (`x-request-id` on the answer) and logs one line per request with
@@ -332,17 +333,17 @@ pub fn too_many_attempts(retry_after: Duration) -> HttpResponse {
     let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     HttpResponse::TooManyRequests()
         .insert_header((header::RETRY_AFTER, seconds.max(1).to_string()))
-        .json(json!({
-            "error": "too_many_requests",
-            "message": "too many failed credential checks; retry later"
-        }))
+        .json(ErrorBody::new(
+            "too_many_requests",
+            "too many failed credential checks; retry later",
+        ))
 }
 
 /// A 401 answer with a JSON reason.
 pub fn unauthorized(reason: &str, challenge: &'static str) -> HttpResponse {
     HttpResponse::Unauthorized()
         .insert_header((header::WWW_AUTHENTICATE, challenge))
-        .json(json!({"error": "unauthorized", "message": reason}))
+        .json(ErrorBody::new("unauthorized", reason))
 }
 
 #[cfg(test)]

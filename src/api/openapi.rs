@@ -1,7 +1,8 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 description of every endpoint, generated from the
-//! handlers' `#[utoipa::path]` annotations and the request and answer types. The B2C wire
-//! formats are described by the documentation types below (the handlers read them as flat JSON
-//! objects); the admin API's types are the ones its handlers use.
+//! handlers' `#[utoipa::path]` annotations and the types the handlers really read and answer
+//! (each next to its handler: [`super::connector::ConnectorResponse`],
+//! [`super::rest::RestRefusal`], [`super::errors::ErrorBody`], ...). `refine` adds what the
+//! types cannot say: the rules the parsers apply to the values the admin API reads.
 //!
 //! A test compares the paths here with the route table ([`super::routes::ROUTES`]), so an
 //! endpoint cannot be served without being described, or described without being served.
@@ -9,12 +10,12 @@
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
-use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use super::admin;
+use super::errors::ErrorBody;
 use super::{connector, health, metrics, relying_party, rest};
 use crate::admin::audit::OUTCOMES;
 use crate::admin::prospects::STATUSES;
@@ -262,7 +263,7 @@ fn refine(doc: &mut Value) {
                                         too many checks at once: retry after Retry-After seconds",
                         "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
                         "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/Unauthorized"}}}
+                            "schema": {"$ref": "#/components/schemas/ErrorBody"}}}
                     });
                 }
                 // Every body has `[limits] body_timeout_ms` to arrive (api::body).
@@ -270,7 +271,7 @@ fn refine(doc: &mut Value) {
                     operation["responses"]["408"] = json!({
                         "description": "The body did not arrive in time; the connection is closed",
                         "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/Unauthorized"}}}
+                            "schema": {"$ref": "#/components/schemas/ErrorBody"}}}
                     });
                 }
                 // These bodies are optional: an empty body reads as `{}`.
@@ -368,7 +369,7 @@ fn refine(doc: &mut Value) {
     get, path = "/openapi.json", tag = "operations",
     responses(
         (status = 200, description = "The OpenAPI document", content_type = "application/json"),
-        (status = 401, description = "Not the admin token", body = Unauthorized),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -376,187 +377,6 @@ pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(document())
-}
-
-/// One entry of the `identities` claim.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ConnectorIdentity {
-    /// `emailAddress` (local account), `federated` (social), `userName`, ...
-    #[serde(rename = "signInType")]
-    sign_in_type: Option<String>,
-    /// The tenant, or the social provider (`google.com`).
-    issuer: Option<String>,
-    /// The user's id at the issuer.
-    #[serde(rename = "issuerAssignedId")]
-    issuer_assigned_id: Option<String>,
-}
-
-/// What B2C posts to the user-flow API connector (any field may be missing; other collected and
-/// custom attributes are accepted and ignored).
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ConnectorRequest {
-    /// The user's email.
-    email: Option<String>,
-    /// The user's identities.
-    identities: Option<Vec<ConnectorIdentity>>,
-    /// Display name.
-    #[serde(rename = "displayName")]
-    display_name: Option<String>,
-    /// Given name.
-    #[serde(rename = "givenName")]
-    given_name: Option<String>,
-    /// Surname.
-    surname: Option<String>,
-    /// The user's object id (at `PreTokenIssuance`).
-    #[serde(rename = "objectId")]
-    object_id: Option<String>,
-    /// `PostFederationSignup`, `PostAttributeCollection`, `PreTokenIssuance` (or
-    /// `PreTokenApplicationClaims`).
-    step: Option<String>,
-    /// The relying party's client id; selects the channel (`clientId` is also read).
-    client_id: Option<String>,
-    /// The user's language.
-    ui_locales: Option<String>,
-}
-
-/// What the API connector answers (always HTTP 200, except a validation error: 400).
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ConnectorResponse {
-    /// Always `1.0.0`.
-    version: String,
-    /// `Continue`, `ShowBlockPage` or `ValidationError`.
-    action: String,
-    /// The message B2C shows (block page, validation error).
-    #[serde(rename = "userMessage")]
-    user_message: Option<String>,
-    /// The refusal's code (block page, validation error).
-    code: Option<String>,
-    /// 400 on a validation error.
-    status: Option<u16>,
-    /// The customer account number (`PreTokenIssuance`, continue).
-    #[serde(rename = "extension_CustomerAccountNumber")]
-    customer_account_number: Option<String>,
-    /// `Linked`, `Created` or `AlreadyLinked` (`PreTokenIssuance`, continue).
-    #[serde(rename = "extension_AutoLinkOutcome")]
-    auto_link_outcome: Option<String>,
-    /// The refusal's code at `PreTokenIssuance`, which cannot block.
-    #[serde(rename = "extension_AutoLinkError")]
-    auto_link_error: Option<String>,
-}
-
-/// The input claims of the custom-policy REST technical profiles (`SendClaimsIn=Body`).
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct RestRequest {
-    /// The user's email.
-    email: Option<String>,
-    /// Whether the identity provider verified the email (`true`/`false`, boolean or text).
-    #[serde(rename = "emailVerified")]
-    email_verified: Option<bool>,
-    /// `local`, or the social identity provider.
-    #[serde(rename = "identityProvider")]
-    identity_provider: Option<String>,
-    /// The user's object id (`link` only).
-    #[serde(rename = "objectId")]
-    object_id: Option<String>,
-    /// The relying party's client id; selects the channel.
-    #[serde(rename = "clientId")]
-    client_id: Option<String>,
-    /// The user's language.
-    #[serde(rename = "uiLocales")]
-    ui_locales: Option<String>,
-    /// Given name.
-    #[serde(rename = "givenName")]
-    given_name: Option<String>,
-    /// Surname.
-    surname: Option<String>,
-}
-
-/// The output claims of the REST technical profiles (no key is ever null).
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct RestSuccess {
-    /// The customer account number (absent for `WouldCreate`).
-    #[serde(rename = "customerAccountNumber")]
-    customer_account_number: Option<String>,
-    /// `Linked`, `Created`, `AlreadyLinked`; `WouldLink`, `WouldCreate` from `precheck`.
-    #[serde(rename = "autoLinkOutcome")]
-    auto_link_outcome: String,
-}
-
-/// A refusal in the shape custom policies show.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct RestRefusal {
-    /// Always `1.0.0`.
-    version: String,
-    /// 409.
-    status: u16,
-    /// The refusal's code.
-    code: String,
-    /// The request id.
-    #[serde(rename = "requestId")]
-    request_id: String,
-    /// The message B2C shows.
-    #[serde(rename = "userMessage")]
-    user_message: String,
-    /// For DebugMode.
-    #[serde(rename = "developerMessage")]
-    developer_message: String,
-}
-
-/// A successful relying-party call.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct RelyingPartySuccess {
-    /// The customer account number.
-    #[serde(rename = "customerAccountNumber")]
-    customer_account_number: Option<String>,
-    /// `Linked`, `Created` or `AlreadyLinked`.
-    outcome: String,
-    /// The channel id.
-    channel: String,
-    /// The request id.
-    #[serde(rename = "requestId")]
-    request_id: String,
-}
-
-/// A refused relying-party call.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct RelyingPartyRefusal {
-    /// The refusal's code.
-    code: String,
-    /// The error name (Commerce's for the Commerce refusals).
-    error: String,
-    /// The message for the user.
-    message: String,
-    /// The request id.
-    #[serde(rename = "requestId")]
-    request_id: String,
-}
-
-/// A 401 (or another error of the B2C and operations endpoints).
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct Unauthorized {
-    /// `unauthorized`.
-    error: String,
-    /// Why.
-    message: String,
-}
-
-/// Liveness and readiness.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct Health {
-    /// `ok`, `ready` or `not ready`.
-    status: String,
-    /// `ok` or `unavailable` (readiness only).
-    database: Option<String>,
 }
 
 #[cfg(test)]

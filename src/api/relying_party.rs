@@ -7,12 +7,42 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::authn::token_refusal;
+use super::errors::ErrorBody;
 use super::{decision_note, link_identity, noted, request_id, unauthorized, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::linking::LinkRequest;
+
+/// A successful relying-party call.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelyingPartySuccess<'a> {
+    /// The channel id.
+    channel: &'a str,
+    /// The customer account number.
+    customer_account_number: Option<&'a str>,
+    /// `Linked`, `Created` or `AlreadyLinked`.
+    outcome: &'static str,
+    /// The request id.
+    request_id: &'a str,
+}
+
+/// A refused relying-party call.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelyingPartyRefusal<'a> {
+    /// The refusal's code (`not_configured` when relying-party calls are not configured).
+    code: &'static str,
+    /// The error name (Commerce's for the Commerce refusals).
+    error: &'static str,
+    /// The message for the user.
+    message: &'a str,
+    /// The request id.
+    request_id: &'a str,
+}
 
 /// The HTTP status of a refusal on `/v1/link`.
 pub fn status_of(refusal: Refusal) -> StatusCode {
@@ -32,25 +62,25 @@ pub fn status_of(refusal: Refusal) -> StatusCode {
 #[utoipa::path(
     post, path = "/v1/link", tag = "relying party",
     responses(
-        (status = 200, description = "Linked, created or already linked", body = crate::api::openapi::RelyingPartySuccess),
-        (status = 400, description = "The token lacks what linking needs", body = crate::api::openapi::RelyingPartyRefusal),
-        (status = 401, description = "The ID token is missing or not valid", body = crate::api::openapi::Unauthorized),
-        (status = 403, description = "Email not verified, or unknown channel", body = crate::api::openapi::RelyingPartyRefusal),
-        (status = 404, description = "No business customer (B2B), or relying-party calls not configured", body = crate::api::openapi::RelyingPartyRefusal),
-        (status = 409, description = "Several customers, or the link needs review", body = crate::api::openapi::RelyingPartyRefusal),
-        (status = 503, description = "The database or the B2C keys are unavailable", body = crate::api::openapi::RelyingPartyRefusal),
+        (status = 200, description = "Linked, created or already linked", body = RelyingPartySuccess),
+        (status = 400, description = "The token lacks what linking needs", body = RelyingPartyRefusal),
+        (status = 401, description = "The ID token is missing or not valid", body = ErrorBody),
+        (status = 403, description = "Email not verified, or unknown channel", body = RelyingPartyRefusal),
+        (status = 404, description = "No business customer (B2B), or relying-party calls not configured", body = RelyingPartyRefusal),
+        (status = 409, description = "Several customers, or the link needs review", body = RelyingPartyRefusal),
+        (status = 503, description = "The database or the B2C keys are unavailable", body = RelyingPartyRefusal),
     ),
     security(("id_token" = []))
 )]
 pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let request_id = request_id(&req);
     let Some(verifier) = state.id_tokens.clone() else {
-        return HttpResponse::NotFound().json(json!({
-            "code": "not_configured",
-            "error": "not_configured",
-            "message": "this deployment does not accept relying-party calls ([relying_party] is not configured)",
-            "requestId": request_id,
-        }));
+        return HttpResponse::NotFound().json(RelyingPartyRefusal {
+            code: "not_configured",
+            error: "not_configured",
+            message: "this deployment does not accept relying-party calls ([relying_party] is not configured)",
+            request_id: &request_id,
+        });
     };
     let token = req
         .headers()
@@ -69,12 +99,12 @@ pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         Ok(identity) => identity,
         Err(error) if error.is_provider_unavailable() => {
             log::warn!("request_id={request_id} /v1/link: {error}");
-            return HttpResponse::ServiceUnavailable().json(json!({
-                "code": Refusal::ServiceUnavailable.code(),
-                "error": "issuer_unavailable",
-                "message": "the B2C policy's keys could not be fetched; try again later",
-                "requestId": request_id,
-            }));
+            return HttpResponse::ServiceUnavailable().json(RelyingPartyRefusal {
+                code: Refusal::ServiceUnavailable.code(),
+                error: "issuer_unavailable",
+                message: "the B2C policy's keys could not be fetched; try again later",
+                request_id: &request_id,
+            });
         }
         Err(error) => {
             log::warn!("request_id={request_id} /v1/link: token refused: {error}");
@@ -112,18 +142,18 @@ pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     let answer = link_identity(&state, request, "v1-link").await;
     let note = decision_note(Some(&identity.policy), &answer, email.as_deref());
     let response = match answer {
-        Ok(resolution) => HttpResponse::Ok().json(json!({
-            "customerAccountNumber": resolution.account_number,
-            "outcome": resolution.outcome.as_str(),
-            "channel": resolution.channel,
-            "requestId": request_id,
-        })),
-        Err(refusal) => HttpResponse::build(status_of(refusal)).json(json!({
-            "code": refusal.code(),
-            "error": refusal.error_name(),
-            "message": state.messages.message(refusal, &language),
-            "requestId": request_id,
-        })),
+        Ok(resolution) => HttpResponse::Ok().json(RelyingPartySuccess {
+            channel: &resolution.channel,
+            customer_account_number: resolution.account_number.as_deref(),
+            outcome: resolution.outcome.as_str(),
+            request_id: &request_id,
+        }),
+        Err(refusal) => HttpResponse::build(status_of(refusal)).json(RelyingPartyRefusal {
+            code: refusal.code(),
+            error: refusal.error_name(),
+            message: state.messages.message(refusal, &language),
+            request_id: &request_id,
+        }),
     };
     noted(response, &note)
 }
@@ -142,5 +172,29 @@ mod tests {
                 assert!(status.is_client_error(), "{refusal:?}");
             }
         }
+    }
+
+    #[test]
+    fn answers_keep_their_keys_in_alphabetical_order() {
+        let linked = RelyingPartySuccess {
+            channel: "web",
+            customer_account_number: Some("C-1"),
+            outcome: "Linked",
+            request_id: "r1",
+        };
+        assert_eq!(
+            serde_json::to_string(&linked).unwrap(),
+            r#"{"channel":"web","customerAccountNumber":"C-1","outcome":"Linked","requestId":"r1"}"#
+        );
+        let refused = RelyingPartyRefusal {
+            code: "EmailMissing",
+            error: "EmailMissing",
+            message: "Hi.",
+            request_id: "r1",
+        };
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"code":"EmailMissing","error":"EmailMissing","message":"Hi.","requestId":"r1"}"#
+        );
     }
 }

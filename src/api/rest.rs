@@ -6,9 +6,12 @@
 //! names are the ones the sample policies send, all in [`claims`].
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::body::{read_json, timed_out, Unreadable};
+use super::errors::ErrorBody;
 use super::{check_identity, decision_note, link_identity, noted, request_id, AppState};
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::linking::{Answer, LinkRequest};
@@ -68,14 +71,104 @@ impl Profile {
     }
 }
 
+/// The input claims of the REST technical profiles (`SendClaimsIn=Body`), as sent: each may be
+/// missing, null or empty (then absent); any other key is ignored.
+#[derive(Debug, Default, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct RestRequest {
+    /// The user's email.
+    email: Option<String>,
+    /// Whether the identity provider verified the email: a boolean, or the text `true` or
+    /// `false` (any case).
+    email_verified: Option<bool>,
+    /// `local`, or the social identity provider (`google.com`, ...).
+    identity_provider: Option<String>,
+    /// The user's object id (`link` only).
+    object_id: Option<String>,
+    /// The relying party's client id; selects the channel.
+    client_id: Option<String>,
+    /// The user's language.
+    ui_locales: Option<String>,
+    /// Given name, for a customer autolink creates.
+    given_name: Option<String>,
+    /// Surname, for a customer autolink creates.
+    surname: Option<String>,
+}
+
+impl RestRequest {
+    /// Reads the claims. A claim of the wrong JSON type is an error (the policy and the API
+    /// disagree), named in the message for DebugMode.
+    fn from_claims(body: &Map<String, Value>) -> Result<RestRequest, String> {
+        for name in claims::INPUTS {
+            match (name, body.get(name)) {
+                (_, None | Some(Value::Null | Value::String(_))) => {}
+                (claims::EMAIL_VERIFIED, Some(Value::Bool(_))) => {}
+                (name, Some(_)) => return Err(format!("claim {name} has the wrong type")),
+            }
+        }
+        let email_verified = match string(body, claims::EMAIL_VERIFIED) {
+            None => body.get(claims::EMAIL_VERIFIED).and_then(Value::as_bool),
+            Some(text) if text.eq_ignore_ascii_case("true") => Some(true),
+            Some(text) if text.eq_ignore_ascii_case("false") => Some(false),
+            Some(_) => {
+                return Err(format!(
+                    "claim {} is not true or false",
+                    claims::EMAIL_VERIFIED
+                ))
+            }
+        };
+        let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+        Ok(RestRequest {
+            email: text(claims::EMAIL),
+            email_verified,
+            identity_provider: text(claims::IDENTITY_PROVIDER),
+            object_id: text(claims::OBJECT_ID),
+            client_id: text(claims::CLIENT_ID),
+            ui_locales: text(claims::UI_LOCALES),
+            given_name: text(claims::GIVEN_NAME),
+            surname: text(claims::SURNAME),
+        })
+    }
+}
+
+/// The output claims of the REST technical profiles; an absent claim is left out, never null.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestSuccess<'a> {
+    /// `Linked`, `Created`, `AlreadyLinked`; `WouldLink`, `WouldCreate` from `precheck`.
+    auto_link_outcome: &'static str,
+    /// The customer account number (absent for `WouldCreate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_account_number: Option<&'a str>,
+}
+
+/// A refusal in the shape custom policies show (HTTP 409): `userMessage` to the user, the rest
+/// in DebugMode.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestRefusal<'a> {
+    /// The refusal's code.
+    code: &'static str,
+    /// What was refused and why, for DebugMode.
+    developer_message: &'a str,
+    /// The request id.
+    request_id: &'a str,
+    /// Always 409.
+    status: u16,
+    /// The message B2C shows.
+    user_message: &'a str,
+    /// Always `1.0.0`.
+    version: &'static str,
+}
+
 /// `POST /b2c/rest/precheck`: the sign-up check before the directory write.
 #[utoipa::path(
     post, path = "/b2c/rest/precheck", tag = "b2c", description = "The sign-up check before the directory write (validation technical profile)",
-    request_body = crate::api::openapi::RestRequest,
+    request_body = RestRequest,
     responses(
-        (status = 200, description = "The output claims", body = crate::api::openapi::RestSuccess),
-        (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
-        (status = 409, description = "Refused; unreadable input (not JSON, a claim of the wrong type, over the body limit) is refused the same way with code InvalidRequest", body = crate::api::openapi::RestRefusal),
+        (status = 200, description = "The output claims", body = RestSuccess),
+        (status = 401, description = "Not the connector's credentials", body = ErrorBody),
+        (status = 409, description = "Refused; unreadable input (not JSON, a claim of the wrong type, over the body limit) is refused the same way with code InvalidRequest", body = RestRefusal),
     ),
     security(("connector_basic" = []), ("connector_api_key" = []), ("connector_bearer" = []))
 )]
@@ -90,11 +183,11 @@ pub async fn precheck(
 /// `POST /b2c/rest/link`: link (or resolve) once the user exists.
 #[utoipa::path(
     post, path = "/b2c/rest/link", tag = "b2c", description = "Link (or resolve) once the user exists",
-    request_body = crate::api::openapi::RestRequest,
+    request_body = RestRequest,
     responses(
-        (status = 200, description = "The output claims", body = crate::api::openapi::RestSuccess),
-        (status = 401, description = "Not the connector's credentials", body = crate::api::openapi::Unauthorized),
-        (status = 409, description = "Refused; unreadable input (not JSON, a claim of the wrong type, over the body limit) is refused the same way with code InvalidRequest", body = crate::api::openapi::RestRefusal),
+        (status = 200, description = "The output claims", body = RestSuccess),
+        (status = 401, description = "Not the connector's credentials", body = ErrorBody),
+        (status = 409, description = "Refused; unreadable input (not JSON, a claim of the wrong type, over the body limit) is refused the same way with code InvalidRequest", body = RestRefusal),
     ),
     security(("connector_basic" = []), ("connector_api_key" = []), ("connector_bearer" = []))
 )]
@@ -132,13 +225,14 @@ async fn handle(
             );
         }
     };
-    let language = state
-        .messages
-        .language(string(&body, claims::UI_LOCALES).as_deref());
-    let request = match link_request(&request_id, profile, &body, &state.tenant_issuer) {
-        Ok(request) => request,
+    let claims = match RestRequest::from_claims(&body) {
+        Ok(claims) => claims,
         Err(message) => {
             log::info!("request_id={request_id} rest/{}: {message}", profile.name());
+            // The language claim may be the one of the wrong type: read it alone.
+            let language = state
+                .messages
+                .language(string(&body, claims::UI_LOCALES).as_deref());
             return noted(
                 refusal(
                     &state,
@@ -151,6 +245,10 @@ async fn handle(
             );
         }
     };
+    let language = state
+        .messages
+        .language(trimmed(claims.ui_locales.clone()).as_deref());
+    let request = link_request(&request_id, profile, claims, &state.tenant_issuer);
     let email = request.email.clone();
     let answer = match profile {
         Profile::Link => link_identity(&state, request, "rest").await,
@@ -163,33 +261,14 @@ async fn handle(
     )
 }
 
-/// Reads the claims. A claim of the wrong JSON type is an error (the policy and the API
-/// disagree); a missing or empty claim is absent.
+/// The link request of the claims; a missing or empty claim is absent.
 fn link_request(
     request_id: &str,
     profile: Profile,
-    body: &Map<String, Value>,
+    claims: RestRequest,
     tenant_issuer: &str,
-) -> Result<LinkRequest, String> {
-    for name in claims::INPUTS {
-        match (name, body.get(name)) {
-            (_, None | Some(Value::Null | Value::String(_))) => {}
-            (claims::EMAIL_VERIFIED, Some(Value::Bool(_))) => {}
-            (name, Some(_)) => return Err(format!("claim {name} has the wrong type")),
-        }
-    }
-    let email_verified = match string(body, claims::EMAIL_VERIFIED) {
-        None => body.get(claims::EMAIL_VERIFIED).and_then(Value::as_bool),
-        Some(text) if text.eq_ignore_ascii_case("true") => Some(true),
-        Some(text) if text.eq_ignore_ascii_case("false") => Some(false),
-        Some(_) => {
-            return Err(format!(
-                "claim {} is not true or false",
-                claims::EMAIL_VERIFIED
-            ))
-        }
-    };
-    let evidence = match string(body, claims::IDENTITY_PROVIDER) {
+) -> LinkRequest {
+    let evidence = match trimmed(claims.identity_provider) {
         None => SignInEvidence::Missing,
         Some(idp) if idp.eq_ignore_ascii_case("local") => SignInEvidence::Local,
         Some(idp) => SignInEvidence::Federated {
@@ -197,32 +276,37 @@ fn link_request(
         },
     };
     let identity = match profile {
-        Profile::Link => string(body, claims::OBJECT_ID).map(|subject| Identity {
+        Profile::Link => trimmed(claims.object_id).map(|subject| Identity {
             issuer: tenant_issuer.to_string(),
             subject,
         }),
         Profile::Precheck => None,
     };
-    Ok(LinkRequest {
+    LinkRequest {
         request_id: request_id.to_string(),
         source: match profile {
             Profile::Precheck => "rest-precheck",
             Profile::Link => "rest-link",
         },
         step: None,
-        client_id: string(body, claims::CLIENT_ID),
+        client_id: trimmed(claims.client_id),
         // Untrimmed: the email rule refuses invisible and control characters before trimming.
-        email: body
-            .get(claims::EMAIL)
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty())
-            .map(str::to_string),
+        email: claims.email.filter(|s| !s.trim().is_empty()),
         evidence,
-        email_verified,
+        email_verified: claims.email_verified,
         identity,
-        given_name: string(body, claims::GIVEN_NAME),
-        surname: string(body, claims::SURNAME),
-    })
+        given_name: trimmed(claims.given_name),
+        surname: trimmed(claims.surname),
+    }
+}
+
+/// A claim trimmed, absent when empty.
+fn trimmed(claim: Option<String>) -> Option<String> {
+    claim
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn string(body: &Map<String, Value>, name: &str) -> Option<String> {
@@ -241,20 +325,10 @@ fn render(
     language: &str,
 ) -> HttpResponse {
     match answer {
-        Ok(resolution) => {
-            let mut out = Map::new();
-            if let Some(number) = &resolution.account_number {
-                out.insert(
-                    claims::CUSTOMER_ACCOUNT_NUMBER.into(),
-                    Value::String(number.clone()),
-                );
-            }
-            out.insert(
-                claims::AUTO_LINK_OUTCOME.into(),
-                Value::String(resolution.outcome.as_str().into()),
-            );
-            HttpResponse::Ok().json(Value::Object(out))
-        }
+        Ok(resolution) => HttpResponse::Ok().json(RestSuccess {
+            auto_link_outcome: resolution.outcome.as_str(),
+            customer_account_number: resolution.account_number.as_deref(),
+        }),
         Err(refused) => {
             let message = format!("{} refused: {}", profile.name(), refused.error_name());
             refusal(state, request_id, *refused, language, &message)
@@ -270,12 +344,78 @@ fn refusal(
     language: &str,
     developer: &str,
 ) -> HttpResponse {
-    HttpResponse::Conflict().json(json!({
-        "version": super::connector::API_VERSION,
-        "status": 409,
-        "code": refusal.code(),
-        "requestId": request_id,
-        "userMessage": state.messages.message(refusal, language),
-        "developerMessage": developer,
-    }))
+    HttpResponse::Conflict().json(RestRefusal {
+        code: refusal.code(),
+        developer_message: developer,
+        request_id,
+        status: 409,
+        user_message: state.messages.message(refusal, language),
+        version: super::connector::API_VERSION,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(json: Value) -> Result<RestRequest, String> {
+        match json {
+            Value::Object(map) => RestRequest::from_claims(&map),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_claim_of_the_wrong_type_is_named_and_email_verified_may_be_text() {
+        let read = claims(serde_json::json!({"emailVerified": " TRUE ", "clientId": null}));
+        let read = read.unwrap();
+        assert_eq!(read.email_verified, Some(true));
+        assert_eq!(read.client_id, None);
+        assert_eq!(
+            claims(serde_json::json!({"emailVerified": false}))
+                .unwrap()
+                .email_verified,
+            Some(false)
+        );
+        assert_eq!(
+            claims(serde_json::json!({"surname": 1, "email": true})).unwrap_err(),
+            "claim email has the wrong type"
+        );
+        assert_eq!(
+            claims(serde_json::json!({"emailVerified": "yes"})).unwrap_err(),
+            "claim emailVerified is not true or false"
+        );
+    }
+
+    #[test]
+    fn answers_keep_their_keys_in_alphabetical_order_and_leave_out_absent_claims() {
+        let linked = RestSuccess {
+            auto_link_outcome: "Linked",
+            customer_account_number: Some("C-1"),
+        };
+        assert_eq!(
+            serde_json::to_string(&linked).unwrap(),
+            r#"{"autoLinkOutcome":"Linked","customerAccountNumber":"C-1"}"#
+        );
+        let would_create = RestSuccess {
+            auto_link_outcome: "WouldCreate",
+            customer_account_number: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&would_create).unwrap(),
+            r#"{"autoLinkOutcome":"WouldCreate"}"#
+        );
+        let refused = RestRefusal {
+            code: "EmailMissing",
+            developer_message: "link refused: EmailMissing",
+            request_id: "r1",
+            status: 409,
+            user_message: "Hi.",
+            version: "1.0.0",
+        };
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"code":"EmailMissing","developerMessage":"link refused: EmailMissing","requestId":"r1","status":409,"userMessage":"Hi.","version":"1.0.0"}"#
+        );
+    }
 }

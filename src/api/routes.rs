@@ -5,8 +5,8 @@
 use actix_web::http::{header, Method};
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, Route};
-use serde_json::json;
 
+use super::errors::ErrorBody;
 use super::{admin, authn, connector, health, metrics, openapi, relying_party, rest};
 
 /// Who may call an endpoint.
@@ -185,10 +185,10 @@ pub fn allowed_methods(path: &str) -> String {
 async fn method_not_allowed(allow: String) -> HttpResponse {
     HttpResponse::MethodNotAllowed()
         .insert_header((header::ALLOW, allow))
-        .json(json!({
-            "error": "method_not_allowed",
-            "message": "this endpoint does not accept this method; see the Allow header",
-        }))
+        .json(ErrorBody::new(
+            "method_not_allowed",
+            "this endpoint does not accept this method; see the Allow header",
+        ))
 }
 
 #[cfg(test)]

@@ -9,32 +9,15 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::admin::AdminError;
 use crate::api::body::{self, JsonError, ReadError, UnreadBody};
+pub use crate::api::errors::ErrorBody;
 use crate::api::AppState;
 use crate::config::LimitSettings;
 
 /// Largest admin request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// The body of every admin error answer.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A stable code: `invalid_field`, `not_found`, `unauthorized`, `account_number_exists`,
-    /// `link_inactive`, `customer_inactive`, `same_customer`, `prospect_pending`,
-    /// `prospect_not_pending`, `customer_exists`, `duplicate_email`, `conflict`,
-    /// `unsupported_media_type`, `payload_too_large`, `request_timeout`, `method_not_allowed`,
-    /// `unavailable`.
-    pub error: String,
-    /// The field concerned (JSON key, query parameter, path parameter or header), when one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// What is wrong, for a person.
-    pub message: String,
-}
 
 /// An admin request that failed.
 #[derive(Debug, thiserror::Error)]
