@@ -1,4 +1,6 @@
-//! The `autolink` command line.
+//! The `autolink` command line; its administrative commands are in [`admin`].
+
+pub mod admin;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -56,16 +58,16 @@ pub enum Command {
     Links {
         /// What to do with links.
         #[command(subcommand)]
-        command: crate::admin::cli::LinksCommand,
+        command: admin::LinksCommand,
     },
     /// B2B prospects (business onboarding requests): add, list, show, approve, reject.
     Prospects {
         /// What to do with prospects.
         #[command(subcommand)]
-        command: crate::admin::cli::ProspectsCommand,
+        command: admin::ProspectsCommand,
     },
     /// Query the audit log, newest first (JSON).
-    Audit(crate::admin::cli::AuditArgs),
+    Audit(admin::AuditArgs),
     /// The sample custom policies in `policies/`.
     Policies {
         /// What to do with the policies.
@@ -108,7 +110,7 @@ pub enum CustomersCommand {
     },
     /// Create, show, search, update, deactivate customers; the duplicate report.
     #[command(flatten)]
-    Admin(crate::admin::cli::CustomerCommand),
+    Admin(admin::CustomerCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -219,10 +221,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Customers {
             command: CustomersCommand::Admin(command),
-        } => crate::admin::cli::customers(&settings, command),
-        Command::Links { command } => crate::admin::cli::links(&settings, command),
-        Command::Prospects { command } => crate::admin::cli::prospects(&settings, command),
-        Command::Audit(args) => crate::admin::cli::audit(&settings, args),
+        } => admin::customers(&settings, command),
+        Command::Links { command } => admin::links(&settings, command),
+        Command::Prospects { command } => admin::prospects(&settings, command),
+        Command::Audit(args) => admin::audit(&settings, args),
         Command::HashSecret | Command::GenerateSecret => Ok(ExitCode::SUCCESS),
         Command::Policies { .. } => Ok(ExitCode::SUCCESS),
     }

@@ -1,12 +1,15 @@
 //! Prometheus metrics: link decisions by outcome and channel, refusals by code, request latency
 //! per endpoint, database pool use. Served as text at `GET /metrics`.
 //!
-//! Every label set is registered when the server starts (channels from the configuration,
-//! endpoints from the route table, outcomes and refusal codes from their enums), and the hot path
-//! holds the counters themselves: counting is a map lookup by `&str` and an atomic add, with no
-//! allocation and no lock.
+//! Every label set is registered before the first request is answered (channels from the
+//! configuration, outcomes and refusal codes from their enums when the metrics are made,
+//! endpoints from the HTTP layer's route table, which it hands over with
+//! [`Metrics::register_endpoints`] before its first request), and the hot path holds the counters
+//! themselves: counting is a map lookup by `&str` and an atomic add, with no allocation and no
+//! lock.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use actix_web::http::Method;
 use prometheus::{
@@ -43,7 +46,9 @@ pub struct Metrics {
     decisions: HashMap<String, [IntCounter; OUTCOMES.len()]>,
     decisions_without_channel: [IntCounter; OUTCOMES.len()],
     refusals: [IntCounter; Refusal::ALL.len()],
-    latency: HashMap<&'static str, Vec<(Method, Histogram)>>,
+    latency_vec: HistogramVec,
+    /// Per endpoint and method, once the HTTP layer has named its endpoints.
+    latency: OnceLock<HashMap<&'static str, Vec<(Method, Histogram)>>>,
     latency_unmatched: Histogram,
     pool_connections: IntGauge,
     pool_idle: IntGauge,
@@ -52,8 +57,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric and label set: decisions for each configured channel, request
-    /// latency for each endpoint of [`crate::api::routes::ROUTES`].
+    /// Registers every metric and the label sets of decisions (for each configured channel) and
+    /// refusals; the endpoints' come with [`Metrics::register_endpoints`].
     pub fn new(channels: &ChannelDirectory) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let decisions_vec = IntCounterVec::new(
@@ -93,14 +98,6 @@ impl Metrics {
             &["endpoint", "method"],
         )?;
         registry.register(Box::new(latency_vec.clone()))?;
-        let mut latency: HashMap<&'static str, Vec<(Method, Histogram)>> = HashMap::new();
-        for route in crate::api::routes::ROUTES {
-            let method = route.method.as_method();
-            latency.entry(route.path).or_default().push((
-                method.clone(),
-                latency_vec.with_label_values(&[route.path, method.as_str()]),
-            ));
-        }
         let latency_unmatched = latency_vec.with_label_values(&[UNMATCHED, "any"]);
 
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
@@ -129,7 +126,8 @@ impl Metrics {
             decisions,
             decisions_without_channel,
             refusals,
-            latency,
+            latency_vec,
+            latency: OnceLock::new(),
             latency_unmatched,
             pool_connections,
             pool_idle,
@@ -154,10 +152,24 @@ impl Metrics {
         }
     }
 
-    /// Records a request's latency under its route pattern (`None`: it matched no route).
+    /// Registers a latency histogram for each endpoint (route pattern and method). Only the first
+    /// call registers; the HTTP layer makes it before it answers its first request.
+    pub fn register_endpoints(&self, endpoints: impl IntoIterator<Item = (&'static str, Method)>) {
+        self.latency.get_or_init(|| {
+            let mut latency: HashMap<&'static str, Vec<(Method, Histogram)>> = HashMap::new();
+            for (path, method) in endpoints {
+                let histogram = self.latency_vec.with_label_values(&[path, method.as_str()]);
+                latency.entry(path).or_default().push((method, histogram));
+            }
+            latency
+        });
+    }
+
+    /// Records a request's latency under its route pattern (`None`: it matched no route, or the
+    /// endpoints are not registered).
     pub fn observe_request(&self, endpoint: Option<&str>, method: &Method, seconds: f64) {
         let histogram = endpoint
-            .and_then(|e| self.latency.get(e))
+            .and_then(|e| self.latency.get()?.get(e))
             .and_then(|by_method| by_method.iter().find(|(m, _)| m == method))
             .map(|(_, h)| h)
             .unwrap_or(&self.latency_unmatched);
@@ -237,6 +249,10 @@ mod tests {
             }),
         );
         metrics.decision(None, &Err(Refusal::UnknownChannel));
+        metrics.register_endpoints([("/healthz", Method::GET)]);
+        metrics.register_endpoints([("/ignored", Method::GET)]);
+        metrics.observe_request(Some("/healthz"), &Method::GET, 0.001);
+        metrics.observe_request(Some("/ignored"), &Method::GET, 0.001);
         let text = metrics
             .registry
             .gather()
@@ -247,5 +263,8 @@ mod tests {
         assert_eq!(metrics.decisions["web"][0].get(), 1);
         assert_eq!(metrics.decisions_without_channel[5].get(), 1);
         assert_eq!(metrics.refusals[3].get(), 1);
+        let healthz = &metrics.latency.get().unwrap()["/healthz"];
+        assert_eq!(healthz[0].1.get_sample_count(), 1);
+        assert_eq!(metrics.latency_unmatched.get_sample_count(), 1);
     }
 }

@@ -2,13 +2,12 @@
 //! links, the audit log, previews, B2B prospects and the duplicate report.
 //!
 //! Every rule of the admin API and of the matching CLI commands lives here; the HTTP handlers
-//! (`crate::api::admin`) and the CLI (`crate::cli`) only parse, call [`Admin`] and render. Each
+//! (`crate::api::admin`) and the CLI (`crate::cli::admin`) only parse, call [`Admin`] and render. Each
 //! change and its audit event are written in one transaction; the audit event names who did it.
 //!
 //! All functions block (database I/O); HTTP handlers call them through `web::block`.
 
 pub mod audit;
-pub mod cli;
 pub mod customers;
 pub mod duplicates;
 pub mod links;

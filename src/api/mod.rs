@@ -87,6 +87,14 @@ pub async fn request_context(
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = loggable_path(req.path());
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        // Once per server (the metrics keep the first call): every endpoint's latency histogram
+        // exists before the first answer, `/metrics` included.
+        state
+            .linking
+            .metrics()
+            .register_endpoints(routes::endpoints());
+    }
     let mut res = next.call(req).await?;
     if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
         // The matched resource's name is its route pattern (routes::configure names them).

@@ -1,6 +1,7 @@
 //! The route table: every endpoint the server serves, with its method, path and who may call
-//! it. [`crate::api::configure`] registers exactly these routes, the metrics pre-register a
-//! latency histogram for each, and a test compares them with `/openapi.json`.
+//! it. [`crate::api::configure`] registers exactly these routes, [`crate::api::request_context`]
+//! has the metrics register a latency histogram for each before the first request, and a test
+//! compares them with `/openapi.json`.
 
 use actix_web::http::{header, Method};
 use actix_web::middleware::from_fn;
@@ -122,6 +123,11 @@ pub fn served() -> Vec<(&'static str, &'static str)> {
         .iter()
         .map(|r| (r.method.as_lowercase(), r.path))
         .collect()
+}
+
+/// Every (path, method) served, as the metrics label request latency.
+pub fn endpoints() -> impl Iterator<Item = (&'static str, Method)> {
+    ROUTES.iter().map(|r| (r.path, r.method.as_method()))
 }
 
 /// Registers [`ROUTES`]: the B2C endpoints in one scope behind the connector authentication,

@@ -9,13 +9,13 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::audit::AuditQuery;
-use super::customers::{CustomerQuery, CustomerUpdate, NewCustomerRequest};
-use super::links::{LinkQuery, MoveLinkRequest, UnlinkRequest};
-use super::prospects::{
+use crate::admin::audit::AuditQuery;
+use crate::admin::customers::{CustomerQuery, CustomerUpdate, NewCustomerRequest};
+use crate::admin::links::{LinkQuery, MoveLinkRequest, UnlinkRequest};
+use crate::admin::prospects::{
     ApproveProspectRequest, NewProspectRequest, ProspectQuery, RejectProspectRequest,
 };
-use super::{id, Actor, Admin, AdminError, AdminResult, Context};
+use crate::admin::{id, Actor, Admin, AdminError, AdminResult, Context};
 use crate::config::Settings;
 use crate::startup;
 
