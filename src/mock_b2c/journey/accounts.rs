@@ -1,0 +1,139 @@
+//! Local and social accounts: sign-up and sign-in up to the directory write.
+
+use crate::mock_b2c::directory::User;
+use crate::mock_b2c::policy::{LOCAL_SIGN_UP_PAGE, SOCIAL_SIGN_UP_PAGE};
+use crate::mock_b2c::types::Outcome;
+
+use super::{
+    apply_attribute_overrides, Journey, Mode, Step, DEFAULT_PASSWORD, NO_ACCOUNT, USER_EXISTS,
+    VERIFY_FIRST, WRONG_PASSWORD,
+};
+
+impl Journey<'_> {
+    pub(super) async fn local_sign_up(&mut self) -> Step<()> {
+        if self.tenant.settings.local_email_verification
+            && !self.request.complete_email_verification
+        {
+            return self.stop(Outcome::ValidationError, VERIFY_FIRST, None);
+        }
+        let email = self.request.email.trim().to_string();
+        let user = User {
+            object_id: uuid::Uuid::new_v4().to_string(),
+            sign_in_email: Some(email.clone()),
+            password: Some(self.password()),
+            provider: None,
+            provider_subject: None,
+            email: email.clone(),
+            email_verified: None,
+            given_name: self.request.given_name.clone(),
+            surname: self.request.surname.clone(),
+        };
+        let user = match self.before_local_write(user).await {
+            Step::Go(user) => user,
+            Step::Stop => return Step::Stop,
+        };
+        let user = match self.tenant.directory.create(user) {
+            Some(user) => user,
+            None => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
+        };
+        self.result.account_created = true;
+        self.result.object_id = Some(user.object_id.clone());
+        self.before_token(&user).await
+    }
+
+    pub(super) async fn local_sign_in(&mut self) -> Step<()> {
+        let Some(user) = self.tenant.directory.local(&self.request.email) else {
+            return self.stop(Outcome::ValidationError, NO_ACCOUNT, None);
+        };
+        if user.password.as_deref() != Some(self.password().as_str()) {
+            return self.stop(Outcome::ValidationError, WRONG_PASSWORD, None);
+        }
+        self.result.object_id = Some(user.object_id.clone());
+        self.before_token(&user).await
+    }
+
+    fn password(&self) -> String {
+        self.request
+            .password
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PASSWORD.into())
+    }
+
+    /// The checks on the local sign-up page, before the directory write.
+    async fn before_local_write(&mut self, mut user: User) -> Step<User> {
+        match self.mode() {
+            Mode::UserFlow => {
+                let body = self.connector_body("PostAttributeCollection", &user, None);
+                match self.connector("PostAttributeCollection", body).await {
+                    Step::Go(claims) => {
+                        apply_attribute_overrides(&mut user, &claims);
+                        Step::Go(user)
+                    }
+                    Step::Stop => Step::Stop,
+                }
+            }
+            Mode::CustomPolicy => {
+                let mut bag = self.page_bag(&user);
+                match self.validate_page(LOCAL_SIGN_UP_PAGE, &mut bag).await {
+                    Step::Go(()) => Step::Go(user),
+                    Step::Stop => Step::Stop,
+                }
+            }
+        }
+    }
+
+    pub(super) async fn social(&mut self) -> Step<()> {
+        let (name, subject, verified) = match &self.provider {
+            Some(p) => (p.name.clone(), p.subject.clone(), p.email_verified),
+            None => return self.stop(Outcome::Error, "no identity provider", None),
+        };
+        if let Some(user) = self.tenant.directory.social(&name, &subject) {
+            // Sign-in: the provider answered again, with what it says today.
+            let mut user = user;
+            user.email_verified = verified;
+            self.result.object_id = Some(user.object_id.clone());
+            return self.before_token(&user).await;
+        }
+        let email = self.request.email.trim().to_string();
+        let mut user = User {
+            object_id: uuid::Uuid::new_v4().to_string(),
+            sign_in_email: None,
+            password: None,
+            provider: Some(name),
+            provider_subject: Some(subject),
+            email,
+            email_verified: verified,
+            given_name: self.request.given_name.clone(),
+            surname: self.request.surname.clone(),
+        };
+        match self.mode() {
+            Mode::UserFlow => {
+                // After the provider returns, before the attribute page.
+                let body = self.connector_body("PostFederationSignup", &user, None);
+                match self.connector("PostFederationSignup", body).await {
+                    Step::Go(claims) => apply_attribute_overrides(&mut user, &claims),
+                    Step::Stop => return Step::Stop,
+                }
+                // The attribute page, submitted.
+                let body = self.connector_body("PostAttributeCollection", &user, None);
+                match self.connector("PostAttributeCollection", body).await {
+                    Step::Go(claims) => apply_attribute_overrides(&mut user, &claims),
+                    Step::Stop => return Step::Stop,
+                }
+            }
+            Mode::CustomPolicy => {
+                let mut bag = self.page_bag(&user);
+                if let Step::Stop = self.validate_page(SOCIAL_SIGN_UP_PAGE, &mut bag).await {
+                    return Step::Stop;
+                }
+            }
+        }
+        let user = match self.tenant.directory.create(user) {
+            Some(user) => user,
+            None => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
+        };
+        self.result.account_created = true;
+        self.result.object_id = Some(user.object_id.clone());
+        self.before_token(&user).await
+    }
+}

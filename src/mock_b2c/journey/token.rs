@@ -1,0 +1,137 @@
+//! After the directory: link, then the token and its claims.
+
+use serde_json::{json, Map, Value};
+
+use crate::mock_b2c::directory::User;
+use crate::mock_b2c::types::Outcome;
+
+use super::{urlencode, Journey, Mode, Step};
+
+impl Journey<'_> {
+    pub(super) fn mode(&self) -> Mode {
+        if self.policies.is_some() {
+            Mode::CustomPolicy
+        } else {
+            Mode::UserFlow
+        }
+    }
+
+    pub(super) async fn before_token(&mut self, user: &User) -> Step<()> {
+        match self.mode() {
+            Mode::UserFlow => {
+                let body = self.connector_body("PreTokenIssuance", user, Some(&user.object_id));
+                let claims = match self.connector("PreTokenIssuance", body).await {
+                    Step::Go(claims) => claims,
+                    Step::Stop => return Step::Stop,
+                };
+                let mut token = self.user_flow_token_claims(user);
+                for (name, value) in claims {
+                    if name.starts_with("extension_") {
+                        token.insert(name, value);
+                    }
+                }
+                self.issue(token);
+                Step::Go(())
+            }
+            Mode::CustomPolicy => {
+                let mut bag = self.page_bag(user);
+                bag.insert("objectId".into(), json!(user.object_id));
+                if let Some(email) = &user.sign_in_email {
+                    bag.insert("signInNames.emailAddress".into(), json!(email));
+                }
+                if let Step::Stop = self
+                    .profile("Autolink-AcquireCredentials", &mut bag, false)
+                    .await
+                {
+                    return Step::Stop;
+                }
+                let link = if user.provider.is_some() {
+                    "REST-Autolink-Link-Social"
+                } else {
+                    "REST-Autolink-Link-Local"
+                };
+                if let Step::Stop = self.profile(link, &mut bag, false).await {
+                    return Step::Stop;
+                }
+                let token = match self
+                    .policies
+                    .as_ref()
+                    .map(|p| p.token_claims(&bag, self.tenant.settings.tenant_id.as_str()))
+                {
+                    Some(claims) => claims,
+                    None => return self.stop(Outcome::Error, "no policy", None),
+                };
+                let mut token = token;
+                self.standard_claims(&mut token);
+                self.issue(token);
+                Step::Go(())
+            }
+        }
+    }
+
+    fn user_flow_token_claims(&self, user: &User) -> Map<String, Value> {
+        let mut claims = Map::new();
+        claims.insert("sub".into(), json!(user.object_id));
+        claims.insert("oid".into(), json!(user.object_id));
+        claims.insert("emails".into(), json!([user.email]));
+        if let Some(provider) = &user.provider {
+            claims.insert("idp".into(), json!(provider));
+        }
+        if let Some(name) = user.display_name() {
+            claims.insert("name".into(), json!(name));
+        }
+        if let Some(g) = &user.given_name {
+            claims.insert("given_name".into(), json!(g));
+        }
+        if let Some(s) = &user.surname {
+            claims.insert("family_name".into(), json!(s));
+        }
+        self.standard_claims(&mut claims);
+        claims
+    }
+
+    /// What every B2C ID token carries.
+    fn standard_claims(&self, claims: &mut Map<String, Value>) {
+        let now = chrono::Utc::now().timestamp();
+        claims.insert("iss".into(), json!(self.tenant.issuer()));
+        claims.insert("aud".into(), json!(self.request.client_id));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("nbf".into(), json!(now));
+        claims.insert("exp".into(), json!(now + 3600));
+        claims.insert("auth_time".into(), json!(now));
+        claims.insert("ver".into(), json!("1.0"));
+        claims.insert("tfp".into(), json!(self.policy));
+        if let Some(nonce) = &self.request.nonce {
+            claims.insert("nonce".into(), json!(nonce));
+        }
+    }
+
+    fn issue(&mut self, claims: Map<String, Value>) {
+        let token = self.tenant.key.sign(&claims);
+        if let Some(uri) = &self.request.redirect_uri {
+            // A driver journey's code is redeemed as if the application had asked for its own
+            // scope too: the token response carries an access token.
+            let code = self.tenant.remember_code(
+                &self.request.client_id,
+                uri,
+                self.policy,
+                &token,
+                None,
+                true,
+            );
+            let mut redirect = format!(
+                "{uri}{}code={}",
+                if uri.contains('?') { '&' } else { '?' },
+                urlencode(&code)
+            );
+            if let Some(state) = &self.request.state {
+                redirect.push_str(&format!("&state={}", urlencode(state)));
+            }
+            self.result.code_grant = Some(code);
+            self.result.redirect = Some(redirect);
+        }
+        self.result.outcome = Outcome::Token;
+        self.result.id_token = Some(token);
+        self.result.claims = Some(claims);
+    }
+}
