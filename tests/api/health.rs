@@ -14,21 +14,10 @@ use crate::helpers::*;
 #[tokio::test]
 async fn healthz_and_readyz_answer_when_the_database_is_up() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let response = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = app.healthz().await;
+    assert_eq!((status, &body["status"]), (200, &serde_json::json!("ok")));
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 200);
     assert_eq!(body["status"], "ready");
 }
 

@@ -2,18 +2,21 @@
 //! `AUTOLINK_TEST_POSTGRES_URL` is set.
 
 mod admin;
+mod answer_keys;
 mod bad_input;
 mod browser;
 mod cli;
 mod client_cert;
 mod connector;
 mod duplicate_keys;
+mod endpoints;
 mod health;
 mod helpers;
 mod hostile;
 mod import;
 mod invisible_characters;
 mod journeys;
+mod layers;
 mod mock_b2c;
 mod mock_issuer;
 mod policies;

@@ -257,7 +257,7 @@ async fn v1_link_refuses_bad_tokens_with_401() {
 #[tokio::test]
 async fn v1_link_is_off_unless_configured() {
     let app = spawn_app().await;
-    let (status, body) = v1_link(&app, Some("x.y.z"), None).await;
+    let (status, body) = app.v1_link(Some("x.y.z")).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"], "not_configured");
 }

@@ -49,14 +49,14 @@ async fn precheck_and_link_use_the_same_rules_as_the_connector() {
     let app = spawn_app().await;
     app.import_csv(&csv(&["B2B-1,USRT,person,true,buyer@contoso.com,B,Uyer"]));
     let claims = json!({"email": "buyer@contoso.com", "identityProvider": "local", "clientId": B2B_CLIENT, "uiLocales": "en"});
-    let (status, body) = post(&app, "/b2c/rest/precheck", &claims).await;
+    let (status, body) = app.rest_precheck(&claims).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["autoLinkOutcome"], "WouldLink");
     assert_no_nulls(&body);
 
     let mut claims = claims;
     claims["objectId"] = json!("oid-rest");
-    let (status, body) = post(&app, "/b2c/rest/link", &claims).await;
+    let (status, body) = app.rest_link(&claims).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
