@@ -86,7 +86,14 @@ pub fn build_linking(
         account_number_prefix: settings.customers.account_number_prefix.clone(),
     };
     Ok((
-        LinkingService::new(db, channels, linking_settings, audit, metrics),
+        LinkingService::new(
+            db,
+            channels,
+            linking_settings,
+            audit,
+            metrics,
+            Duration::from_millis(settings.database.request_timeout_ms),
+        ),
         audit_handle,
     ))
 }

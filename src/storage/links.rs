@@ -7,8 +7,11 @@ use super::{DbConn, StorageError};
 use crate::domain::rules::ExistingLink;
 
 /// A link to insert.
+///
+/// `None` is inserted as NULL, not as `DEFAULT`, so that many rows make one multi-row INSERT on
+/// SQLite too.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = identity_links)]
+#[diesel(table_name = identity_links, treat_none_as_default_value = false)]
 pub struct NewLink<'a> {
     /// Identity issuer.
     pub issuer: &'a str,
@@ -201,4 +204,80 @@ pub fn insert_returning_id(conn: &mut DbConn, link: &NewLink<'_>) -> Result<i64,
         .values(link)
         .returning(identity_links::id)
         .get_result(conn)?)
+}
+
+/// The active links of many identities of one issuer, in one query: `(subject, link)` pairs (an
+/// identity has at most one active link). The group writer's lookup.
+pub fn find_active_many(
+    conn: &mut DbConn,
+    issuer: &str,
+    subjects: &[&str],
+) -> Result<Vec<(String, ExistingLink)>, StorageError> {
+    let mut found = Vec::new();
+    // Far below SQLite's limit of bound parameters; PostgreSQL binds one array.
+    for chunk in subjects.chunks(500) {
+        let query = identity_links::table
+            .inner_join(customers::table)
+            .filter(identity_links::issuer.eq(issuer))
+            .filter(identity_links::subject.eq_any(chunk))
+            .filter(identity_links::active.eq(true))
+            .select((
+                identity_links::subject,
+                customers::id,
+                customers::account_number,
+            ));
+        let rows: Vec<(String, i64, String)> = crate::on_backend!(conn, c => query.load(c))?;
+        found.extend(
+            rows.into_iter()
+                .map(|(subject, customer_id, account_number)| {
+                    (
+                        subject,
+                        ExistingLink {
+                            customer_id,
+                            account_number,
+                        },
+                    )
+                }),
+        );
+    }
+    Ok(found)
+}
+
+/// Inserts links in one statement, skipping those that would be a second active link of their
+/// identity (another writer linked it first). Returns the `(issuer, subject)` of the links
+/// inserted.
+pub fn insert_skipping_taken(
+    conn: &mut DbConn,
+    rows: &[NewLink<'_>],
+) -> Result<Vec<(String, String)>, StorageError> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    // 9 parameters per row.
+    for chunk in rows.chunks(500) {
+        let returned: Vec<(String, String)> = crate::on_backend!(conn, c => diesel::insert_into(identity_links::table)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .returning((identity_links::issuer, identity_links::subject))
+            .get_results(c))?;
+        inserted.extend(returned);
+    }
+    Ok(inserted)
+}
+
+/// The distinct `(customer, email key)` pairs of the active links of these customers: whether a
+/// customer holds identities linked under another email than the one matching now.
+pub fn active_email_keys(
+    conn: &mut DbConn,
+    customer_ids: &[i64],
+) -> Result<Vec<(i64, String)>, StorageError> {
+    let mut found = Vec::new();
+    for chunk in customer_ids.chunks(500) {
+        let query = identity_links::table
+            .filter(identity_links::customer_id.eq_any(chunk))
+            .filter(identity_links::active.eq(true))
+            .select((identity_links::customer_id, identity_links::email_key))
+            .distinct();
+        let rows: Vec<(i64, String)> = crate::on_backend!(conn, c => query.load(c))?;
+        found.extend(rows);
+    }
+    Ok(found)
 }

@@ -1,0 +1,644 @@
+//! The executor: the one writer of links, the same on both databases.
+//!
+//! One thread with a database connection of its own takes every request that is waiting (at
+//! most [`MAX_GROUP`]) and decides them together ([`super::plan`]): a few set-based reads for the
+//! whole group. Sign-up checks are answered from those reads. Links are written in one
+//! transaction with multi-row inserts that skip what another writer wrote first (`ON CONFLICT
+//! DO NOTHING RETURNING`); a request that lost such a race is decided again in the next group.
+//! The transaction commits (durable on SQLite by default: one sync per group), and only then is
+//! each request answered. So:
+//! - a link is never answered before it is committed; when the commit fails, every request of
+//!   the group gets the error (and its caller fails closed);
+//! - a request answered as failed never takes effect: each request carries a [`Ticket`]; its
+//!   caller, at its time limit, either abandons it (then the group that holds it rolls back
+//!   and is written again without it) or finds it committing and waits for the commit's answer;
+//! - when a write of the group fails for another reason (a constraint, a trigger), each request
+//!   is written again alone, in a savepoint, so only the one that fails gets the error;
+//! - the requests of one group see each other's writes: two requests for one new email on a
+//!   B2C channel create one customer, as they do one after the other.
+//!
+//! Nobody waits to fill a group: the next one starts as soon as the previous one committed, with
+//! whatever arrived meanwhile. A thread whose database call never returns (a server that stopped
+//! answering without closing the connection) is left behind: the next request that finds it
+//! busy for longer than any call may take starts a new thread with a new connection.
+
+use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::Connection;
+use tokio::sync::oneshot;
+
+use super::plan::{self, Kind, Plan, Target};
+use super::{Answer, Decider, LinkRequest};
+use crate::domain::Refusal;
+use crate::storage::audit::{self, AuditWriter};
+use crate::storage::customers::{self, NewCustomer};
+use crate::storage::links::{self, NewLink};
+use crate::storage::{self, Db, DbConn, StorageError};
+
+/// Most requests one group takes.
+const MAX_GROUP: usize = 256;
+/// Most requests waiting for the executor; beyond, a request is answered as unavailable at once.
+const QUEUE: usize = 4096;
+/// How often a request is decided again after losing a race before it fails.
+const MAX_ATTEMPTS: u8 = 4;
+
+type Reply = Result<Answer, StorageError>;
+
+/// Where a request stands with respect to the commit of its group.
+pub(crate) struct Ticket(AtomicU8);
+
+const WAITING: u8 = 0;
+const COMMITTING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Ticket {
+    fn new() -> Arc<Ticket> {
+        Arc::new(Ticket(AtomicU8::new(WAITING)))
+    }
+
+    /// The caller's time limit passed: true when the request will never take effect; false
+    /// when its group is committing (its answer must be waited for).
+    fn abandon(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(WAITING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(state) => state == ABANDONED,
+        }
+    }
+
+    /// Before the commit: false when the caller gave up.
+    fn begin_commit(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(WAITING, COMMITTING, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(state) => state == COMMITTING,
+        }
+    }
+
+    /// After a rolled-back commit attempt: the request may still be abandoned.
+    fn reopen(&self) {
+        let _ = self
+            .0
+            .compare_exchange(COMMITTING, WAITING, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    fn abandoned(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == ABANDONED
+    }
+}
+
+struct Job {
+    request: LinkRequest,
+    kind: Kind,
+    ticket: Arc<Ticket>,
+    reply: oneshot::Sender<Reply>,
+    attempts: u8,
+}
+
+impl Job {
+    fn gone(&self) -> bool {
+        self.ticket.abandoned() || self.reply.is_closed()
+    }
+}
+
+/// A running writer thread.
+struct Writer {
+    sender: SyncSender<Job>,
+    /// Milliseconds since [`Shared::epoch`] at which its current group started; 0 when idle.
+    busy_since: Arc<AtomicU64>,
+}
+
+struct Shared {
+    decider: Arc<Decider>,
+    db: Db,
+    audit: AuditWriter,
+    /// The time limit of a request.
+    limit: Duration,
+    epoch: Instant,
+    writer: Mutex<Option<Writer>>,
+}
+
+/// The executor. Dropping it lets its thread finish what it has and stop.
+pub(crate) struct Executor {
+    shared: Arc<Shared>,
+}
+
+impl Executor {
+    /// An executor over `db`; requests are answered within `limit` (more only while their
+    /// group's COMMIT is under way).
+    pub(crate) fn new(decider: Arc<Decider>, db: Db, audit: AuditWriter, limit: Duration) -> Self {
+        Executor {
+            shared: Arc::new(Shared {
+                decider,
+                db,
+                audit,
+                limit,
+                epoch: Instant::now(),
+                writer: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Decides (and for [`Kind::Link`], applies) a request. Storage failures, time-outs and a
+    /// full queue are `ServiceUnavailable`: the caller fails closed.
+    pub(crate) async fn run(&self, request: LinkRequest, kind: Kind) -> Answer {
+        use actix_web::rt::time::timeout;
+        let request_id = request.request_id.clone();
+        let source = request.source;
+        let ticket = Ticket::new();
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            request,
+            kind,
+            ticket: ticket.clone(),
+            reply,
+            attempts: 0,
+        };
+        if !self.submit(job) {
+            log::warn!("request_id={request_id} {source}: the executor's queue is full");
+            return Err(Refusal::ServiceUnavailable);
+        }
+        let mut answer = std::pin::pin!(answer);
+        let reply = match timeout(self.shared.limit, &mut answer).await {
+            Ok(reply) => reply,
+            Err(_) if ticket.abandon() => {
+                log::warn!("request_id={request_id} {source}: database did not answer in time");
+                return Err(Refusal::ServiceUnavailable);
+            }
+            // Its group is committing: that commit's outcome is the answer.
+            Err(_) => match timeout(self.shared.limit, &mut answer).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    log::error!("request_id={request_id} {source}: a COMMIT did not answer in time: its outcome is unknown");
+                    return Err(Refusal::ServiceUnavailable);
+                }
+            },
+        };
+        match reply {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                log::warn!("request_id={request_id} {source}: storage failed: {error}");
+                Err(Refusal::ServiceUnavailable)
+            }
+            Err(_) => {
+                log::error!(
+                    "request_id={request_id} {source}: the executor stopped before answering"
+                );
+                Err(Refusal::ServiceUnavailable)
+            }
+        }
+    }
+
+    /// Hands a job to the writer thread, starting one when there is none, or when the one there
+    /// has been busy with one group for longer than any database call may take.
+    fn submit(&self, job: Job) -> bool {
+        let shared = &self.shared;
+        let mut writer = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let stuck_after = shared.limit * 2 + Duration::from_secs(1);
+        if let Some(current) = writer.as_ref() {
+            let since = current.busy_since.load(Ordering::SeqCst);
+            let now = shared.now_ms();
+            if since != 0 && now.saturating_sub(since) > stuck_after.as_millis() as u64 {
+                log::error!(
+                    "the link writer has not finished a group for {} ms: starting a new one with a new connection",
+                    now - since
+                );
+                *writer = None;
+            }
+        }
+        if writer.is_none() {
+            *writer = start(shared.clone());
+        }
+        let Some(current) = writer.as_ref() else {
+            return false;
+        };
+        match current.sender.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(job)) => {
+                // The thread ended (a panic): start another once.
+                *writer = start(shared.clone());
+                writer
+                    .as_ref()
+                    .is_some_and(|w| w.sender.try_send(job).is_ok())
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+}
+
+fn start(shared: Arc<Shared>) -> Option<Writer> {
+    let (sender, jobs) = mpsc::sync_channel(QUEUE);
+    let busy_since = Arc::new(AtomicU64::new(0));
+    let busy = busy_since.clone();
+    let spawned = std::thread::Builder::new()
+        .name("autolink-links".into())
+        .spawn(move || run(&shared, &busy, jobs));
+    match spawned {
+        Ok(_) => Some(Writer { sender, busy_since }),
+        Err(error) => {
+            log::error!("could not start the link writer thread: {error}");
+            None
+        }
+    }
+}
+
+fn run(shared: &Shared, busy: &AtomicU64, jobs: Receiver<Job>) {
+    let mut conn: Option<DbConn> = None;
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    loop {
+        if group.is_empty() {
+            match jobs.recv() {
+                Ok(job) => group.push(job),
+                Err(_) => return,
+            }
+        }
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        // Callers that stopped waiting were answered "unavailable": decide nothing for them.
+        group.retain(|job| !job.gone());
+        if group.is_empty() {
+            continue;
+        }
+        busy.store(shared.now_ms(), Ordering::SeqCst);
+        let batch = std::mem::take(&mut group);
+        let size = batch.len();
+        let result = catch_unwind(AssertUnwindSafe(|| execute(shared, &mut conn, batch)));
+        busy.store(0, Ordering::SeqCst);
+        match result {
+            Ok(again) => group = again,
+            Err(_) => {
+                // Dropping the jobs answers every caller "unavailable".
+                log::error!("the link writer failed on a group of {size} requests");
+                conn = None;
+            }
+        }
+    }
+}
+
+/// Decides and writes one group; returns the requests to decide again in the next one.
+fn execute(shared: &Shared, conn_slot: &mut Option<DbConn>, group: Vec<Job>) -> Vec<Job> {
+    let conn = match conn_slot {
+        Some(conn) => conn,
+        None => match shared.db.connect_unpooled() {
+            Ok(new) => conn_slot.insert(new),
+            Err(error) => {
+                for job in group {
+                    let _ = job
+                        .reply
+                        .send(Err(StorageError::Unavailable(error.to_string())));
+                }
+                return Vec::new();
+            }
+        },
+    };
+    let (checks, links): (Vec<Job>, Vec<Job>) =
+        group.into_iter().partition(|job| job.kind != Kind::Link);
+    if !checks.is_empty() && !answer_checks(shared, conn, checks) {
+        *conn_slot = None;
+    }
+    let mut again = Vec::new();
+    let mut links = links;
+    while !links.is_empty() {
+        let Some(conn) = conn_slot.as_mut() else {
+            for job in links {
+                let _ = job.reply.send(Err(StorageError::Unavailable(
+                    "the connection of the link writer failed".into(),
+                )));
+            }
+            break;
+        };
+        match write_links(shared, conn, links) {
+            Written::Done(retry) => {
+                again = retry;
+                break;
+            }
+            // Requests abandoned before the commit: the group rolled back; write it again
+            // without them.
+            Written::Again(rest) => links = rest,
+            Written::Failed => {
+                // A new connection for the next group: this one may be unusable.
+                *conn_slot = None;
+                break;
+            }
+        }
+    }
+    let mut next = Vec::new();
+    for mut job in again {
+        job.attempts += 1;
+        if job.attempts >= MAX_ATTEMPTS {
+            let _ = job.reply.send(Err(StorageError::Unavailable(
+                "the link lost a race with another writer too many times".into(),
+            )));
+        } else {
+            next.push(job);
+        }
+    }
+    next
+}
+
+/// Sign-up checks and previews: decided from the reads, no transaction; their audit events go
+/// to the audit writer (see "Database down" in the README for what may be lost). False when the
+/// connection failed.
+fn answer_checks(shared: &Shared, conn: &mut DbConn, checks: Vec<Job>) -> bool {
+    let decider = &*shared.decider;
+    let requests: Vec<(&LinkRequest, Kind)> = checks
+        .iter()
+        .map(|job| (&job.request, job.kind.clone()))
+        .collect();
+    match plan::plan(decider, conn, &requests) {
+        Ok(plan) => {
+            for (job, planned) in checks.iter().zip(&plan.planned) {
+                shared
+                    .audit
+                    .record(decider.event(&job.request, &planned.answer, planned.channel));
+                decider.count(&job.request, &planned.answer);
+            }
+            for (job, planned) in checks.into_iter().zip(plan.planned) {
+                let _ = job.reply.send(Ok(planned.answer));
+            }
+            true
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for job in checks {
+                let _ = job
+                    .reply
+                    .send(Err(StorageError::Unavailable(message.clone())));
+            }
+            !is_connection_error(&error)
+        }
+    }
+}
+
+enum Written {
+    /// Committed (or failed) and answered; these lost a race and go to the next group.
+    Done(Vec<Job>),
+    /// Rolled back because callers gave up; these are to be written again.
+    Again(Vec<Job>),
+    /// Not written; every request was answered with the error.
+    Failed,
+}
+
+/// Why a pass over the group's requests was rolled back.
+enum PassError {
+    /// These requests (indices into the group) lost a race; the others may be written.
+    Lost(Vec<usize>),
+    Storage(StorageError),
+}
+
+impl From<diesel::result::Error> for PassError {
+    fn from(error: diesel::result::Error) -> Self {
+        PassError::Storage(error.into())
+    }
+}
+
+impl From<StorageError> for PassError {
+    fn from(error: StorageError) -> Self {
+        PassError::Storage(error)
+    }
+}
+
+fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -> Written {
+    let decider = &*shared.decider;
+    let started = Instant::now();
+    let mut lost: Vec<usize> = Vec::new();
+    let mut failed: Vec<(usize, StorageError)> = Vec::new();
+    let mut answers: Vec<(usize, Answer)> = Vec::new();
+    let mut rolled_back_for_callers = false;
+    let outcome = storage::write_transaction(conn, |conn| {
+        let mut live: Vec<usize> = (0..group.len()).collect();
+        while !live.is_empty() {
+            match conn.transaction(|conn| pass(decider, conn, &group, &live)) {
+                Ok(done) => {
+                    answers.extend(done);
+                    break;
+                }
+                Err(PassError::Lost(lost_now)) => {
+                    live.retain(|i| !lost_now.contains(i));
+                    lost.extend(lost_now);
+                }
+                Err(PassError::Storage(error)) => {
+                    // An error that took the time limit (a lock, a statement time-out) or
+                    // broke the connection fails the group; any other is written again one
+                    // request at a time, so that only the request that fails gets it.
+                    let slow = started.elapsed() > shared.limit / 2;
+                    if live.len() == 1 || slow || is_connection_error(&error) {
+                        return Err(error);
+                    }
+                    for i in std::mem::take(&mut live) {
+                        match conn.transaction(|conn| pass(decider, conn, &group, &[i])) {
+                            Ok(done) => answers.extend(done),
+                            Err(PassError::Lost(l)) => lost.extend(l),
+                            Err(PassError::Storage(error)) => failed.push((i, error)),
+                        }
+                    }
+                }
+            }
+        }
+        // The last moment a caller can give up and be sure nothing is written.
+        let gave_up: Vec<usize> = answers
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|&i| !group[i].ticket.begin_commit())
+            .collect();
+        if !gave_up.is_empty() {
+            rolled_back_for_callers = true;
+            return Err(StorageError::Query(
+                diesel::result::Error::RollbackTransaction,
+            ));
+        }
+        Ok(())
+    });
+    match outcome {
+        Ok(()) => {
+            let mut replies: Vec<Option<Reply>> = (0..group.len()).map(|_| None).collect();
+            for (i, answer) in answers {
+                decider.count(&group[i].request, &answer);
+                replies[i] = Some(Ok(answer));
+            }
+            for (i, error) in failed {
+                replies[i] = Some(Err(error));
+            }
+            let lost: HashSet<usize> = lost.into_iter().collect();
+            let mut retry = Vec::new();
+            for (i, (job, reply)) in group.into_iter().zip(replies).enumerate() {
+                match reply {
+                    Some(reply) => {
+                        let _ = job.reply.send(reply);
+                    }
+                    None if lost.contains(&i) => retry.push(job),
+                    None => {
+                        let _ = job.reply.send(Err(StorageError::Unavailable(
+                            "the request was not written".into(),
+                        )));
+                    }
+                }
+            }
+            Written::Done(retry)
+        }
+        Err(_) if rolled_back_for_callers => {
+            for job in &group {
+                job.ticket.reopen();
+            }
+            Written::Again(group.into_iter().filter(|job| !job.gone()).collect())
+        }
+        Err(error) => {
+            log::warn!("a group of {} links was not written: {error}", group.len());
+            let message = error.to_string();
+            for job in group {
+                let _ = job
+                    .reply
+                    .send(Err(StorageError::Unavailable(message.clone())));
+            }
+            Written::Failed
+        }
+    }
+}
+
+/// Decides the requests `live` (indices into `group`) and writes their customers, links and
+/// audit events. Runs in a savepoint: an error rolls all of it back.
+fn pass(
+    decider: &Decider,
+    conn: &mut DbConn,
+    group: &[Job],
+    live: &[usize],
+) -> Result<Vec<(usize, Answer)>, PassError> {
+    let requests: Vec<(&LinkRequest, Kind)> = live
+        .iter()
+        .map(|&i| (&group[i].request, Kind::Link))
+        .collect();
+    let Plan { planned, customers } = plan::plan(decider, conn, &requests)?;
+    let now = storage::now();
+
+    // The customers to create; a taken creation key means another writer created the
+    // customer: its requests are decided again (they will link to it).
+    let mut ids: Vec<Option<i64>> = vec![None; customers.len()];
+    if !customers.is_empty() {
+        let rows: Vec<NewCustomer<'_>> = customers
+            .iter()
+            .map(|c| NewCustomer {
+                account_number: &c.account_number,
+                legal_entity: &c.legal_entity,
+                party_type: "person",
+                is_b2b: false,
+                primary_email: Some(&c.email),
+                email_key: Some(&c.email_key),
+                first_name: group[live[c.request]].request.given_name.as_deref(),
+                last_name: group[live[c.request]].request.surname.as_deref(),
+                origin: "autolink",
+                creation_key: c.creation_key.as_deref(),
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        let inserted = customers::insert_skipping_taken(conn, &rows)?;
+        for (slot, customer) in customers.iter().enumerate() {
+            ids[slot] = inserted
+                .iter()
+                .find(|(_, number)| *number == customer.account_number)
+                .map(|(id, _)| *id);
+        }
+    }
+    let lost: Vec<usize> = planned
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            matches!(p.link.as_ref().map(|l| l.target), Some(Target::New(slot)) if ids[slot].is_none())
+        })
+        .map(|(n, _)| live[n])
+        .collect();
+    if !lost.is_empty() {
+        return Err(PassError::Lost(lost));
+    }
+
+    // The links; one that is not inserted means another writer linked the identity first.
+    let mut rows: Vec<(usize, NewLink<'_>)> = Vec::new();
+    for (n, p) in planned.iter().enumerate() {
+        let Some(link) = &p.link else { continue };
+        let request = &group[live[n]].request;
+        let Some(identity) = &request.identity else {
+            continue;
+        };
+        let customer_id = match link.target {
+            Target::Existing(id) => id,
+            Target::New(slot) => ids[slot].unwrap_or_default(),
+        };
+        rows.push((
+            n,
+            NewLink {
+                issuer: &identity.issuer,
+                subject: &identity.subject,
+                customer_id,
+                sign_in_type: request.evidence.sign_in_type(),
+                identity_provider: request.evidence.provider(),
+                email_key: &link.email_key,
+                linked_by: "auto",
+                created_at: now,
+                updated_at: now,
+            },
+        ));
+    }
+    if !rows.is_empty() {
+        let new: Vec<NewLink<'_>> = rows.iter().map(|(_, row)| row.clone()).collect();
+        let inserted: HashSet<(String, String)> = links::insert_skipping_taken(conn, &new)?
+            .into_iter()
+            .collect();
+        let lost: Vec<usize> = rows
+            .iter()
+            .filter(|(_, row)| {
+                !inserted.contains(&(row.issuer.to_string(), row.subject.to_string()))
+            })
+            .map(|(n, _)| live[*n])
+            .collect();
+        if !lost.is_empty() {
+            return Err(PassError::Lost(lost));
+        }
+    }
+
+    // Every decision's event commits with the group.
+    let events: Vec<_> = planned
+        .iter()
+        .enumerate()
+        .map(|(n, p)| decider.event(&group[live[n]].request, &p.answer, p.channel))
+        .collect();
+    audit::insert(conn, &events)?;
+    Ok(planned
+        .into_iter()
+        .enumerate()
+        .map(|(n, p)| (live[n], p.answer))
+        .collect())
+}
+
+/// Whether an error means that the connection is gone or unusable.
+fn is_connection_error(error: &StorageError) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        StorageError::Unavailable(_) => true,
+        StorageError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
+        StorageError::Query(Error::BrokenTransactionManager) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;
