@@ -117,6 +117,9 @@ struct Writer {
     busy_since: Arc<AtomicU64>,
 }
 
+/// What the writer threads share with the executor. It holds no sender of their queue: when
+/// the executor is dropped, the thread finishes what it has and stops (and with it the last
+/// audit sender it holds, which the server waits for at shutdown).
 struct Shared {
     decider: Arc<Decider>,
     db: Db,
@@ -124,12 +127,12 @@ struct Shared {
     /// The time limit of a request.
     limit: Duration,
     epoch: Instant,
-    writer: Mutex<Option<Writer>>,
 }
 
 /// The executor. Dropping it lets its thread finish what it has and stop.
 pub(crate) struct Executor {
     shared: Arc<Shared>,
+    writer: Mutex<Option<Writer>>,
 }
 
 impl Executor {
@@ -143,8 +146,8 @@ impl Executor {
                 audit,
                 limit,
                 epoch: Instant::now(),
-                writer: Mutex::new(None),
             }),
+            writer: Mutex::new(None),
         }
     }
 
@@ -202,7 +205,7 @@ impl Executor {
     /// has been busy with one group for longer than any database call may take.
     fn submit(&self, job: Job) -> bool {
         let shared = &self.shared;
-        let mut writer = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let stuck_after = shared.limit * 2 + Duration::from_secs(1);
         if let Some(current) = writer.as_ref() {
             let since = current.busy_since.load(Ordering::SeqCst);
