@@ -14,6 +14,7 @@ pub mod schema;
 pub mod sqlite;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,6 +204,8 @@ pub struct Db {
     backend: BackendKind,
     /// The SQLite file, for the import's bulk writer.
     sqlite_path: Option<String>,
+    /// Set once the schema is migrated: no connection is lent before (see [`Db::open_serving`]).
+    migrated: Arc<AtomicBool>,
 }
 
 /// A pooled connection.
@@ -217,8 +220,9 @@ enum Pool {
 }
 
 impl Db {
-    /// Applies the migrations on one direct connection, then builds the pool. For SQLite the file
-    /// is created when missing (the embedded default); its folder must exist.
+    /// Applies the migrations on one direct connection, then builds the pool (the commands, and
+    /// SQLite always). For SQLite the file is created when missing (the embedded default); its
+    /// folder must exist. A database that does not answer is an error.
     pub fn open(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
         let backend = Backend::from_url(url)?;
         if let Backend::Sqlite(path) = &backend {
@@ -231,20 +235,7 @@ impl Db {
             }
         }
         let manager = Manager::new(backend, options);
-        // Migrations may take longer than a request: without the requests' time limits.
-        let mut conn = Manager {
-            statement_timeout: None,
-            ..manager.clone()
-        }
-        .connect()
-        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        run_migrations(&mut conn)?;
-        if let (DbConn::Sqlite(c), Backend::Sqlite(path)) = (&mut conn, &manager.backend) {
-            attach_audit_lookup(c, path)?;
-            create_audit_lookup(c)?;
-            detach_audit_lookup(c)?;
-        }
-        drop(conn);
+        manager.migrate()?;
         // SQLite, when serving: keep the pool full. Requests answered on the async worker
         // threads take only an idle connection (`try_get`) and never open one, and the link
         // writer has a connection of its own, so nothing else would open them. r2d2 opens them
@@ -253,16 +244,42 @@ impl Db {
             Backend::Sqlite(_) if options.open_at_start => options.max_size,
             _ => 0,
         };
-        Self::pool(manager, options, min_idle)
+        Self::pool(manager, options, min_idle, true)
     }
 
-    /// Builds the pool without touching the database (no migrations); connections open lazily.
-    pub fn connect_lazy(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
-        let manager = Manager::new(Backend::from_url(url)?, options);
-        Self::pool(manager, options, 0)
+    /// [`Db::open`] for the server: a PostgreSQL server that does not answer is not an error.
+    /// The pool is then built closed (it lends no connection, [`Db::is_migrated`] is false) and
+    /// a thread applies the migrations once the database answers ([`postgres::start`]).
+    pub fn open_serving(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
+        match Backend::from_url(url)? {
+            backend @ Backend::Postgres(_) => {
+                postgres::start::open(Manager::new(backend, options), options)
+            }
+            Backend::Sqlite(_) => Self::open(url, options),
+        }
     }
 
-    fn pool(manager: Manager, options: &PoolOptions, min_idle: u32) -> Result<Self, StorageError> {
+    /// Another pool on the same database with other settings, whose connections open as they
+    /// are needed; it lends none before this one's schema is migrated (the audit writer's).
+    pub fn other_pool(&self, options: &PoolOptions) -> Result<Self, StorageError> {
+        let manager = Manager::new(self.manager.backend.clone(), options);
+        let mut db = Self::pool(manager, options, 0, false)?;
+        db.migrated = self.migrated.clone();
+        Ok(db)
+    }
+
+    /// Whether the schema is migrated. False only while the server waits for a PostgreSQL server
+    /// that did not answer at start; meanwhile no connection is lent.
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+
+    fn pool(
+        manager: Manager,
+        options: &PoolOptions,
+        min_idle: u32,
+        migrated: bool,
+    ) -> Result<Self, StorageError> {
         let (backend, sqlite_path) = match &manager.backend {
             Backend::Sqlite(path) => (BackendKind::Sqlite, Some(path.clone())),
             Backend::Postgres(_) => (BackendKind::Postgres, None),
@@ -286,11 +303,14 @@ impl Db {
             manager,
             backend,
             sqlite_path,
+            migrated: Arc::new(AtomicBool::new(migrated)),
         })
     }
 
-    /// A connection, or [`StorageError::Unavailable`] after the checkout timeout.
+    /// A connection, or [`StorageError::Unavailable`] after the checkout timeout (at once while
+    /// the schema is not migrated).
     pub fn get(&self) -> Result<PooledConn, StorageError> {
+        self.check_migrated()?;
         match &self.pool {
             Pool::Sqlite(pool) => pool
                 .get()
@@ -302,6 +322,7 @@ impl Db {
     /// A connection of its own, outside the pool, with the pool's settings: for a thread that
     /// keeps one (the group-commit thread of the linking service).
     pub fn connect_unpooled(&self) -> Result<DbConn, StorageError> {
+        self.check_migrated()?;
         self.manager
             .connect()
             .map_err(|e| StorageError::Unavailable(e.to_string()))
@@ -309,10 +330,20 @@ impl Db {
 
     /// An idle connection if there is one right now; never waits.
     pub fn try_get(&self) -> Option<PooledConn> {
+        self.check_migrated().ok()?;
         match &self.pool {
             Pool::Sqlite(pool) => pool.try_get(),
             Pool::Postgres(pools) => pools.pool().try_get(),
         }
+    }
+
+    fn check_migrated(&self) -> Result<(), StorageError> {
+        if self.is_migrated() {
+            return Ok(());
+        }
+        Err(StorageError::Unavailable(
+            "the database has not answered since the start (its migrations are pending)".into(),
+        ))
     }
 
     /// SQLite: whether commits are on disk before they return (`synchronous = FULL`).
@@ -349,10 +380,18 @@ impl Db {
 }
 
 /// Applies pending migrations of the connection's backend.
+/// On PostgreSQL, instances that start together (or that all waited for the database) apply
+/// them one at a time, under a session advisory lock.
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), StorageError> {
     let result = match conn {
         DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
-        DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
+        DbConn::Postgres(c) => {
+            c.batch_execute(postgres::start::LOCK_MIGRATIONS)?;
+            let result = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ());
+            // Closing the connection releases the lock too.
+            let _ = c.batch_execute(postgres::start::UNLOCK_MIGRATIONS);
+            result
+        }
     };
     result.map_err(|e| StorageError::Migration(e.to_string()))
 }

@@ -40,20 +40,50 @@ impl Backend {
             Err(StorageError::UnsupportedUrl(redact_url(url)))
         }
     }
+
+    /// The database as it may be shown: the SQLite path, or the URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Backend::Sqlite(path) => path.clone(),
+            Backend::Postgres(url) => redact_url(url),
+        }
+    }
 }
 
-/// Removes a password from a database URL before it is shown anywhere.
+/// Removes a password from a database URL before it is shown anywhere: the one of the user
+/// information, and a `password` parameter (libpq takes both).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
-                None => url.to_string(),
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rsplit_once('@') {
+                Some((userinfo, _)) => match userinfo.split_once(':') {
+                    Some((user, _)) => {
+                        let after = &rest[userinfo.len()..];
+                        format!("{scheme}://{user}:***{after}")
+                    }
+                    None => base.to_string(),
+                },
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<&str> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some(("password", _)) => "password=***",
+                _ => pair,
+            })
+            .collect();
+        shown = format!("{shown}?{}", pairs.join("&"));
     }
+    shown
 }
 
 /// Opens connections of the configured backend for r2d2.
@@ -110,6 +140,36 @@ impl Manager {
 }
 
 impl Manager {
+    /// Applies the pending migrations on a connection of its own (and on SQLite creates the audit
+    /// lookup file's tables). Migrations may take longer than a request: the connection has no
+    /// time limits. [`StorageError::Unavailable`]: the database could not be reached.
+    pub(super) fn migrate(&self) -> Result<(), StorageError> {
+        let mut conn = Manager {
+            statement_timeout: None,
+            ..self.clone()
+        }
+        .connect()
+        .map_err(|e| {
+            // libpq's messages span lines.
+            let reason = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            StorageError::Unavailable(format!(
+                "cannot connect to {}: {reason}",
+                self.backend.shown()
+            ))
+        })?;
+        super::run_migrations(&mut conn)?;
+        if let (DbConn::Sqlite(c), Backend::Sqlite(path)) = (&mut conn, &self.backend) {
+            super::attach_audit_lookup(c, path)?;
+            super::create_audit_lookup(c)?;
+            super::detach_audit_lookup(c)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn new(backend: Backend, options: &PoolOptions) -> Manager {
         Manager {
             backend,
@@ -212,5 +272,14 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h:5432/db?sslmode=require&password=secret"),
+            "postgres://u:***@h:5432/db?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("postgresql://h/db?password=a@b&user=u"),
+            "postgresql://h/db?password=***&user=u"
+        );
+        assert_eq!(redact_url("autolink.db"), "autolink.db");
     }
 }

@@ -17,6 +17,8 @@
 //!   when it comes back (`has_broken`), and the stuck thread no longer holds a place in the pool
 //!   the service uses.
 
+pub mod start;
+
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
