@@ -100,6 +100,9 @@ pub struct Manager {
     /// generation still in use ([`postgres::Pools::retire`]).
     pub(super) generation: u64,
     pub(super) retired_below: Arc<AtomicU64>,
+    /// PostgreSQL: how many broken connections came back to the pool; a connection lent before
+    /// the last of them is tested before it is lent again ([`postgres::Pools::get`]).
+    pub(super) broken_seen: Arc<AtomicU64>,
 }
 
 impl Manager {
@@ -182,6 +185,7 @@ impl Manager {
             statement_timeout: options.statement_timeout,
             generation: 0,
             retired_below: Arc::new(AtomicU64::new(0)),
+            broken_seen: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -202,10 +206,16 @@ impl ManageConnection for Manager {
     fn has_broken(&self, conn: &mut DbConn) -> bool {
         match conn {
             DbConn::Sqlite(_) => false,
-            // A connection of a retired pool, or one whose transaction could not be closed.
+            // A broken connection: its transaction could not be closed, or a call failed at the
+            // connection level (libpq's transaction status is then unknown, which diesel counts
+            // as broken). Or a connection of a retired pool.
             DbConn::Postgres(c) => {
                 use diesel::r2d2::R2D2Connection;
-                self.generation < self.retired_below.load(Ordering::SeqCst) || c.is_broken()
+                if c.is_broken() {
+                    self.broken_seen.fetch_add(1, Ordering::SeqCst);
+                    return true;
+                }
+                self.generation < self.retired_below.load(Ordering::SeqCst)
             }
         }
     }
