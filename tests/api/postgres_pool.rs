@@ -225,6 +225,67 @@ async fn serve_starts_while_postgres_is_away_and_applies_the_migrations_once_it_
     eprintln!("serve without PostgreSQL at start: ready {ready_after:?} after it answered");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_credentials_kept_in_postgres_serve_waits_for_it_before_listening() {
+    if postgres_base_url().is_none() {
+        needs_postgres("with_its_credentials_kept_in_postgres_serve_waits_for_it_before_listening");
+        return;
+    }
+    let db = TestDatabase::new();
+    let proxy = Proxy::start(host_and_port(&db.url)).await;
+    proxy.set(REFUSE).await;
+    // No credentials configured: they are generated at the first start and kept in the database.
+    let mut command = ServerProcess::command(&through_proxy(&db.url, proxy.port));
+    command
+        .env_remove("AUTOLINK_AUTH__BASIC__USERNAME")
+        .env_remove("AUTOLINK_AUTH__BASIC__PASSWORD_HASH")
+        .env_remove("AUTOLINK_ADMIN__TOKEN_HASH")
+        .stdout(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut server = ServerProcess {
+        child,
+        address: String::new(),
+    };
+    let (lines, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(server.child.try_wait().unwrap().is_none(), "serve exited");
+    assert!(
+        printed.try_recv().is_err(),
+        "it printed before the database answered"
+    );
+
+    proxy.set(OPEN).await;
+    let mut shown = Vec::new();
+    let address = loop {
+        let line = printed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("not listening 10 s after the database answered");
+        if let Some(address) = line.strip_prefix("autolink listening on ") {
+            break address.to_string();
+        }
+        shown.push(line);
+    };
+    server.address = address.clone();
+    assert!(
+        shown.iter().any(|l| l.contains("connector (HTTP Basic)"))
+            && shown.iter().any(|l| l.contains("admin API (Bearer)")),
+        "the generated credentials are shown once: {shown:?}"
+    );
+    let client = reqwest::Client::new();
+    assert_eq!(status_of(&client, format!("{address}/readyz")).await, 200);
+}
+
 /// The sum of what connections asked between two readings of the proxy, per connection.
 fn asked_since(before: &[Asked], now: &[Asked]) -> Vec<Asked> {
     now.iter()
