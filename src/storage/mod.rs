@@ -149,46 +149,82 @@ pub(crate) fn main_file(conn: &mut SqliteConnection) -> QueryResult<String> {
     Ok(main.file)
 }
 
-/// Creates the lookup database's tables when missing. Reads first: a write would wait for a
-/// running merge, and another process (an admin command) may open the database meanwhile.
-/// A lookup file of the first layout (text keys, `audit_lookup`) is emptied and rebuilt: it
-/// holds only data derived from `audit_events`.
+/// Makes sure the audit lookup file beside the SQLite database `path` is usable: created when
+/// missing; when it cannot be read, or holds tables of another layout (an earlier version's, or
+/// anything else), it is deleted and rebuilt, with a warning naming it. It holds only data
+/// derived from `audit_events`: the merge indexes the log again from its start.
+pub(crate) fn ensure_audit_lookup(conn: &mut SqliteConnection, path: &str) -> QueryResult<()> {
+    let checked = attach_audit_lookup(conn, path).and_then(|()| {
+        let created = create_audit_lookup(conn);
+        let detached = detach_audit_lookup(conn);
+        created.and(detached)
+    });
+    let Err(error) = checked else {
+        return Ok(());
+    };
+    let _ = detach_audit_lookup(conn);
+    let file = audit_lookup_path(path);
+    log::warn!(
+        "the audit lookup file {file} is unusable ({error}): it is deleted and rebuilt from the \
+         audit log (audit searches by email or identity scan the log until it has caught up)"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("{file}{suffix}");
+        if let Err(error) = std::fs::remove_file(&name) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                log::error!("cannot delete {name}: {error}");
+            }
+        }
+    }
+    attach_audit_lookup(conn, path)?;
+    let created = create_audit_lookup(conn);
+    detach_audit_lookup(conn)?;
+    created
+}
+
+/// Creates the lookup database's tables when the file is new. Reads first: a write would wait
+/// for a running merge, and another process (an admin command) may open the database meanwhile.
+/// A file with any other table, or without its state row, is an error ([`ensure_audit_lookup`]
+/// rebuilds it).
 fn create_audit_lookup(conn: &mut SqliteConnection) -> QueryResult<()> {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let tables = |conn: &mut SqliteConnection, names: &str| -> QueryResult<i64> {
-        let found: Count = diesel::sql_query(format!(
-            "SELECT count(*) AS n FROM lookup.sqlite_master WHERE type = 'table' AND name IN ({names})"
-        ))
-        .get_result(conn)?;
+    let count = |conn: &mut SqliteConnection, sql: &str| -> QueryResult<i64> {
+        let found: Count = diesel::sql_query(sql).get_result(conn)?;
         Ok(found.n)
     };
-    if tables(conn, "'audit_keys', 'audit_lookup_state'")? == 2
-        && tables(conn, "'audit_lookup'")? == 0
-    {
-        let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM lookup.audit_lookup_state")
-            .get_result(conn)?;
-        if rows.n == 1 {
+    let ours = count(
+        conn,
+        "SELECT count(*) AS n FROM lookup.sqlite_master WHERE type = 'table' \
+         AND name IN ('audit_keys', 'audit_lookup_state')",
+    )?;
+    let all = count(
+        conn,
+        "SELECT count(*) AS n FROM lookup.sqlite_master WHERE type = 'table'",
+    )?;
+    if ours == 2 && all == 2 {
+        let rows = count(conn, "SELECT count(*) AS n FROM lookup.audit_lookup_state")?;
+        if rows == 1 {
             return Ok(());
         }
     }
-    if tables(conn, "'audit_lookup'")? == 1 {
-        log::info!("the audit lookup file has the first layout: rebuilding it");
-        conn.batch_execute("DROP TABLE lookup.audit_lookup")?;
-        conn.batch_execute("DROP TABLE IF EXISTS lookup.audit_lookup_state")?;
+    if all != 0 {
+        return Err(diesel::result::Error::QueryBuilderError(
+            "it holds tables of another layout".into(),
+        ));
     }
     for statement in [
         "PRAGMA lookup.journal_mode = WAL",
-        "CREATE TABLE IF NOT EXISTS lookup.audit_keys (\
+        "CREATE TABLE lookup.audit_keys (\
              lookup_key INTEGER NOT NULL, event_id INTEGER NOT NULL, \
              PRIMARY KEY (lookup_key, event_id)) WITHOUT ROWID",
-        "CREATE TABLE IF NOT EXISTS lookup.audit_lookup_state (\
+        "CREATE TABLE lookup.audit_lookup_state (\
              singleton INTEGER PRIMARY KEY CHECK (singleton = 1), \
              indexed_through INTEGER NOT NULL)",
-        "INSERT OR IGNORE INTO lookup.audit_lookup_state (singleton, indexed_through) VALUES (1, 0)",
+        "INSERT INTO lookup.audit_lookup_state (singleton, indexed_through) VALUES (1, 0)",
     ] {
         conn.batch_execute(statement)?;
     }

@@ -166,9 +166,7 @@ impl Manager {
         })?;
         super::run_migrations(&mut conn)?;
         if let (DbConn::Sqlite(c), Backend::Sqlite(path)) = (&mut conn, &self.backend) {
-            super::attach_audit_lookup(c, path)?;
-            super::create_audit_lookup(c)?;
-            super::detach_audit_lookup(c)?;
+            super::ensure_audit_lookup(c, path)?;
         }
         Ok(())
     }
