@@ -18,7 +18,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::rules::ExistingLink;
 use crate::domain::verification::{self, Verification, VerificationPolicy};
 use crate::domain::{Channel, ChannelDirectory, EmailAddress, Identity, Refusal, SignInEvidence};
 use crate::metrics::Metrics;
@@ -153,7 +152,7 @@ impl LinkingService {
             metrics,
         });
         let executor = Executor::new(decider.clone(), db.clone(), audit.clone(), request_timeout);
-        let signins = SigninCache::new(db.sqlite_path());
+        let signins = SigninCache::new(&db);
         Self {
             db,
             decider,
@@ -189,7 +188,17 @@ impl LinkingService {
         if let Some(answer) = self.resolve_linked_without_waiting(&request) {
             return answer;
         }
-        self.executor.run(request, Kind::Link).await
+        // Taken before the executor reads the link: the account number it answers is kept
+        // under it, and the next sign-in of the identity is answered from memory.
+        let before = self.signins.before_read();
+        let identity = request.identity.clone();
+        let answer = self.executor.run(request, Kind::Link).await;
+        if let (Some(identity), Ok(resolution)) = (&identity, &answer) {
+            if let Some(number) = &resolution.account_number {
+                self.signins.keep_read(before, identity, number);
+            }
+        }
+        answer
     }
 
     /// The sign-up checks (before the account exists): what would happen, without writing
@@ -199,9 +208,10 @@ impl LinkingService {
     }
 
     /// The sign-in hot path without leaving the calling (async) thread: when the identity is
-    /// linked already and its kept link is known to be current ([`SigninCache`]), or an idle
-    /// connection is at hand (SQLite), answer at once. The audit event is queued only if the
-    /// queue has room; anything else returns `None` and the executor decides.
+    /// linked already and its kept link is known to be current without a read ([`SigninCache`]),
+    /// on either database, or (SQLite) an idle connection is at hand, answer at once; PostgreSQL
+    /// never reads here (a round trip). The audit event is queued only if the queue has room;
+    /// anything else returns `None` and the executor decides.
     fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
         let decider = &self.decider;
         let channel = decider
@@ -209,15 +219,19 @@ impl LinkingService {
             .resolve(request.client_id.as_deref())
             .ok()?;
         let identity = request.identity.as_ref()?;
-        let link = match self.signins.without_reading(identity) {
-            Some(link) => link,
+        let account_number = match self.signins.without_reading(identity) {
+            Some(number) => number,
             None if self.db.backend() == storage::BackendKind::Sqlite => {
                 let mut conn = self.db.try_get()?;
                 self.signins.find_active(&mut conn, identity).ok()??
             }
             None => return None,
         };
-        let answer = Ok(already_linked(channel, link));
+        let answer = Ok(Resolution {
+            outcome: Outcome::AlreadyLinked,
+            account_number: Some(account_number),
+            channel: channel.id.clone(),
+        });
         let queued = self
             .audit
             .try_record(decider.event(request, &answer, Some(channel)));
@@ -344,13 +358,5 @@ impl Decider {
             account_number,
             detail: None,
         }
-    }
-}
-
-fn already_linked(channel: &Channel, link: ExistingLink) -> Resolution {
-    Resolution {
-        outcome: Outcome::AlreadyLinked,
-        account_number: Some(link.account_number),
-        channel: channel.id.clone(),
     }
 }

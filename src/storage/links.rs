@@ -84,35 +84,27 @@ pub fn find_active(
     }))
 }
 
-/// SQLite: the link generation (migration 000006), which every change to an existing link or to
-/// a linked customer's account number moves forward.
-pub fn generation(conn: &mut diesel::SqliteConnection) -> Result<i64, StorageError> {
+/// The link generation (migration 000006): a counter that every change to an existing link, or
+/// to a linked customer's account number, moves forward, on either backend.
+pub fn generation(conn: &mut DbConn) -> Result<i64, StorageError> {
     let query = link_generation::table.select(link_generation::n);
     // Loaded, not `.first()`: a bound LIMIT is prepared anew on every call (see find_active).
-    let rows: Vec<i64> = query.load(conn)?;
+    let rows: Vec<i64> = crate::on_backend!(conn, c => query.load(c))?;
     rows.into_iter()
         .next()
         .ok_or_else(|| StorageError::Unavailable("the link generation row is missing".into()))
 }
 
-/// SQLite: [`find_active`] and the link generation, read in one transaction, so the link is the
-/// one of that generation.
-pub fn find_active_with_generation(
-    conn: &mut DbConn,
-    issuer: &str,
-    subject: &str,
-) -> Result<(i64, Option<ExistingLink>), StorageError> {
-    conn.transaction(|conn| {
-        let generation = match conn {
-            DbConn::Sqlite(c) => generation(c)?,
-            DbConn::Postgres(_) => {
-                return Err(StorageError::Unavailable(
-                    "the link generation is SQLite's".into(),
-                ))
-            }
-        };
-        Ok((generation, find_active(conn, issuer, subject)?))
-    })
+/// Whether a link read earlier may have changed since, told without a read on the caller's
+/// connection: the one question the sign-in cache asks, answered by each backend in its own way
+/// (SQLite: [`super::sqlite::change_watch`], PostgreSQL: [`super::postgres::link_changes`]).
+pub trait LinkChanges: Send + Sync {
+    /// A value that moves whenever a link read before may have become wrong (unlinked, moved to
+    /// another customer, its customer's account number changed), in this process or any other.
+    /// `None`: it cannot be told now, and no link read before may be trusted. A link read from
+    /// the database may be used again, without a read, only while the stamp taken *before* that
+    /// read is still the current one.
+    fn stamp(&self) -> Option<u64>;
 }
 
 /// Inserts a link. A second active link for the same identity is a unique violation.

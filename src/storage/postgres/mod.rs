@@ -27,6 +27,8 @@
 
 pub mod start;
 
+pub mod link_changes;
+
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
