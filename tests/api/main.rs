@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod client_cert;
 mod connector;
+mod cross_instance;
 mod db_proxy;
 mod duplicate_keys;
 mod health;
