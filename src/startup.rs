@@ -12,7 +12,7 @@ use crate::admin::Admin;
 use crate::api::authn::ConnectorAuth;
 use crate::api::{self, AppState};
 use crate::auth::api_key::ApiKeys;
-use crate::auth::bootstrap::{self, Generated};
+use crate::auth::bootstrap::{self, CredentialError, Credentials, Generated};
 use crate::auth::fetch::Fetcher;
 use crate::auth::oidc::{AccessTokenVerifier, B2cIdTokenVerifier};
 use crate::config::Settings;
@@ -20,7 +20,7 @@ use crate::linking::{LinkingService, LinkingSettings};
 use crate::messages::Catalogue;
 use crate::metrics::Metrics;
 use crate::storage::audit::{AuditWriter, AuditWriterHandle};
-use crate::storage::{Db, PoolOptions};
+use crate::storage::{Db, PoolOptions, StorageError};
 use crate::tls::ClientCertPolicy;
 
 /// Longest wait, once the server has stopped, for the audit writer to write what is queued.
@@ -41,7 +41,9 @@ pub fn open_database(settings: &Settings) -> anyhow::Result<Db> {
     open_database_with(settings, false)
 }
 
-/// [`open_database`]; `serving`: on SQLite, every connection of the pool opens at start.
+/// [`open_database`]; `serving`: on SQLite, every connection of the pool opens at start, and a
+/// PostgreSQL server that does not answer is not an error (the migrations are applied once it
+/// answers, see [`crate::storage::postgres::start`]).
 fn open_database_with(settings: &Settings, serving: bool) -> anyhow::Result<Db> {
     let options = PoolOptions {
         max_size: settings.database.pool_size,
@@ -53,7 +55,11 @@ fn open_database_with(settings: &Settings, serving: bool) -> anyhow::Result<Db> 
         statement_timeout: serving
             .then(|| Duration::from_millis(settings.database.request_timeout_ms)),
     };
-    Ok(Db::open(&settings.database_url, &options)?)
+    if serving {
+        Ok(Db::open_serving(&settings.database_url, &options)?)
+    } else {
+        Ok(Db::open(&settings.database_url, &options)?)
+    }
 }
 
 /// Builds the linking service over an open database; returns the audit writer's handle with it.
@@ -65,19 +71,16 @@ pub fn build_linking(
     let metrics = Arc::new(Metrics::new(&channels)?);
     // The audit writer has connections of its own, so that requests holding the pool's
     // connections can never keep it from emptying its queue.
-    let audit_db = Db::connect_lazy(
-        &settings.database_url,
-        &PoolOptions {
-            // The writer, and on SQLite the audit lookup's merge thread.
-            max_size: 2,
-            checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
-            open_at_start: false,
-            // The writer's batches hold the events of decisions that wrote nothing (a write's
-            // event commits with the write): see "Database down" in the README.
-            durable_commits: false,
-            statement_timeout: Some(crate::storage::audit::APPEND_LIMIT),
-        },
-    )?;
+    let audit_db = db.other_pool(&PoolOptions {
+        // The writer, and on SQLite the audit lookup's merge thread.
+        max_size: 2,
+        checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
+        open_at_start: false,
+        // The writer's batches hold the events of decisions that wrote nothing (a write's
+        // event commits with the write): see "Database down" in the README.
+        durable_commits: false,
+        statement_timeout: Some(crate::storage::audit::APPEND_LIMIT),
+    })?;
     let (audit, audit_handle) = AuditWriter::start(audit_db);
     let linking_settings = LinkingSettings {
         linking_enabled: settings.linking.enabled,
@@ -86,7 +89,14 @@ pub fn build_linking(
         account_number_prefix: settings.customers.account_number_prefix.clone(),
     };
     Ok((
-        LinkingService::new(db, channels, linking_settings, audit, metrics),
+        LinkingService::new(
+            db,
+            channels,
+            linking_settings,
+            audit,
+            metrics,
+            Duration::from_millis(settings.database.request_timeout_ms),
+        ),
         audit_handle,
     ))
 }
@@ -102,11 +112,33 @@ pub fn build_admin(settings: &Settings, db: Db) -> anyhow::Result<(Admin, AuditW
     Ok((admin, audit))
 }
 
+/// The credentials, from the configuration or from the database. Credentials kept in the
+/// database (generated at a first start) need it: while a PostgreSQL server that did not answer
+/// at start is away, the start waits for it, without listening.
+fn load_credentials(settings: &Settings, db: &Db) -> anyhow::Result<(Credentials, Generated)> {
+    let mut waited = false;
+    loop {
+        match bootstrap::load_or_generate(settings, db) {
+            Err(CredentialError::Storage(StorageError::Unavailable(_))) if !db.is_migrated() => {
+                if !waited {
+                    log::warn!(
+                        "no credentials are configured and those kept in the database cannot be \
+                         read: waiting for the database before listening"
+                    );
+                    waited = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Application {
     /// Opens the database, loads or generates credentials, and binds the listener.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
         let db = open_database_with(settings, true)?;
-        let (credentials, generated) = bootstrap::load_or_generate(settings, &db)?;
+        let (credentials, generated) = load_credentials(settings, &db)?;
         let (linking, audit) = build_linking(settings, db)?;
         if !settings.tenant_issuer_configured() {
             log::warn!(

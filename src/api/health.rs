@@ -28,7 +28,9 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-/// `GET /readyz`: the database answers within the request time limit.
+/// `GET /readyz`: the database answers within the request time limit (and its migrations are
+/// applied: a PostgreSQL server that was away at start is waited for, see
+/// [`crate::storage::postgres::start`]).
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
@@ -38,6 +40,10 @@ pub async fn healthz() -> HttpResponse {
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let linking = state.linking.clone();
+    if !linking.db().is_migrated() {
+        // The thread waiting for the database logs each attempt.
+        return not_ready();
+    }
     let result = if linking.db().backend() == crate::storage::BackendKind::Postgres {
         match super::postgres_within(state.request_timeout, move || linking.db().ping()).await {
             Ok(result) => Ok(Ok(result)),
@@ -64,10 +70,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 Err(_) => "database did not answer in time".to_string(),
             };
             log::warn!("not ready: {reason}");
-            HttpResponse::ServiceUnavailable().json(Health {
-                database: Some("unavailable"),
-                status: "not ready",
-            })
+            not_ready()
         }
     }
+}
+
+fn not_ready() -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(Health {
+        database: Some("unavailable"),
+        status: "not ready",
+    })
 }

@@ -25,10 +25,9 @@ use actix_web::{web, HttpMessage, HttpResponse};
 
 use self::errors::ErrorBody;
 use crate::auth::oidc::B2cIdTokenVerifier;
-use crate::domain::{EmailAddress, Refusal};
+use crate::domain::EmailAddress;
 use crate::linking::{Answer, LinkRequest, LinkingService};
 use crate::messages::Catalogue;
-use crate::storage::StorageError;
 
 /// Shared state of every worker.
 pub struct AppState {
@@ -143,34 +142,6 @@ pub fn new_request_id() -> String {
         .to_string()
 }
 
-/// Runs a blocking linking call within the request's database time limit. Storage failures,
-/// time-outs and worker failures all become `ServiceUnavailable`: the caller fails closed.
-pub async fn run_blocking<F>(state: &AppState, request_id: &str, source: &str, work: F) -> Answer
-where
-    F: FnOnce(&LinkingService) -> Result<Answer, StorageError> + Send + 'static,
-{
-    let linking = state.linking.clone();
-    if linking.db().backend() == crate::storage::BackendKind::Postgres {
-        return match postgres_within(state.request_timeout, move || work(&linking)).await {
-            Ok(result) => storage_answer(request_id, source, result),
-            Err(Late::WorkerFailed) => {
-                log::error!("request_id={request_id} {source}: worker failed");
-                Err(Refusal::ServiceUnavailable)
-            }
-            Err(Late::TimedOut) => timed_out(request_id, source),
-        };
-    }
-    let blocking = web::block(move || work(&linking));
-    match actix_web::rt::time::timeout(state.request_timeout, blocking).await {
-        Ok(Ok(result)) => storage_answer(request_id, source, result),
-        Ok(Err(_)) => {
-            log::error!("request_id={request_id} {source}: worker failed");
-            Err(Refusal::ServiceUnavailable)
-        }
-        Err(_) => timed_out(request_id, source),
-    }
-}
-
 /// Why blocking database work gave no result.
 #[derive(Debug)]
 pub enum Late {
@@ -222,51 +193,14 @@ where
     }
 }
 
-/// The answer of a storage call: a storage failure becomes `ServiceUnavailable`.
-fn storage_answer(request_id: &str, source: &str, result: Result<Answer, StorageError>) -> Answer {
-    result.unwrap_or_else(|error| {
-        log::warn!("request_id={request_id} {source}: storage failed: {error}");
-        Err(Refusal::ServiceUnavailable)
-    })
+/// The sign-up checks (wire adapters call this; the linking service decides).
+pub async fn check_identity(state: &AppState, request: LinkRequest, _source: &str) -> Answer {
+    state.linking.check(request).await
 }
 
-fn timed_out(request_id: &str, source: &str) -> Answer {
-    log::warn!("request_id={request_id} {source}: database did not answer in time");
-    Err(Refusal::ServiceUnavailable)
-}
-
-/// The sign-up checks: the non-waiting fast path first, then the blocking path.
-pub async fn check_identity(state: &AppState, request: LinkRequest, source: &str) -> Answer {
-    if let Some(answer) = state.linking.check_without_waiting(&request) {
-        return answer;
-    }
-    let request_id = request.request_id.clone();
-    run_blocking(state, &request_id, source, move |linking| {
-        linking.check(&request)
-    })
-    .await
-}
-
-/// Links (or resolves) an identity: the non-waiting fast path first, then (SQLite) the
-/// group-commit thread, or (PostgreSQL) the blocking path. Within the request's time limit.
-pub async fn link_identity(state: &AppState, request: LinkRequest, source: &str) -> Answer {
-    if let Some(answer) = state.linking.resolve_linked_without_waiting(&request) {
-        return answer;
-    }
-    let request_id = request.request_id.clone();
-    if !state.linking.links_in_groups() {
-        return run_blocking(state, &request_id, source, move |linking| {
-            linking.link(&request)
-        })
-        .await;
-    }
-    // When the time limit passes first, the receiver is dropped, and the group-commit thread
-    // skips the request if it has not started on it.
-    let pending = state.linking.submit_link(request);
-    match actix_web::rt::time::timeout(state.request_timeout, pending.answer()).await {
-        Ok(result) => storage_answer(&request_id, source, result),
-        Err(_) => timed_out(&request_id, source),
-    }
+/// Links (or resolves) an identity within the request's time limit.
+pub async fn link_identity(state: &AppState, request: LinkRequest, _source: &str) -> Answer {
+    state.linking.link(request).await
 }
 
 /// The decision part of the request log line; the email is redacted.

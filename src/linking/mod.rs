@@ -1,30 +1,32 @@
-//! The decision linking: gathers facts from storage, asks the pure rules, applies the decision in
-//! one transaction, and audits it. Every wire format calls this; none re-implements a rule.
+//! The linking service: one decision from request to committed answer, the same on both
+//! databases. The wire adapters (user-flow connector, REST technical profiles, `/v1/link`) parse,
+//! call [`LinkingService::link`] or [`LinkingService::check`], and format the answer; none of them
+//! knows which database is used or how writes are batched.
 //!
-//! All functions here block (database I/O); HTTP handlers call them through `web::block`, or
-//! hand links to the group-commit thread of [`group_commit`] on SQLite.
+//! - [`plan`] gathers the facts of a group of requests in set-based reads and applies
+//!   [`crate::domain::rules::decide`], the only place a rule is written;
+//! - [`executor`] is the one writer: it decides waiting requests together and writes their links
+//!   in one transaction, answering each only after the commit;
+//! - [`signin_cache`] answers the sign-in of an identity linked already from memory while
+//!   nothing has changed.
 
-mod group_commit;
+mod executor;
+mod plan;
 mod signin_cache;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::domain::rules::{self, Decision, ExistingLink, Facts};
 use crate::domain::verification::{self, Verification, VerificationPolicy};
 use crate::domain::{Channel, ChannelDirectory, EmailAddress, Identity, Refusal, SignInEvidence};
 use crate::metrics::Metrics;
 use crate::storage::audit::{AuditEvent, AuditWriter};
-use crate::storage::customers::{self, NewCustomer};
-use crate::storage::links::{self, NewLink};
-use crate::storage::{self, BackendKind, Db, DbConn, StorageError};
+use crate::storage::{self, Db, StorageError};
 
-use group_commit::LinkWriter;
-pub use group_commit::PendingLink;
+use executor::Executor;
+use plan::Kind;
 use signin_cache::SigninCache;
-
-/// How often a write is attempted when it loses a race (a unique violation) before giving up.
-const MAX_ATTEMPTS: usize = 4;
 
 /// The rule settings the linking service applies.
 #[derive(Debug, Clone)]
@@ -107,19 +109,18 @@ pub struct Resolution {
 /// `Result` of each method.
 pub type Answer = Result<Resolution, Refusal>;
 
-/// The decision linking. Cheap to share behind an `Arc`.
+/// The linking service. Cheap to share behind an `Arc`.
 pub struct LinkingService {
     db: Db,
     decider: Arc<Decider>,
     audit: AuditWriter,
-    /// SQLite: the thread that writes links in groups ([`group_commit`]).
-    links: Option<LinkWriter>,
-    /// SQLite: the links the sign-in path resolved ([`signin_cache`]).
+    /// The one writer ([`executor`]).
+    executor: Executor,
+    /// The links the sign-in path resolved ([`signin_cache`]).
     signins: SigninCache,
 }
 
-/// The rules and their settings, shared by the linking service and the group-commit thread: everything
-/// that decides and writes inside a transaction the caller holds.
+/// The rules and their settings, shared by the service and its executor.
 pub(crate) struct Decider {
     channels: ChannelDirectory,
     settings: LinkingSettings,
@@ -127,6 +128,7 @@ pub(crate) struct Decider {
 }
 
 /// Everything learnt about a request before the decision.
+#[derive(Debug)]
 struct Prepared<'a> {
     channel: &'a Channel,
     email: EmailAddress,
@@ -134,30 +136,28 @@ struct Prepared<'a> {
 }
 
 impl LinkingService {
-    /// Builds the linking service. `metrics` counts its decisions. On SQLite it starts the thread that
-    /// writes links in groups ([`group_commit`]).
+    /// Builds the service and starts its executor. `metrics` counts its decisions; a request is
+    /// answered within `request_timeout` (more only while its COMMIT is under way).
     pub fn new(
         db: Db,
         channels: ChannelDirectory,
         settings: LinkingSettings,
         audit: AuditWriter,
         metrics: Arc<Metrics>,
+        request_timeout: Duration,
     ) -> Self {
         let decider = Arc::new(Decider {
             channels,
             settings,
             metrics,
         });
-        let links = match db.backend() {
-            BackendKind::Sqlite => LinkWriter::start(decider.clone(), db.clone()),
-            BackendKind::Postgres => None,
-        };
-        let signins = SigninCache::new(db.sqlite_path());
+        let executor = Executor::new(decider.clone(), db.clone(), audit.clone(), request_timeout);
+        let signins = SigninCache::new(&db);
         Self {
             db,
             decider,
             audit,
-            links,
+            executor,
             signins,
         }
     }
@@ -182,120 +182,56 @@ impl LinkingService {
         &self.decider.metrics
     }
 
-    /// The sign-up checks (before the B2C account exists): would the rules refuse? Writes
-    /// nothing but the audit event.
-    pub fn check(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
-        let answer = self.check_inner(request);
-        if let Ok(answer) = &answer {
-            self.audit.record(self.decider.event(request, answer, None));
-            self.decider.count(request, answer);
+    /// Links the identity (or resolves its existing link) and answers with the account number,
+    /// once the link is committed. Storage failures and time-outs are `ServiceUnavailable`.
+    pub async fn link(&self, request: LinkRequest) -> Answer {
+        if let Some(answer) = self.resolve_linked_without_waiting(&request) {
+            return answer;
+        }
+        // Taken before the executor reads the link: the account number it answers is kept
+        // under it, and the next sign-in of the identity is answered from memory.
+        let before = self.signins.before_read();
+        let identity = request.identity.clone();
+        let answer = self.executor.run(request, Kind::Link).await;
+        if let (Some(identity), Ok(resolution)) = (&identity, &answer) {
+            if let Some(number) = &resolution.account_number {
+                self.signins.keep_read(before, identity, number);
+            }
         }
         answer
     }
 
-    fn check_inner(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
-        let prepared = match self.decider.prepare(request) {
-            Ok(p) => p,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let mut conn = self.db.get()?;
-        let decision = self.decider.decide(&mut conn, &prepared, None)?;
-        Ok(check_answer(&prepared, decision))
+    /// The sign-up checks (before the account exists): what would happen, without writing
+    /// anything but the audit event.
+    pub async fn check(&self, request: LinkRequest) -> Answer {
+        self.executor.run(request, Kind::Check).await
     }
 
-    /// Links the identity (or resolves its existing link) and returns the account number, in a
-    /// write transaction of its own. Blocks; on SQLite the HTTP handlers use
-    /// [`LinkingService::submit_link`] instead, which writes links in groups.
-    pub fn link(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
-        let answer = self.link_inner(request)?;
-        self.decider.count(request, &answer);
-        Ok(answer)
-    }
-
-    fn link_inner(&self, request: &LinkRequest) -> Result<Answer, StorageError> {
-        let decider = &self.decider;
-        let channel = match decider.channels.resolve(request.client_id.as_deref()) {
-            Ok(c) => c,
-            Err(refusal) => return Ok(self.refuse(request, None, refusal)),
-        };
-        let Some(identity) = &request.identity else {
-            return Ok(self.refuse(request, Some(channel), Refusal::ObjectIdMissing));
-        };
-        // The sign-in hot path: an identity that is linked resolves without a write transaction,
-        // whatever its email claim says now. The audit queue is emptied by a writer that needs a
-        // connection of its own: never wait for room in the queue while holding one of the
-        // request pool's connections.
-        let mut conn = self.db.get()?;
-        if let Some(link) = links::find_active(&mut conn, &identity.issuer, &identity.subject)? {
-            drop(conn);
-            let answer = Ok(already_linked(channel, link));
-            self.audit
-                .record(decider.event(request, &answer, Some(channel)));
-            return Ok(answer);
-        }
-        if let Err(refusal) = decider.prepare(request) {
-            drop(conn);
-            return Ok(self.refuse(request, Some(channel), refusal));
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = storage::write_transaction(&mut conn, |conn| {
-                let (answer, event) = decider.link_in(conn, request)?;
-                storage::audit::insert(conn, &[event])?;
-                Ok::<_, StorageError>(answer)
-            });
-            match result {
-                Err(error) if error.is_unique_violation() && attempt < MAX_ATTEMPTS => {
-                    // Another request linked this identity or created this customer first; the
-                    // next attempt sees its row.
-                    log::debug!("request_id={} lost a race, retrying", request.request_id);
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Whether links are written in groups by one thread (SQLite; see [`LinkingService::submit_link`]).
-    /// On PostgreSQL each link is its own transaction, through [`LinkingService::link`].
-    pub fn links_in_groups(&self) -> bool {
-        self.links.is_some()
-    }
-
-    /// Hands a link to the group-commit thread (SQLite). The answer comes after the transaction
-    /// that holds it has committed. Without that thread, the answer is that the database is
-    /// unavailable: check [`LinkingService::links_in_groups`] first.
-    pub fn submit_link(&self, request: LinkRequest) -> PendingLink {
-        match &self.links {
-            Some(writer) => writer.submit(request),
-            None => PendingLink::unavailable(),
-        }
-    }
-
-    /// The sign-in hot path on SQLite without leaving the calling (async) thread: when the
-    /// identity is already linked and its kept link is known to be current without a read
-    /// ([`SigninCache::without_reading`]), or an idle connection is at hand, answer at once.
-    /// SQLite in WAL mode never makes a reader wait for a writer, the lookup is one indexed
-    /// read, and the audit event is queued only if the queue has room; anything else returns
-    /// `None` and the caller takes the blocking path, which decides everything again.
-    pub fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
-        if self.db.backend() != BackendKind::Sqlite {
-            return None;
-        }
+    /// The sign-in hot path without leaving the calling (async) thread: when the identity is
+    /// linked already and its kept link is known to be current without a read ([`SigninCache`]),
+    /// on either database, or (SQLite) an idle connection is at hand, answer at once; PostgreSQL
+    /// never reads here (a round trip). The audit event is queued only if the queue has room;
+    /// anything else returns `None` and the executor decides.
+    fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
         let decider = &self.decider;
         let channel = decider
             .channels
             .resolve(request.client_id.as_deref())
             .ok()?;
         let identity = request.identity.as_ref()?;
-        let link = match self.signins.without_reading(identity) {
-            Some(link) => link,
-            None => {
+        let account_number = match self.signins.without_reading(identity) {
+            Some(number) => number,
+            None if self.db.backend() == storage::BackendKind::Sqlite => {
                 let mut conn = self.db.try_get()?;
                 self.signins.find_active(&mut conn, identity).ok()??
             }
+            None => return None,
         };
-        let answer = Ok(already_linked(channel, link));
+        let answer = Ok(Resolution {
+            outcome: Outcome::AlreadyLinked,
+            account_number: Some(account_number),
+            channel: channel.id.clone(),
+        });
         let queued = self
             .audit
             .try_record(decider.event(request, &answer, Some(channel)));
@@ -305,32 +241,9 @@ impl LinkingService {
         queued.then_some(answer)
     }
 
-    /// The sign-up checks on SQLite without leaving the calling (async) thread, under the same
-    /// conditions as [`LinkingService::resolve_linked_without_waiting`]: an idle connection at hand and
-    /// room in the audit queue, else `None` and the caller takes the blocking path.
-    pub fn check_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
-        if self.db.backend() != BackendKind::Sqlite {
-            return None;
-        }
-        let decider = &self.decider;
-        let mut conn = self.db.try_get()?;
-        let answer = match decider.prepare(request) {
-            Err(refusal) => Err(refusal),
-            Ok(prepared) => {
-                let decision = decider.decide(&mut conn, &prepared, None).ok()?;
-                check_answer(&prepared, decision)
-            }
-        };
-        drop(conn);
-        if !self.audit.try_record(decider.event(request, &answer, None)) {
-            return None;
-        }
-        decider.count(request, &answer);
-        Some(answer)
-    }
-
     /// What would happen for this email on this channel, assuming a verified email and a new
     /// identity. Writes only the audit event, in the name of `actor` (the administrator).
+    /// Blocks (database I/O).
     pub fn preview(
         &self,
         request_id: &str,
@@ -352,43 +265,19 @@ impl LinkingService {
             given_name: None,
             surname: None,
         };
-        let answer = match (channel, EmailAddress::parse(email)) {
-            (None, _) => Err(Refusal::UnknownChannel),
-            (Some(_), Err(_)) => Err(Refusal::InvalidEmail),
-            (Some(channel), Ok(email)) => {
-                let prepared = Prepared {
-                    channel,
-                    email,
-                    verified: true,
-                };
-                let mut conn = self.db.get()?;
-                match decider.decide(&mut conn, &prepared, None)? {
-                    Decision::Link { account_number, .. } => Ok(Resolution {
-                        outcome: Outcome::WouldLink,
-                        account_number: Some(account_number),
-                        channel: channel.id.clone(),
-                    }),
-                    Decision::Create => Ok(Resolution {
-                        outcome: Outcome::WouldCreate,
-                        account_number: None,
-                        channel: channel.id.clone(),
-                    }),
-                    Decision::AlreadyLinked(link) => Ok(already_linked(channel, link)),
-                    Decision::Refuse(refusal) => Err(refusal),
-                }
-            }
+        let mut conn = self.db.get()?;
+        let kind = Kind::Preview(channel_id.to_string());
+        let plan = plan::plan(decider, &mut conn, &[(&request, kind)])?;
+        drop(conn);
+        let planned = plan.planned.into_iter().next();
+        let (answer, channel) = match planned {
+            Some(planned) => (planned.answer, planned.channel),
+            None => (Err(Refusal::ServiceUnavailable), None),
         };
         let mut event = decider.event(&request, &answer, channel);
         event.actor = actor.to_string().into();
         self.audit.record(event);
         Ok(answer)
-    }
-
-    fn refuse(&self, request: &LinkRequest, channel: Option<&Channel>, refusal: Refusal) -> Answer {
-        let answer = Err(refusal);
-        self.audit
-            .record(self.decider.event(request, &answer, channel));
-        answer
     }
 }
 
@@ -403,106 +292,6 @@ impl Decider {
                     .decision(channel.map(|c| c.id.as_str()), answer);
             }
         }
-    }
-
-    /// Decides a link request and applies the decision, inside the write transaction the caller
-    /// holds; returns the answer and its audit event, which the caller writes in the same
-    /// transaction. Refusals and already-linked identities write nothing else.
-    fn link_in(
-        &self,
-        conn: &mut DbConn,
-        request: &LinkRequest,
-    ) -> Result<(Answer, AuditEvent), StorageError> {
-        let channel = match self.channels.resolve(request.client_id.as_deref()) {
-            Ok(c) => c,
-            Err(refusal) => return Ok(self.answered(request, None, Err(refusal))),
-        };
-        let Some(identity) = &request.identity else {
-            let answer = Err(Refusal::ObjectIdMissing);
-            return Ok(self.answered(request, Some(channel), answer));
-        };
-        let existing = links::find_active(conn, &identity.issuer, &identity.subject)?;
-        let prepared = match self.prepare(request) {
-            Ok(p) => p,
-            // An identity that is linked resolves whatever its email claim says now.
-            Err(refusal) => {
-                let answer = match existing {
-                    Some(link) => Ok(already_linked(channel, link)),
-                    None => Err(refusal),
-                };
-                return Ok(self.answered(request, Some(channel), answer));
-            }
-        };
-        let decision = self.decide(conn, &prepared, existing)?;
-        let now = storage::now();
-        let (customer_id, account_number, outcome) = match decision {
-            Decision::AlreadyLinked(link) => {
-                let answer = Ok(already_linked(channel, link));
-                return Ok(self.answered(request, Some(channel), answer));
-            }
-            Decision::Refuse(refusal) => {
-                return Ok(self.answered(request, Some(channel), Err(refusal)))
-            }
-            Decision::Link {
-                customer_id,
-                account_number,
-            } => (customer_id, account_number, Outcome::Linked),
-            Decision::Create => {
-                let account_number = self.new_account_number();
-                let guard = channel
-                    .linking_enabled(self.settings.linking_enabled)
-                    .then(|| customers::creation_key(&channel.legal_entity, prepared.email.key()));
-                let id = customers::insert(
-                    conn,
-                    &NewCustomer {
-                        account_number: &account_number,
-                        legal_entity: &channel.legal_entity,
-                        party_type: "person",
-                        is_b2b: false,
-                        primary_email: Some(prepared.email.as_str()),
-                        email_key: Some(prepared.email.key()),
-                        first_name: request.given_name.as_deref(),
-                        last_name: request.surname.as_deref(),
-                        origin: "autolink",
-                        creation_key: guard.as_deref(),
-                        created_at: now,
-                        updated_at: now,
-                    },
-                )?;
-                (id, account_number, Outcome::Created)
-            }
-        };
-        links::insert(
-            conn,
-            &NewLink {
-                issuer: &identity.issuer,
-                subject: &identity.subject,
-                customer_id,
-                sign_in_type: request.evidence.sign_in_type(),
-                identity_provider: request.evidence.provider(),
-                email_key: prepared.email.key(),
-                linked_by: "auto",
-                created_at: now,
-                updated_at: now,
-            },
-        )?;
-        let answer = Ok(Resolution {
-            outcome,
-            account_number: Some(account_number),
-            channel: channel.id.clone(),
-        });
-        Ok(self.answered(request, Some(channel), answer))
-    }
-
-    /// An answer with its audit event.
-    fn answered(
-        &self,
-        request: &LinkRequest,
-        channel: Option<&Channel>,
-        answer: Answer,
-    ) -> (Answer, AuditEvent) {
-        let event = self.event(request, &answer, channel);
-        (answer, event)
     }
 
     /// Resolves the channel, parses the email and decides whether it is verified.
@@ -530,37 +319,6 @@ impl Decider {
             email,
             verified: verification.is_verified(),
         })
-    }
-
-    /// Loads the candidates (when the rules need them) and applies the rules.
-    fn decide(
-        &self,
-        conn: &mut DbConn,
-        prepared: &Prepared<'_>,
-        existing_link: Option<ExistingLink>,
-    ) -> Result<Decision, StorageError> {
-        let channel = prepared.channel;
-        let needs_candidates = existing_link.is_none()
-            && prepared.verified
-            && channel.linking_enabled(self.settings.linking_enabled);
-        let candidates = if needs_candidates {
-            customers::find_candidates(
-                conn,
-                &channel.legal_entity,
-                prepared.email.key(),
-                channel.customer_type == crate::domain::CustomerType::B2B,
-            )?
-        } else {
-            Vec::new()
-        };
-        Ok(rules::decide(&Facts {
-            channel,
-            linking_enabled: self.settings.linking_enabled,
-            allow_link_after_email_change: self.settings.allow_link_after_email_change,
-            email_verified: prepared.verified,
-            existing_link,
-            candidates: &candidates,
-        }))
     }
 
     fn new_account_number(&self) -> String {
@@ -600,36 +358,5 @@ impl Decider {
             account_number,
             detail: None,
         }
-    }
-}
-
-/// What a check answers for a decision: what would happen, or the refusal.
-fn check_answer(prepared: &Prepared<'_>, decision: Decision) -> Answer {
-    let channel = prepared.channel.id.clone();
-    match decision {
-        Decision::Link { account_number, .. } => Ok(Resolution {
-            outcome: Outcome::WouldLink,
-            account_number: Some(account_number),
-            channel,
-        }),
-        Decision::Create => Ok(Resolution {
-            outcome: Outcome::WouldCreate,
-            account_number: None,
-            channel,
-        }),
-        Decision::AlreadyLinked(link) => Ok(Resolution {
-            outcome: Outcome::AlreadyLinked,
-            account_number: Some(link.account_number),
-            channel,
-        }),
-        Decision::Refuse(refusal) => Err(refusal),
-    }
-}
-
-fn already_linked(channel: &Channel, link: ExistingLink) -> Resolution {
-    Resolution {
-        outcome: Outcome::AlreadyLinked,
-        account_number: Some(link.account_number),
-        channel: channel.id.clone(),
     }
 }

@@ -811,7 +811,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_lookup_file_of_the_first_layout_is_rebuilt() {
+    fn a_lookup_file_of_another_layout_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db").display().to_string();
         {
@@ -846,6 +846,35 @@ pub(crate) mod tests {
             .query_row("SELECT count(*) FROM audit_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn an_unreadable_lookup_file_is_rebuilt_and_the_database_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("main.db").display().to_string();
+        let url = format!("sqlite://{path}");
+        {
+            let db = Db::open(&url, &PoolOptions::default()).unwrap();
+            insert(&mut db.get().unwrap(), &[event(0, "a@x.com", "s0")]).unwrap();
+            assert_eq!(merge_from_database(&path).unwrap(), 1);
+        }
+        let lookup = crate::storage::audit_lookup_path(&path);
+        std::fs::write(&lookup, vec![0x5a; 8192]).unwrap();
+        // The server and the commands open the database as before; the file is rebuilt and
+        // indexed again from the start of the log.
+        let db = Db::open(&url, &PoolOptions::default()).unwrap();
+        assert_eq!(lookup_state(&path), (0, 0));
+        assert_eq!(merge_from_database(&path).unwrap(), 1);
+        assert_eq!(lookup_state(&path).1, 2);
+        let mut conn = db.get().unwrap();
+        let found = ids(
+            &mut conn,
+            AuditFilter {
+                email_key: Some("a@x.com"),
+                ..Default::default()
+            },
+        );
+        assert_eq!(found, ["r0"]);
     }
 
     /// The lookup file's watermark and number of pairs.

@@ -377,3 +377,79 @@ pub fn active_link_count(conn: &mut DbConn, customer_id: i64) -> Result<i64, Sto
         .count()
         .get_result(conn)?)
 }
+
+/// A person record that may be a candidate: active, `party_type = 'person'`, with an email key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateRow {
+    /// Database id.
+    pub id: i64,
+    /// Customer account number.
+    pub account_number: String,
+    /// Legal entity, upper-case.
+    pub legal_entity: String,
+    /// Normalised key of the primary email.
+    pub email_key: String,
+    /// Whether the record is a B2B customer.
+    pub is_b2b: bool,
+}
+
+/// The active person records whose email key is one of `email_keys` in one of `legal_entities`,
+/// in one query, ordered by id. The caller picks each request's candidates among them (legal
+/// entity, and `is_b2b` on a B2B channel), as [`find_candidates`] does for one.
+pub fn find_candidate_rows(
+    conn: &mut DbConn,
+    legal_entities: &[&str],
+    email_keys: &[&str],
+) -> Result<Vec<CandidateRow>, StorageError> {
+    let mut found = Vec::new();
+    for chunk in email_keys.chunks(500) {
+        let query = customers::table
+            .filter(customers::email_key.eq_any(chunk))
+            .filter(customers::legal_entity.eq_any(legal_entities))
+            .filter(customers::party_type.eq("person"))
+            .filter(customers::active.eq(true))
+            .select((
+                customers::id,
+                customers::account_number,
+                customers::legal_entity,
+                customers::email_key,
+                customers::is_b2b,
+            ))
+            .order(customers::id);
+        let rows: Vec<(i64, String, String, Option<String>, bool)> =
+            crate::on_backend!(conn, c => query.load(c))?;
+        found.extend(rows.into_iter().filter_map(
+            |(id, account_number, legal_entity, email_key, is_b2b)| {
+                Some(CandidateRow {
+                    id,
+                    account_number,
+                    legal_entity,
+                    email_key: email_key?,
+                    is_b2b,
+                })
+            },
+        ));
+    }
+    found.sort_by_key(|row| row.id);
+    Ok(found)
+}
+
+/// Inserts customers in one statement, skipping those whose account number or creation key is
+/// taken (another writer created the customer first). Returns `(id, account_number)` of the
+/// customers inserted.
+pub fn insert_skipping_taken(
+    conn: &mut DbConn,
+    rows: &[NewCustomer<'_>],
+) -> Result<Vec<(i64, String)>, StorageError> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    // 12 parameters per row.
+    for chunk in rows.chunks(500) {
+        let returned: Vec<(i64, String)> = crate::on_backend!(conn, c => diesel::insert_into(customers::table)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .returning((customers::id, customers::account_number))
+            .get_results(c))?;
+        inserted.extend(returned);
+    }
+    Ok(inserted)
+}

@@ -7,8 +7,11 @@ use super::{DbConn, StorageError};
 use crate::domain::rules::ExistingLink;
 
 /// A link to insert.
+///
+/// `None` is inserted as NULL, not as `DEFAULT`, so that many rows make one multi-row INSERT on
+/// SQLite too.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = identity_links)]
+#[diesel(table_name = identity_links, treat_none_as_default_value = false)]
 pub struct NewLink<'a> {
     /// Identity issuer.
     pub issuer: &'a str,
@@ -81,35 +84,27 @@ pub fn find_active(
     }))
 }
 
-/// SQLite: the link generation (migration 000006), which every change to an existing link or to
-/// a linked customer's account number moves forward.
-pub fn generation(conn: &mut diesel::SqliteConnection) -> Result<i64, StorageError> {
+/// The link generation (migration 000006): a counter that every change to an existing link, or
+/// to a linked customer's account number, moves forward, on either backend.
+pub fn generation(conn: &mut DbConn) -> Result<i64, StorageError> {
     let query = link_generation::table.select(link_generation::n);
     // Loaded, not `.first()`: a bound LIMIT is prepared anew on every call (see find_active).
-    let rows: Vec<i64> = query.load(conn)?;
+    let rows: Vec<i64> = crate::on_backend!(conn, c => query.load(c))?;
     rows.into_iter()
         .next()
         .ok_or_else(|| StorageError::Unavailable("the link generation row is missing".into()))
 }
 
-/// SQLite: [`find_active`] and the link generation, read in one transaction, so the link is the
-/// one of that generation.
-pub fn find_active_with_generation(
-    conn: &mut DbConn,
-    issuer: &str,
-    subject: &str,
-) -> Result<(i64, Option<ExistingLink>), StorageError> {
-    conn.transaction(|conn| {
-        let generation = match conn {
-            DbConn::Sqlite(c) => generation(c)?,
-            DbConn::Postgres(_) => {
-                return Err(StorageError::Unavailable(
-                    "the link generation is SQLite's".into(),
-                ))
-            }
-        };
-        Ok((generation, find_active(conn, issuer, subject)?))
-    })
+/// Whether a link read earlier may have changed since, told without a read on the caller's
+/// connection: the one question the sign-in cache asks, answered by each backend in its own way
+/// (SQLite: [`super::sqlite::change_watch`], PostgreSQL: [`super::postgres::link_changes`]).
+pub trait LinkChanges: Send + Sync {
+    /// A value that moves whenever a link read before may have become wrong (unlinked, moved to
+    /// another customer, its customer's account number changed), in this process or any other.
+    /// `None`: it cannot be told now, and no link read before may be trusted. A link read from
+    /// the database may be used again, without a read, only while the stamp taken *before* that
+    /// read is still the current one.
+    fn stamp(&self) -> Option<u64>;
 }
 
 /// Inserts a link. A second active link for the same identity is a unique violation.
@@ -201,4 +196,80 @@ pub fn insert_returning_id(conn: &mut DbConn, link: &NewLink<'_>) -> Result<i64,
         .values(link)
         .returning(identity_links::id)
         .get_result(conn)?)
+}
+
+/// The active links of many identities of one issuer, in one query: `(subject, link)` pairs (an
+/// identity has at most one active link). The group writer's lookup.
+pub fn find_active_many(
+    conn: &mut DbConn,
+    issuer: &str,
+    subjects: &[&str],
+) -> Result<Vec<(String, ExistingLink)>, StorageError> {
+    let mut found = Vec::new();
+    // Far below SQLite's limit of bound parameters; PostgreSQL binds one array.
+    for chunk in subjects.chunks(500) {
+        let query = identity_links::table
+            .inner_join(customers::table)
+            .filter(identity_links::issuer.eq(issuer))
+            .filter(identity_links::subject.eq_any(chunk))
+            .filter(identity_links::active.eq(true))
+            .select((
+                identity_links::subject,
+                customers::id,
+                customers::account_number,
+            ));
+        let rows: Vec<(String, i64, String)> = crate::on_backend!(conn, c => query.load(c))?;
+        found.extend(
+            rows.into_iter()
+                .map(|(subject, customer_id, account_number)| {
+                    (
+                        subject,
+                        ExistingLink {
+                            customer_id,
+                            account_number,
+                        },
+                    )
+                }),
+        );
+    }
+    Ok(found)
+}
+
+/// Inserts links in one statement, skipping those that would be a second active link of their
+/// identity (another writer linked it first). Returns the `(issuer, subject)` of the links
+/// inserted.
+pub fn insert_skipping_taken(
+    conn: &mut DbConn,
+    rows: &[NewLink<'_>],
+) -> Result<Vec<(String, String)>, StorageError> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    // 9 parameters per row.
+    for chunk in rows.chunks(500) {
+        let returned: Vec<(String, String)> = crate::on_backend!(conn, c => diesel::insert_into(identity_links::table)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .returning((identity_links::issuer, identity_links::subject))
+            .get_results(c))?;
+        inserted.extend(returned);
+    }
+    Ok(inserted)
+}
+
+/// The distinct `(customer, email key)` pairs of the active links of these customers: whether a
+/// customer holds identities linked under another email than the one matching now.
+pub fn active_email_keys(
+    conn: &mut DbConn,
+    customer_ids: &[i64],
+) -> Result<Vec<(i64, String)>, StorageError> {
+    let mut found = Vec::new();
+    for chunk in customer_ids.chunks(500) {
+        let query = identity_links::table
+            .filter(identity_links::customer_id.eq_any(chunk))
+            .filter(identity_links::active.eq(true))
+            .select((identity_links::customer_id, identity_links::email_key))
+            .distinct();
+        let rows: Vec<(i64, String)> = crate::on_backend!(conn, c => query.load(c))?;
+        found.extend(rows);
+    }
+    Ok(found)
 }

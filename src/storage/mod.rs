@@ -7,20 +7,21 @@ pub mod audit;
 pub mod credentials;
 pub mod customers;
 pub mod links;
+mod pool;
 pub mod postgres;
 pub mod prospects;
 pub mod schema;
 pub mod sqlite;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{self, ManageConnection};
+use diesel::r2d2;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -38,6 +39,8 @@ macro_rules! on_backend {
         }
     };
 }
+
+pub use pool::{redact_url, Backend, Manager, PoolOptions};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -101,102 +104,6 @@ pub enum BackendKind {
     Postgres,
 }
 
-/// Which backend a URL names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
-    /// `sqlite://PATH` (also `sqlite:PATH`); the path is a file.
-    Sqlite(String),
-    /// `postgres://` or `postgresql://`.
-    Postgres(String),
-}
-
-impl Backend {
-    /// Chooses the backend from the URL scheme.
-    pub fn from_url(url: &str) -> Result<Self, StorageError> {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            if path.is_empty() || path == ":memory:" {
-                // Every pooled connection would get its own empty in-memory database.
-                return Err(StorageError::UnsupportedUrl(url.to_string()));
-            }
-            Ok(Backend::Sqlite(path.to_string()))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres(url.to_string()))
-        } else {
-            Err(StorageError::UnsupportedUrl(redact_url(url)))
-        }
-    }
-}
-
-/// Removes a password from a database URL before it is shown anywhere.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// Opens connections of the configured backend for r2d2.
-#[derive(Debug, Clone)]
-pub struct Manager {
-    backend: Backend,
-    connect_timeout: Duration,
-    /// SQLite's `synchronous` setting of every connection (`FULL` or `NORMAL`).
-    sqlite_synchronous: &'static str,
-    /// PostgreSQL: the time limits set on every new connection ([`postgres::session_limits_sql`]);
-    /// `None`: the server's defaults (the commands: migrations and imports may take long).
-    statement_timeout: Option<Duration>,
-    /// PostgreSQL: the generation of the pool this manager opens connections for, and the first
-    /// generation still in use ([`postgres::Pools::retire`]).
-    generation: u64,
-    retired_below: Arc<AtomicU64>,
-}
-
-impl Manager {
-    fn connect(&self) -> ConnectionResult<DbConn> {
-        match &self.backend {
-            Backend::Sqlite(path) => {
-                let mut conn = SqliteConnection::establish(path)?;
-                // One statement each: the SQLite driver runs only the first of a batch in some
-                // versions, and a silently skipped PRAGMA is a silent data-safety change.
-                let synchronous = format!("PRAGMA synchronous = {}", self.sqlite_synchronous);
-                for pragma in [
-                    "PRAGMA busy_timeout = 5000",
-                    "PRAGMA journal_mode = WAL",
-                    &synchronous,
-                    "PRAGMA foreign_keys = ON",
-                    // 128 KiB of page cache per connection (SQLite's default is 2 MiB). The
-                    // pool's connections fill their caches over time, and the OS caches the file
-                    // anyway: measured, smaller caches were both leaner and faster
-                    // (BENCHMARKS.md, 2026-11-30).
-                    "PRAGMA cache_size = -128",
-                ] {
-                    conn.batch_execute(pragma)
-                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-                }
-                Ok(DbConn::Sqlite(conn))
-            }
-            Backend::Postgres(url) => {
-                let url = postgres::with_connection_params(url, self.connect_timeout);
-                let mut conn = PgConnection::establish(&url)?;
-                if let Some(limit) = self.statement_timeout {
-                    conn.batch_execute(&postgres::session_limits_sql(limit))
-                        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-                }
-                Ok(DbConn::Postgres(conn))
-            }
-        }
-    }
-}
-
 /// A rusqlite connection of a thread's own to an existing SQLite file, for the writers that bind
 /// values in place (the import, the audit writer and the lookup merge). NO_MUTEX: the connection
 /// never leaves its thread, so SQLite's per-call locking is pure cost. It waits up to 5 s for
@@ -242,123 +149,86 @@ pub(crate) fn main_file(conn: &mut SqliteConnection) -> QueryResult<String> {
     Ok(main.file)
 }
 
-/// Creates the lookup database's tables when missing. Reads first: a write would wait for a
-/// running merge, and another process (an admin command) may open the database meanwhile.
-/// A lookup file of the first layout (text keys, `audit_lookup`) is emptied and rebuilt: it
-/// holds only data derived from `audit_events`.
+/// Makes sure the audit lookup file beside the SQLite database `path` is usable: created when
+/// missing; when it cannot be read, or holds tables of another layout (an earlier version's, or
+/// anything else), it is deleted and rebuilt, with a warning naming it. It holds only data
+/// derived from `audit_events`: the merge indexes the log again from its start.
+pub(crate) fn ensure_audit_lookup(conn: &mut SqliteConnection, path: &str) -> QueryResult<()> {
+    let checked = attach_audit_lookup(conn, path).and_then(|()| {
+        let created = create_audit_lookup(conn);
+        let detached = detach_audit_lookup(conn);
+        created.and(detached)
+    });
+    let Err(error) = checked else {
+        return Ok(());
+    };
+    let _ = detach_audit_lookup(conn);
+    let file = audit_lookup_path(path);
+    log::warn!(
+        "the audit lookup file {file} is unusable ({error}): it is deleted and rebuilt from the \
+         audit log (audit searches by email or identity scan the log until it has caught up)"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("{file}{suffix}");
+        if let Err(error) = std::fs::remove_file(&name) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                log::error!("cannot delete {name}: {error}");
+            }
+        }
+    }
+    attach_audit_lookup(conn, path)?;
+    let created = create_audit_lookup(conn);
+    detach_audit_lookup(conn)?;
+    created
+}
+
+/// Creates the lookup database's tables when the file is new. Reads first: a write would wait
+/// for a running merge, and another process (an admin command) may open the database meanwhile.
+/// A file with any other table, or without its state row, is an error ([`ensure_audit_lookup`]
+/// rebuilds it).
 fn create_audit_lookup(conn: &mut SqliteConnection) -> QueryResult<()> {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let tables = |conn: &mut SqliteConnection, names: &str| -> QueryResult<i64> {
-        let found: Count = diesel::sql_query(format!(
-            "SELECT count(*) AS n FROM lookup.sqlite_master WHERE type = 'table' AND name IN ({names})"
-        ))
-        .get_result(conn)?;
+    let count = |conn: &mut SqliteConnection, sql: &str| -> QueryResult<i64> {
+        let found: Count = diesel::sql_query(sql).get_result(conn)?;
         Ok(found.n)
     };
-    if tables(conn, "'audit_keys', 'audit_lookup_state'")? == 2
-        && tables(conn, "'audit_lookup'")? == 0
-    {
-        let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM lookup.audit_lookup_state")
-            .get_result(conn)?;
-        if rows.n == 1 {
+    let ours = count(
+        conn,
+        "SELECT count(*) AS n FROM lookup.sqlite_master WHERE type = 'table' \
+         AND name IN ('audit_keys', 'audit_lookup_state')",
+    )?;
+    let all = count(
+        conn,
+        "SELECT count(*) AS n FROM lookup.sqlite_master WHERE type = 'table'",
+    )?;
+    if ours == 2 && all == 2 {
+        let rows = count(conn, "SELECT count(*) AS n FROM lookup.audit_lookup_state")?;
+        if rows == 1 {
             return Ok(());
         }
     }
-    if tables(conn, "'audit_lookup'")? == 1 {
-        log::info!("the audit lookup file has the first layout: rebuilding it");
-        conn.batch_execute("DROP TABLE lookup.audit_lookup")?;
-        conn.batch_execute("DROP TABLE IF EXISTS lookup.audit_lookup_state")?;
+    if all != 0 {
+        return Err(diesel::result::Error::QueryBuilderError(
+            "it holds tables of another layout".into(),
+        ));
     }
     for statement in [
         "PRAGMA lookup.journal_mode = WAL",
-        "CREATE TABLE IF NOT EXISTS lookup.audit_keys (\
+        "CREATE TABLE lookup.audit_keys (\
              lookup_key INTEGER NOT NULL, event_id INTEGER NOT NULL, \
              PRIMARY KEY (lookup_key, event_id)) WITHOUT ROWID",
-        "CREATE TABLE IF NOT EXISTS lookup.audit_lookup_state (\
+        "CREATE TABLE lookup.audit_lookup_state (\
              singleton INTEGER PRIMARY KEY CHECK (singleton = 1), \
              indexed_through INTEGER NOT NULL)",
-        "INSERT OR IGNORE INTO lookup.audit_lookup_state (singleton, indexed_through) VALUES (1, 0)",
+        "INSERT INTO lookup.audit_lookup_state (singleton, indexed_through) VALUES (1, 0)",
     ] {
         conn.batch_execute(statement)?;
     }
     Ok(())
-}
-
-impl Manager {
-    fn new(backend: Backend, options: &PoolOptions) -> Manager {
-        Manager {
-            backend,
-            connect_timeout: options.checkout_timeout,
-            sqlite_synchronous: if options.durable_commits {
-                "FULL"
-            } else {
-                "NORMAL"
-            },
-            statement_timeout: options.statement_timeout,
-            generation: 0,
-            retired_below: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-impl ManageConnection for Manager {
-    type Connection = DbConn;
-    type Error = r2d2::Error;
-
-    fn connect(&self) -> Result<DbConn, r2d2::Error> {
-        Manager::connect(self).map_err(r2d2::Error::ConnectionError)
-    }
-
-    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1")
-            .map_err(r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, conn: &mut DbConn) -> bool {
-        match conn {
-            DbConn::Sqlite(_) => false,
-            // A connection of a retired pool, or one whose transaction could not be closed.
-            DbConn::Postgres(c) => {
-                use diesel::r2d2::R2D2Connection;
-                self.generation < self.retired_below.load(Ordering::SeqCst) || c.is_broken()
-            }
-        }
-    }
-}
-
-/// Pool settings.
-#[derive(Debug, Clone)]
-pub struct PoolOptions {
-    /// Most connections open at once.
-    pub max_size: u32,
-    /// How long a request waits for a connection before the database counts as unavailable.
-    pub checkout_timeout: Duration,
-    /// SQLite: open every connection at start, in the background (the server: its fast paths
-    /// only take idle connections). Commands leave it off: the import switches the journal mode
-    /// for a bulk load, which SQLite allows only while no other connection is open.
-    pub open_at_start: bool,
-    /// SQLite: a commit is on disk before it returns (`synchronous = FULL`); else `NORMAL`.
-    pub durable_commits: bool,
-    /// PostgreSQL: `statement_timeout` and `lock_timeout` of every connection, and the limit of
-    /// work that runs without a [`postgres::Deadline`] of its own (the server's request time
-    /// limit); `None` keeps the server's defaults (the commands).
-    pub statement_timeout: Option<Duration>,
-}
-
-impl Default for PoolOptions {
-    fn default() -> Self {
-        Self {
-            max_size: 8,
-            checkout_timeout: Duration::from_millis(1000),
-            open_at_start: false,
-            durable_commits: true,
-            statement_timeout: None,
-        }
-    }
 }
 
 /// The connection pool. Cheap to clone.
@@ -370,6 +240,8 @@ pub struct Db {
     backend: BackendKind,
     /// The SQLite file, for the import's bulk writer.
     sqlite_path: Option<String>,
+    /// Set once the schema is migrated: no connection is lent before (see [`Db::open_serving`]).
+    migrated: Arc<AtomicBool>,
 }
 
 /// A pooled connection.
@@ -384,8 +256,9 @@ enum Pool {
 }
 
 impl Db {
-    /// Applies the migrations on one direct connection, then builds the pool. For SQLite the file
-    /// is created when missing (the embedded default); its folder must exist.
+    /// Applies the migrations on one direct connection, then builds the pool (the commands, and
+    /// SQLite always). For SQLite the file is created when missing (the embedded default); its
+    /// folder must exist. A database that does not answer is an error.
     pub fn open(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
         let backend = Backend::from_url(url)?;
         if let Backend::Sqlite(path) = &backend {
@@ -398,20 +271,7 @@ impl Db {
             }
         }
         let manager = Manager::new(backend, options);
-        // Migrations may take longer than a request: without the requests' time limits.
-        let mut conn = Manager {
-            statement_timeout: None,
-            ..manager.clone()
-        }
-        .connect()
-        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        run_migrations(&mut conn)?;
-        if let (DbConn::Sqlite(c), Backend::Sqlite(path)) = (&mut conn, &manager.backend) {
-            attach_audit_lookup(c, path)?;
-            create_audit_lookup(c)?;
-            detach_audit_lookup(c)?;
-        }
-        drop(conn);
+        manager.migrate()?;
         // SQLite, when serving: keep the pool full. Requests answered on the async worker
         // threads take only an idle connection (`try_get`) and never open one, and the link
         // writer has a connection of its own, so nothing else would open them. r2d2 opens them
@@ -420,16 +280,42 @@ impl Db {
             Backend::Sqlite(_) if options.open_at_start => options.max_size,
             _ => 0,
         };
-        Self::pool(manager, options, min_idle)
+        Self::pool(manager, options, min_idle, true)
     }
 
-    /// Builds the pool without touching the database (no migrations); connections open lazily.
-    pub fn connect_lazy(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
-        let manager = Manager::new(Backend::from_url(url)?, options);
-        Self::pool(manager, options, 0)
+    /// [`Db::open`] for the server: a PostgreSQL server that does not answer is not an error.
+    /// The pool is then built closed (it lends no connection, [`Db::is_migrated`] is false) and
+    /// a thread applies the migrations once the database answers ([`postgres::start`]).
+    pub fn open_serving(url: &str, options: &PoolOptions) -> Result<Self, StorageError> {
+        match Backend::from_url(url)? {
+            backend @ Backend::Postgres(_) => {
+                postgres::start::open(Manager::new(backend, options), options)
+            }
+            Backend::Sqlite(_) => Self::open(url, options),
+        }
     }
 
-    fn pool(manager: Manager, options: &PoolOptions, min_idle: u32) -> Result<Self, StorageError> {
+    /// Another pool on the same database with other settings, whose connections open as they
+    /// are needed; it lends none before this one's schema is migrated (the audit writer's).
+    pub fn other_pool(&self, options: &PoolOptions) -> Result<Self, StorageError> {
+        let manager = Manager::new(self.manager.backend.clone(), options);
+        let mut db = Self::pool(manager, options, 0, false)?;
+        db.migrated = self.migrated.clone();
+        Ok(db)
+    }
+
+    /// Whether the schema is migrated. False only while the server waits for a PostgreSQL server
+    /// that did not answer at start; meanwhile no connection is lent.
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+
+    fn pool(
+        manager: Manager,
+        options: &PoolOptions,
+        min_idle: u32,
+        migrated: bool,
+    ) -> Result<Self, StorageError> {
         let (backend, sqlite_path) = match &manager.backend {
             Backend::Sqlite(path) => (BackendKind::Sqlite, Some(path.clone())),
             Backend::Postgres(_) => (BackendKind::Postgres, None),
@@ -453,11 +339,14 @@ impl Db {
             manager,
             backend,
             sqlite_path,
+            migrated: Arc::new(AtomicBool::new(migrated)),
         })
     }
 
-    /// A connection, or [`StorageError::Unavailable`] after the checkout timeout.
+    /// A connection, or [`StorageError::Unavailable`] after the checkout timeout (at once while
+    /// the schema is not migrated).
     pub fn get(&self) -> Result<PooledConn, StorageError> {
+        self.check_migrated()?;
         match &self.pool {
             Pool::Sqlite(pool) => pool
                 .get()
@@ -469,6 +358,7 @@ impl Db {
     /// A connection of its own, outside the pool, with the pool's settings: for a thread that
     /// keeps one (the group-commit thread of the linking service).
     pub fn connect_unpooled(&self) -> Result<DbConn, StorageError> {
+        self.check_migrated()?;
         self.manager
             .connect()
             .map_err(|e| StorageError::Unavailable(e.to_string()))
@@ -476,10 +366,20 @@ impl Db {
 
     /// An idle connection if there is one right now; never waits.
     pub fn try_get(&self) -> Option<PooledConn> {
+        self.check_migrated().ok()?;
         match &self.pool {
             Pool::Sqlite(pool) => pool.try_get(),
             Pool::Postgres(pools) => pools.pool().try_get(),
         }
+    }
+
+    fn check_migrated(&self) -> Result<(), StorageError> {
+        if self.is_migrated() {
+            return Ok(());
+        }
+        Err(StorageError::Unavailable(
+            "the database has not answered since the start (its migrations are pending)".into(),
+        ))
     }
 
     /// SQLite: whether commits are on disk before they return (`synchronous = FULL`).
@@ -516,10 +416,18 @@ impl Db {
 }
 
 /// Applies pending migrations of the connection's backend.
+/// On PostgreSQL, instances that start together (or that all waited for the database) apply
+/// them one at a time, under a session advisory lock.
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), StorageError> {
     let result = match conn {
         DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
-        DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
+        DbConn::Postgres(c) => {
+            c.batch_execute(postgres::start::LOCK_MIGRATIONS)?;
+            let result = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ());
+            // Closing the connection releases the lock too.
+            let _ = c.batch_execute(postgres::start::UNLOCK_MIGRATIONS);
+            result
+        }
     };
     result.map_err(|e| StorageError::Migration(e.to_string()))
 }
@@ -639,25 +547,6 @@ mod tests {
     }
 
     #[test]
-    fn chooses_the_backend_from_the_scheme() {
-        assert_eq!(
-            Backend::from_url("sqlite://a.db").unwrap(),
-            Backend::Sqlite("a.db".into())
-        );
-        assert_eq!(
-            Backend::from_url("sqlite:///tmp/a.db").unwrap(),
-            Backend::Sqlite("/tmp/a.db".into())
-        );
-        assert!(matches!(
-            Backend::from_url("postgres://u@h/db").unwrap(),
-            Backend::Postgres(_)
-        ));
-        assert!(Backend::from_url("sqlite://:memory:").is_err());
-        assert!(Backend::from_url("mysql://x").is_err());
-        assert!(Backend::from_url("autolink.db").is_err());
-    }
-
-    #[test]
     fn a_serving_sqlite_pool_opens_its_connections_without_being_asked() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("p.db").display());
@@ -684,14 +573,5 @@ mod tests {
         }
         assert_eq!(db.pool_state(), (8, 8, 8));
         assert!(db.try_get().is_some());
-    }
-
-    #[test]
-    fn redacts_passwords_from_urls() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -100,7 +100,7 @@ diesel::table! {
     }
 }
 
-// SQLite only (migration 000006).
+// Migration 000006: the link generation.
 diesel::table! {
     link_generation (singleton) {
         singleton -> BigInt,

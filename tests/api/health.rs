@@ -1,14 +1,9 @@
 //! Liveness, readiness, and failing closed when the database goes away (PostgreSQL through a
 //! TCP proxy the test can cut).
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
-
+use crate::db_proxy::{Proxy, OPEN, REFUSE, STALL};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -19,76 +14,6 @@ async fn healthz_and_readyz_answer_when_the_database_is_up() {
     let (status, body) = app.readyz().await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ready");
-}
-
-const OPEN: u8 = 0;
-/// Refuse: close every connection at once (a database that is down).
-const REFUSE: u8 = 1;
-/// Stall: accept and never answer (a database behind a black hole).
-const STALL: u8 = 2;
-
-/// A TCP proxy in front of PostgreSQL that a test can cut.
-struct Proxy {
-    port: u16,
-    mode: Arc<AtomicU8>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mode = Arc::new(AtomicU8::new(OPEN));
-        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let accept = {
-            let mode = mode.clone();
-            let connections = connections.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let mode = mode.load(Ordering::SeqCst);
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        match mode {
-                            OPEN => {
-                                if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                                    let _ =
-                                        tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                                            .await;
-                                }
-                            }
-                            STALL => tokio::time::sleep(Duration::from_secs(3600)).await,
-                            _ => drop(inbound),
-                        }
-                    });
-                    connections.lock().await.push(task);
-                }
-            })
-        };
-        Proxy {
-            port,
-            mode,
-            connections,
-            accept,
-        }
-    }
-
-    /// Cuts every open connection and handles new ones in `mode`.
-    async fn set(&self, mode: u8) {
-        self.mode.store(mode, Ordering::SeqCst);
-        for task in self.connections.lock().await.drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,18 @@
 //!   ([`Pools::retire`]): a new pool takes its place, every connection of the old one is dropped
 //!   when it comes back (`has_broken`), and the stuck thread no longer holds a place in the pool
 //!   the service uses.
+//! - A pooled connection is lent without a test when it was lent within the last few seconds
+//!   ([`IDLE_BEFORE_CHECK`]) and no broken connection came back to its pool since; otherwise it
+//!   answers a `SELECT 1` first ([`Pools::get`]). A call that fails at the connection level
+//!   marks its connection broken, and it never goes back to the pool. So right after the
+//!   database restarted, a request whose connection was in use a moment before fails closed
+//!   (its first call finds the connection closed), and the requests after it are lent tested or
+//!   new connections.
+//! - [`start`]: the migrations at the server's start, applied once the database answers.
+
+pub mod start;
+
+pub mod link_changes;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +84,21 @@ pub(crate) fn session_limits_sql(limit: Duration) -> String {
          SET idle_in_transaction_session_timeout = {}",
         ms.saturating_mul(2)
     )
+}
+
+/// A pooled connection lent within this time is lent again without a test; one idle for longer
+/// may have died meanwhile (a database restart, a firewall or pooler that ends idle connections)
+/// and is tested first. A busy pool lends its connections again well within it and pays no
+/// round trip; r2d2 lends the connection returned last first, so a quiet service keeps one
+/// connection in use and tests it only after a pause.
+pub const IDLE_BEFORE_CHECK: Duration = Duration::from_secs(5);
+
+/// When a pooled connection was last lent, and how many broken connections its pool had seen
+/// then; in its r2d2 extensions.
+#[derive(Clone, Copy)]
+struct LastLent {
+    at: Instant,
+    broken_seen: u64,
 }
 
 /// The limits a pooled connection was last set to, in its r2d2 extensions (none: the pool's).
@@ -133,9 +160,7 @@ impl Pools {
             }
             None => self.options.checkout_timeout,
         };
-        let mut conn = pool
-            .get_timeout(wait)
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let mut conn = self.lend(&pool, wait)?;
         // The connection's limits follow the work's: an administrator's operation may take
         // longer than a request. Set only when they differ from what the connection has.
         let wanted = deadline
@@ -157,6 +182,44 @@ impl Pools {
             r2d2::PooledConnection::extensions_mut(&mut conn).insert(SessionLimits(wanted));
         }
         Ok(conn)
+    }
+
+    /// A connection of `pool` within `wait`, tested first (`SELECT 1`) only when it may have died
+    /// unseen: it was not lent for [`IDLE_BEFORE_CHECK`] (or never was), or a broken connection
+    /// came back to the pool since it was last lent (the database may have restarted: its
+    /// connections all die at once). A connection that fails the test is broken, so r2d2 drops
+    /// it when it comes back (`has_broken`), and the next one is taken.
+    fn lend(&self, pool: &r2d2::Pool<Manager>, wait: Duration) -> Result<PooledConn, StorageError> {
+        let started = Instant::now();
+        // Each idle connection can be found dead once; then a new one is opened.
+        for _ in 0..=self.options.max_size {
+            let mut conn = pool
+                .get_timeout(wait.saturating_sub(started.elapsed()))
+                .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+            let now = Instant::now();
+            let lent = LastLent {
+                at: now,
+                broken_seen: self.manager.broken_seen.load(Ordering::SeqCst),
+            };
+            let recent = r2d2::PooledConnection::extensions(&conn)
+                .get::<LastLent>()
+                .is_some_and(|last| {
+                    last.broken_seen == lent.broken_seen
+                        && now.duration_since(last.at) < IDLE_BEFORE_CHECK
+                });
+            if !recent {
+                use diesel::connection::SimpleConnection;
+                if let Err(error) = conn.batch_execute("SELECT 1") {
+                    log::debug!("PostgreSQL: a pooled connection failed its test: {error}");
+                    continue;
+                }
+            }
+            r2d2::PooledConnection::extensions_mut(&mut conn).insert(lent);
+            return Ok(conn);
+        }
+        Err(StorageError::Unavailable(
+            "every pooled connection failed its test".into(),
+        ))
     }
 
     /// Replaces the pool of generation `number` with a new one (once: a later call for the same
@@ -187,11 +250,12 @@ fn build(manager: &Manager, options: &PoolOptions, generation: u64) -> r2d2::Poo
         ..manager.clone()
     };
     // min_idle 0 and build_unchecked: start without waiting for the database, and keep running
-    // (answering "not ready") while it is away. A network connection can die while idle, so
-    // connections are tested when taken from the pool.
+    // (answering "not ready") while it is away. r2d2 does not test connections when it lends
+    // them (that costs a round trip on every request): `Pools::lend` tests only those that may
+    // have died unseen.
     r2d2::Pool::builder()
         .max_size(options.max_size)
-        .test_on_check_out(true)
+        .test_on_check_out(false)
         .min_idle(Some(0))
         .connection_timeout(options.checkout_timeout)
         .build_unchecked(manager)

@@ -1,5 +1,6 @@
-//! SQLite: the link generation (migration 000006) without a read transaction, when no
-//! transaction has committed since it was last read.
+//! SQLite: the link generation (migration 000006) told without a read transaction on the caller's
+//! connection, when no transaction has committed since it was last read: the sign-in cache's
+//! [`LinkChanges`] on SQLite.
 //!
 //! Every read of a SQLite database in WAL mode is a read transaction: a lock on a read mark in
 //! the `-shm` file (an `fcntl` call when no other connection of the process holds it) under a
@@ -7,28 +8,38 @@
 //! more than the rest of the request together (BENCHMARKS.md).
 //!
 //! The `-shm` file begins with the WAL index header, whose layout is part of SQLite's documented
-//! file format (<https://www.sqlite.org/walformat.html>, "The WAL-Index Header"): two copies of a
-//! 48-byte header that every commit rewrites (second copy first), with a change counter
-//! (`iChange`), the last valid frame and the WAL salts. SQLite's own readers compare it to decide
-//! whether their cached pages are still valid. [`ChangeWatch`] does the same: it keeps the header
-//! it read just *before* its last read of the generation, and while both copies of the header
-//! are byte for byte that one, no transaction has committed in any process since, so the
-//! generation is the one it read. Any difference, a torn read, a missing file or an error means a
-//! real read (or, when the watch's connection is busy, "do not know", and the caller reads
-//! through the pool). It never answers from a header it cannot compare.
+//! file format (<https://www.sqlite.org/walformat.html>, "The WAL-Index Header") for its unix and
+//! windows VFS: two copies of a 48-byte header that every commit rewrites (second copy first),
+//! with a change counter (`iChange`), the last valid frame and the WAL salts. SQLite's own
+//! readers compare it to decide whether their cached pages are still valid. [`ChangeWatch`] does
+//! the same: it keeps the header it read just *before* its last read of the generation, and while
+//! both copies of the header are byte for byte that one, no transaction has committed in any
+//! process since, so the generation is the one it read. It never answers from a header it cannot
+//! compare.
+//!
+//! Where that header cannot be read (the database is not in WAL mode, the `-shm` file cannot be
+//! opened, a torn or unwritten header, a platform other than unix), the watch asks its own
+//! connection `PRAGMA data_version`, which changes when another connection has committed: a read
+//! transaction, but no page of the database is read, and the generation is read again only when
+//! it changed.
 //!
 //! Why the `-shm` file it holds open stays the database's: SQLite deletes the WAL and `-shm`
 //! files only when a closing connection can take an EXCLUSIVE lock on the database file, and a
 //! connection in WAL mode holds a SHARED lock on it from its first read until it closes. The
 //! watch keeps a connection of its own open, and opens the `-shm` file only after that
 //! connection has read. For the same reason no process can take the database out of WAL mode
-//! while the watch lives; the watch is used only if the database is in WAL mode when it opens.
+//! while the watch lives; the watch reads the header only if the database is in WAL mode when it
+//! opens.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use crate::storage::StorageError;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+
+use crate::storage::links::{self, LinkChanges};
+use crate::storage::{DbConn, StorageError};
 
 /// The two copies of the WAL index header.
 const HEADER: usize = 96;
@@ -40,15 +51,28 @@ const IS_INIT: usize = 12;
 /// Watches one SQLite database file; see the module documentation.
 pub struct ChangeWatch {
     path: String,
-    /// The watch's own connection, once opened. Taken without waiting.
-    conn: Mutex<Option<rusqlite::Connection>>,
-    /// The `-shm` file, opened after the connection's first read; never when the database is
-    /// not in WAL mode.
+    /// The watch's own connection, once opened, and what `PRAGMA data_version` said before its
+    /// last read of the generation, with that generation.
+    conn: Mutex<Option<Watcher>>,
+    /// The `-shm` file, opened after the connection's first read; `None` when its header cannot
+    /// be read here.
     shm: OnceLock<Option<File>>,
     /// The header read before the last read of the generation, and that generation.
     last: Mutex<Option<([u8; COPY], i64)>>,
     #[cfg(test)]
-    reads: std::sync::atomic::AtomicUsize,
+    counts: test_counts::Counts,
+}
+
+struct Watcher {
+    conn: DbConn,
+    version: Option<(i64, i64)>,
+}
+
+impl LinkChanges for ChangeWatch {
+    fn stamp(&self) -> Option<u64> {
+        // The generation only moves forward; as a stamp only its equality matters.
+        self.link_generation().map(|generation| generation as u64)
+    }
 }
 
 impl ChangeWatch {
@@ -60,121 +84,248 @@ impl ChangeWatch {
             shm: OnceLock::new(),
             last: Mutex::new(None),
             #[cfg(test)]
-            reads: Default::default(),
+            counts: Default::default(),
         }
     }
 
     /// The link generation as a read of the database would give it now, or `None` when the
-    /// watch cannot tell without waiting (its connection is busy, or failed): the caller then
-    /// reads it on its own connection.
+    /// watch cannot tell (its connection failed, or the database is locked by a writer outside
+    /// WAL mode).
     pub fn link_generation(&self) -> Option<i64> {
-        let header = self.header();
-        if let (Some(header), Some((seen, generation))) = (header, *self.lock_last()) {
-            if header == seen {
-                return Some(generation);
-            }
-        }
-        // Changed, or not known: read it, on the watch's connection if it is free.
-        let mut conn = self.conn.try_lock().ok()?;
-        let generation = match self.read(&mut conn) {
-            Ok(generation) => generation,
+        let result = match self.header() {
+            Some(header) => self.through_header(header),
+            None => self.through_data_version(),
+        };
+        match result {
+            Ok(generation) => Some(generation),
             Err(error) => {
                 // The connection stays open even so: it is what keeps the `-shm` file the
-                // database's (module documentation). Nothing is answered from the old header.
-                log::warn!("link generation watch: {error}");
+                // database's (module documentation). Nothing is answered from what it knew.
+                if is_locked(&error) {
+                    log::debug!("link generation watch: {error}");
+                } else {
+                    log::warn!("link generation watch: {error}");
+                }
                 *self.lock_last() = None;
-                return None;
+                if let Some(watcher) = self.lock_conn().as_mut() {
+                    watcher.version = None;
+                }
+                None
             }
-        };
-        drop(conn);
-        if let Some(header) = header {
-            // Read before the generation: if the header is still this one later, nothing has
-            // committed since, and the generation read then is current.
-            *self.lock_last() = Some((header, generation));
         }
-        Some(generation)
     }
 
-    fn lock_last(&self) -> std::sync::MutexGuard<'_, Option<([u8; COPY], i64)>> {
+    /// The header is readable: the generation read after this header, when it was.
+    fn through_header(&self, header: [u8; COPY]) -> Result<i64, StorageError> {
+        if let Some((seen, generation)) = *self.lock_last() {
+            if header == seen {
+                return Ok(generation);
+            }
+        }
+        let mut conn = self.lock_conn();
+        let generation = self.read(&mut conn)?;
+        // Read before the generation: if the header is still this one later, nothing has
+        // committed since, and the generation read then is current.
+        *self.lock_last() = Some((header, generation));
+        Ok(generation)
+    }
+
+    /// Without the header: the generation read after the connection's data version, when the
+    /// version has not changed since.
+    fn through_data_version(&self) -> Result<i64, StorageError> {
+        let mut conn = self.lock_conn();
+        let watcher = self.open(&mut conn)?;
+        let version = data_version(&mut watcher.conn)?;
+        #[cfg(test)]
+        self.counts.version();
+        if let Some((seen, generation)) = watcher.version {
+            if seen == version {
+                return Ok(generation);
+            }
+        }
+        let generation = self.read(&mut conn)?;
+        if let Some(watcher) = conn.as_mut() {
+            watcher.version = Some((version, generation));
+        }
+        Ok(generation)
+    }
+
+    fn lock_last(&self) -> MutexGuard<'_, Option<([u8; COPY], i64)>> {
         self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_conn(&self) -> MutexGuard<'_, Option<Watcher>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The watch's connection, opened when needed. It never waits for a lock: outside WAL mode
+    /// a writer's lock answers "busy" at once, and the watch answers `None`.
+    fn open<'a>(&self, conn: &'a mut Option<Watcher>) -> Result<&'a mut Watcher, StorageError> {
+        if let Some(watcher) = conn {
+            return Ok(watcher);
+        }
+        if !std::path::Path::new(&self.path).exists() {
+            return Err(StorageError::Unavailable(format!(
+                "the database file {} is missing",
+                self.path
+            )));
+        }
+        let mut c = SqliteConnection::establish(&self.path)
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        c.batch_execute("PRAGMA busy_timeout = 0")?;
+        Ok(conn.insert(Watcher {
+            conn: DbConn::Sqlite(c),
+            version: None,
+        }))
     }
 
     /// Reads the generation on the watch's connection, opening it (and then the `-shm` file)
     /// when needed.
-    fn read(&self, conn: &mut Option<rusqlite::Connection>) -> Result<i64, StorageError> {
-        let c = match conn {
-            Some(c) => c,
-            None => conn.insert(crate::storage::own_sqlite_connection(&self.path)?),
-        };
-        let generation: i64 = c
-            .prepare_cached("SELECT n FROM link_generation")?
-            .query_row([], |row| row.get(0))?;
+    fn read(&self, conn: &mut Option<Watcher>) -> Result<i64, StorageError> {
+        let watcher = self.open(conn)?;
+        let generation = links::generation(&mut watcher.conn)?;
         #[cfg(test)]
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.counts.read();
         // After the connection's first read, which took its SHARED lock on the database file.
-        self.shm.get_or_init(|| open_shm(c));
+        if let DbConn::Sqlite(c) = &mut watcher.conn {
+            self.shm.get_or_init(|| open_shm(c));
+        }
         Ok(generation)
     }
 
-    /// Both copies of the WAL index header, when they are equal and written; else `None`.
+    /// Both copies of the WAL index header, when they can be read, are equal and are written;
+    /// else `None`.
     fn header(&self) -> Option<[u8; COPY]> {
         let shm = self.shm.get()?.as_ref()?;
         let mut both = [0u8; HEADER];
-        shm.read_exact_at(&mut both, 0).ok()?;
+        if !read_start(shm, &mut both) {
+            return None;
+        }
         let (first, second) = both.split_at(COPY);
         let first: [u8; COPY] = first.try_into().ok()?;
         (first == second && first[IS_INIT] != 0).then_some(first)
     }
-
-    /// Real reads of the generation so far.
-    #[cfg(test)]
-    fn reads(&self) -> usize {
-        self.reads.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
 
-/// The `-shm` file of the connection's main database, if the database is in WAL mode. The name
-/// is SQLite's (symbolic links resolved), not the configured one.
-fn open_shm(conn: &rusqlite::Connection) -> Option<File> {
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-        .ok()?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        log::info!("the database is not in WAL mode: every sign-in reads the link generation");
+/// The start of a file, read at offset 0 without moving a shared cursor.
+#[cfg(unix)]
+fn read_start(file: &File, buf: &mut [u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, 0).is_ok()
+}
+
+#[cfg(not(unix))]
+fn read_start(_file: &File, _buf: &mut [u8]) -> bool {
+    false
+}
+
+/// `PRAGMA data_version` of a connection.
+fn data_version(conn: &mut DbConn) -> Result<i64, StorageError> {
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        data_version: i64,
+    }
+    let DbConn::Sqlite(c) = conn else {
+        return Err(StorageError::Unavailable("not a SQLite connection".into()));
+    };
+    let version: Version = diesel::sql_query("PRAGMA data_version").get_result(c)?;
+    Ok(version.data_version)
+}
+
+/// Whether an error is SQLite's "database is locked" (a writer outside WAL mode).
+fn is_locked(error: &StorageError) -> bool {
+    matches!(error, StorageError::Query(diesel::result::Error::DatabaseError(_, info))
+        if info.message().contains("locked"))
+}
+
+/// The `-shm` file of the connection's main database, if the database is in WAL mode and the
+/// platform is one whose WAL index SQLite documents (unix here). The name is SQLite's (symbolic
+/// links resolved), not the configured one.
+fn open_shm(conn: &mut SqliteConnection) -> Option<File> {
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    if !cfg!(unix) {
+        log::info!(
+            "the WAL index is read on unix only: the sign-in cache asks PRAGMA data_version"
+        );
         return None;
     }
-    let database = conn.path().filter(|p| !p.is_empty())?;
+    let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
+        .get_result(conn)
+        .ok()?;
+    if !mode.journal_mode.eq_ignore_ascii_case("wal") {
+        log::info!("the database is not in WAL mode: the sign-in cache asks PRAGMA data_version");
+        return None;
+    }
+    let database = crate::storage::main_file(conn)
+        .ok()
+        .filter(|p| !p.is_empty())?;
     match File::open(format!("{database}-shm")) {
         Ok(file) => Some(file),
         Err(error) => {
-            log::warn!("the database's -shm file cannot be read ({error}): every sign-in reads the link generation");
+            log::warn!(
+                "the database's -shm file cannot be read ({error}): the sign-in cache asks \
+                 PRAGMA data_version"
+            );
             None
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use diesel::connection::SimpleConnection;
+mod test_counts {
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::*;
-    use crate::storage::{temp_sqlite, DbConn};
-
-    fn sql(conn: &mut DbConn, statements: &str) {
-        let DbConn::Sqlite(c) = conn else {
-            unreachable!("a SQLite test database")
-        };
-        c.batch_execute(statements).unwrap();
+    /// What the watch did, for the tests.
+    #[derive(Default)]
+    pub(super) struct Counts {
+        reads: AtomicUsize,
+        versions: AtomicUsize,
     }
 
-    /// A test database and a watch that has read twice: the first call opens the -shm file
-    /// after its read, the second reads and keeps the header. Returns the generation read.
+    impl Counts {
+        pub(super) fn read(&self) {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+        }
+        pub(super) fn version(&self) {
+            self.versions.fetch_add(1, Ordering::SeqCst);
+        }
+        pub(super) fn reads(&self) -> usize {
+            self.reads.load(Ordering::SeqCst)
+        }
+        pub(super) fn versions(&self) -> usize {
+            self.versions.load(Ordering::SeqCst)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::temp_sqlite;
+
+    fn sql(conn: &mut DbConn, statements: &str) {
+        conn.batch_execute(statements).unwrap();
+    }
+
+    /// A test database and a watch that has read twice: the first call reads through the data
+    /// version and opens the -shm file after its read, the second reads and keeps the header.
+    /// Returns the generation read.
     fn primed() -> (tempfile::TempDir, crate::storage::Db, ChangeWatch, i64) {
         let (dir, db) = temp_sqlite();
         let watch = ChangeWatch::new(db.sqlite_path().unwrap());
         let first = watch.link_generation().unwrap();
         assert_eq!(watch.link_generation(), Some(first));
-        assert_eq!(watch.reads(), 2);
+        assert_eq!(watch.counts.reads(), 2);
+        assert_eq!(
+            watch.counts.versions(),
+            1,
+            "the header is read from the second call"
+        );
         (dir, db, watch, first)
     }
 
@@ -184,7 +335,8 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(watch.link_generation(), Some(first));
         }
-        assert_eq!(watch.reads(), 2, "nothing committed: no read");
+        assert_eq!(watch.counts.reads(), 2, "nothing committed: no read");
+        assert_eq!(watch.counts.versions(), 1, "nor a data version");
 
         // Commits on another connection that do not move the generation: one read, same answer.
         let mut conn = db.get().unwrap();
@@ -193,27 +345,19 @@ mod tests {
             "CREATE TABLE scratch (x); INSERT INTO scratch VALUES (1);",
         );
         assert_eq!(watch.link_generation(), Some(first));
-        assert_eq!(watch.reads(), 3);
+        assert_eq!(watch.counts.reads(), 3);
         assert_eq!(watch.link_generation(), Some(first));
-        assert_eq!(watch.reads(), 3);
+        assert_eq!(watch.counts.reads(), 3);
 
-        // A commit that moves it: seen at the next call.
+        // A commit that moves it: seen at the next call, and the stamp moves with it.
+        let stamp = watch.stamp();
         sql(&mut conn, "UPDATE link_generation SET n = n + 1;");
         assert_eq!(watch.link_generation(), Some(first + 1));
-        assert_eq!(watch.reads(), 4);
+        assert_eq!(watch.counts.reads(), 4);
         assert_eq!(watch.link_generation(), Some(first + 1));
-        assert_eq!(watch.reads(), 4);
-    }
-
-    #[test]
-    fn a_busy_watch_answers_nothing_rather_than_an_old_generation() {
-        let (_dir, db, watch, first) = primed();
-        let mut conn = db.get().unwrap();
-        sql(&mut conn, "UPDATE link_generation SET n = n + 1;");
-        let busy = watch.conn.lock().unwrap();
-        assert_eq!(watch.link_generation(), None);
-        drop(busy);
-        assert_eq!(watch.link_generation(), Some(first + 1));
+        assert_eq!(watch.counts.reads(), 4);
+        assert_ne!(watch.stamp(), stamp);
+        assert_eq!(watch.counts.versions(), 1, "the header answered every time");
     }
 
     #[test]
@@ -226,6 +370,7 @@ mod tests {
         );
         for _ in 0..3 {
             assert_eq!(watch.link_generation(), None);
+            assert_eq!(watch.stamp(), None);
         }
         assert!(watch.lock_last().is_none(), "the old header is forgotten");
         sql(
@@ -235,26 +380,95 @@ mod tests {
         assert_eq!(watch.link_generation(), Some(first));
     }
 
-    #[test]
-    fn without_wal_every_call_reads() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A database file in rollback-journal mode, with the generation at 7 and a stale `-shm`
+    /// file beside it.
+    fn rollback_database(dir: &tempfile::TempDir) -> (String, DbConn) {
         let path = dir.path().join("rollback.db");
-        let path = path.to_str().unwrap();
-        let conn = rusqlite::Connection::open(path).unwrap();
-        conn.execute_batch(
-            "PRAGMA journal_mode = DELETE; CREATE TABLE link_generation (n INTEGER NOT NULL); \
-             INSERT INTO link_generation VALUES (7);",
-        )
-        .unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let mut conn = DbConn::Sqlite(SqliteConnection::establish(&path).unwrap());
+        sql(
+            &mut conn,
+            "PRAGMA journal_mode = DELETE; \
+             CREATE TABLE link_generation (singleton INTEGER PRIMARY KEY, n INTEGER NOT NULL); \
+             INSERT INTO link_generation VALUES (1, 7);",
+        );
         // A -shm file left from an earlier life in WAL mode must not be trusted.
         std::fs::write(format!("{path}-shm"), [1u8; 136]).unwrap();
-        let watch = ChangeWatch::new(path);
-        for reads in 1..=5 {
+        (path, conn)
+    }
+
+    #[test]
+    fn without_wal_the_data_version_tells_whether_to_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut conn) = rollback_database(&dir);
+        let watch = ChangeWatch::new(&path);
+        for _ in 0..5 {
             assert_eq!(watch.link_generation(), Some(7));
-            assert_eq!(watch.reads(), reads);
         }
-        conn.execute("UPDATE link_generation SET n = 8", [])
-            .unwrap();
+        assert!(watch.shm.get().unwrap().is_none(), "no header to read");
+        assert_eq!(watch.counts.versions(), 5, "asked every time");
+        assert_eq!(
+            watch.counts.reads(),
+            1,
+            "read once: nothing committed since"
+        );
+
+        // A commit elsewhere that does not move the generation: read again, same answer.
+        sql(&mut conn, "CREATE TABLE scratch (x);");
+        assert_eq!(watch.link_generation(), Some(7));
+        assert_eq!(watch.counts.reads(), 2);
+        let stamp = watch.stamp();
+        assert_eq!(watch.counts.reads(), 2);
+
+        sql(&mut conn, "UPDATE link_generation SET n = 8");
         assert_eq!(watch.link_generation(), Some(8));
+        assert_ne!(watch.stamp(), stamp);
+        assert_eq!(watch.counts.reads(), 3);
+    }
+
+    #[test]
+    fn without_wal_a_writers_lock_answers_nothing_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut conn) = rollback_database(&dir);
+        let watch = ChangeWatch::new(&path);
+        assert_eq!(watch.link_generation(), Some(7));
+        // A writer outside WAL mode locks readers out until it commits.
+        sql(
+            &mut conn,
+            "BEGIN EXCLUSIVE; UPDATE link_generation SET n = 9;",
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(watch.stamp(), None);
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        sql(&mut conn, "COMMIT;");
+        assert_eq!(watch.link_generation(), Some(9));
+    }
+
+    #[test]
+    fn in_wal_mode_an_unreadable_header_falls_back_to_the_data_version() {
+        let (_dir, db, watch, first) = primed();
+        // As where the header cannot be read (another platform, an unreadable -shm file).
+        let watch = ChangeWatch {
+            shm: OnceLock::from(None),
+            ..watch
+        };
+        let versions = watch.counts.versions();
+        let reads = watch.counts.reads();
+        for _ in 0..10 {
+            assert_eq!(watch.link_generation(), Some(first));
+        }
+        assert_eq!(watch.counts.versions(), versions + 10);
+        assert_eq!(
+            watch.counts.reads(),
+            reads,
+            "the version is the one read with the generation when primed"
+        );
+
+        let mut conn = db.get().unwrap();
+        let stamp = watch.stamp();
+        sql(&mut conn, "UPDATE link_generation SET n = n + 1;");
+        assert_eq!(watch.link_generation(), Some(first + 1));
+        assert_ne!(watch.stamp(), stamp);
+        assert_eq!(watch.counts.reads(), reads + 1);
     }
 }

@@ -1,0 +1,2 @@
+DROP INDEX identity_links_identity;
+CREATE INDEX identity_links_identity ON identity_links (issuer, subject);
