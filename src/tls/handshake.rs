@@ -21,7 +21,7 @@ use crate::config::TlsSettings;
 ///
 /// When `request_client_certs` is true the server asks for a client certificate, optionally:
 /// a presented chain is accepted by the handshake if the client proves possession of its key,
-/// and its trust is decided per request by [`ClientCertPolicy`].
+/// and its trust is decided per request by [`ClientCertPolicy`](super::ClientCertPolicy).
 pub fn server_config(
     tls: &TlsSettings,
     request_client_certs: bool,

@@ -7,9 +7,10 @@
 //! `openidconnect`'s own discovery insists that the document's `issuer` equals the URL it was
 //! fetched from, which never holds for B2C (discovery under `/{tenant}.onmicrosoft.com/{policy}/`,
 //! issuer `/{tenant-guid}/v2.0/`). [`OidcProvider`] therefore fetches the document itself with
-//! the [`Fetcher`] (https only, no redirects, time and size limits), deserializes it into
-//! [`CoreProviderMetadata`], fetches the key set from its `jwks_uri`, and tokens are checked
-//! against the document's `issuer`.
+//! the [`Fetcher`](crate::auth::fetch::Fetcher) (https only, no redirects, time and size
+//! limits), deserializes it into
+//! [`CoreProviderMetadata`](openidconnect::core::CoreProviderMetadata), fetches the key set from
+//! its `jwks_uri`, and tokens are checked against the document's `issuer`.
 //!
 //! # Checks, in order
 //!

@@ -4,7 +4,8 @@
 //!
 //! - `GET /demo`: one sign-in link per policy (`a.sign-in`, the first with id `sign-in`).
 //! - `GET /demo/login?policy=P`: reads the policy's discovery document (fetched with reqwest,
-//!   redirects not followed, and deserialized into [`CoreProviderMetadata`]: B2C's issuer is not
+//!   redirects not followed, and deserialized into
+//!   [`CoreProviderMetadata`](openidconnect::core::CoreProviderMetadata): B2C's issuer is not
 //!   the discovery URL, so openidconnect's own discovery would refuse it), builds the authorization
 //!   URL (code flow, PKCE S256, nonce, CSRF state kept in memory; scope `openid` plus the client id,
 //!   so that the token response carries an `access_token`) and redirects to it.
