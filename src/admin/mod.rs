@@ -2,8 +2,9 @@
 //! links, the audit log, previews, B2B prospects and the duplicate report.
 //!
 //! Every rule of the admin API and of the matching CLI commands lives here; the HTTP handlers
-//! (`crate::api::admin`) and the CLI (`crate::cli::admin`) only parse, call [`Admin`] and render. Each
-//! change and its audit event are written in one transaction; the audit event names who did it.
+//! (`crate::api::admin`) and the CLI (`crate::cli::admin`) only parse, call [`Admin`] and
+//! render. Each change and its audit event are written in one transaction; the audit event names
+//! who did it.
 //!
 //! All functions block (database I/O); HTTP handlers call them through `web::block`.
 
