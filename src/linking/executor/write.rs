@@ -9,7 +9,7 @@ use diesel::Connection;
 use super::{Job, Reply, Shared};
 use crate::linking::plan::{self, Kind, Plan, Target};
 use crate::linking::{Answer, Decider, LinkRequest};
-use crate::storage::audit;
+use crate::storage::audit::{self, AuditEvent};
 use crate::storage::customers::{self, NewCustomer};
 use crate::storage::links::{self, NewLink};
 use crate::storage::{self, DbConn, StorageError};
@@ -22,6 +22,10 @@ pub(super) enum Written {
     /// Not written; every request was answered with the error.
     Failed,
 }
+
+/// A request's answer, by its index in the group, with the event to hand to the audit writer
+/// after the commit (`None`: the event was written with the decision's write).
+type Decided = (usize, Answer, Option<AuditEvent>);
 
 /// Why a pass over the group's requests was rolled back.
 enum PassError {
@@ -47,7 +51,7 @@ pub(super) fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -
     let started = Instant::now();
     let mut lost: Vec<usize> = Vec::new();
     let mut failed: Vec<(usize, StorageError)> = Vec::new();
-    let mut answers: Vec<(usize, Answer)> = Vec::new();
+    let mut answers: Vec<Decided> = Vec::new();
     let mut rolled_back_for_callers = false;
     let outcome = storage::write_transaction(conn, |conn| {
         let mut live: Vec<usize> = (0..group.len()).collect();
@@ -82,7 +86,7 @@ pub(super) fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -
         // The last moment a caller can give up and be sure nothing is written.
         let gave_up: Vec<usize> = answers
             .iter()
-            .map(|(i, _)| *i)
+            .map(|(i, _, _)| *i)
             .filter(|&i| !group[i].ticket.begin_commit())
             .collect();
         if !gave_up.is_empty() {
@@ -96,7 +100,10 @@ pub(super) fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -
     match outcome {
         Ok(()) => {
             let mut replies: Vec<Option<Reply>> = (0..group.len()).map(|_| None).collect();
-            for (i, answer) in answers {
+            for (i, answer, event) in answers {
+                if let Some(event) = event {
+                    shared.audit.record(event);
+                }
                 decider.count(&group[i].request, &answer);
                 replies[i] = Some(Ok(answer));
             }
@@ -146,7 +153,7 @@ fn pass(
     conn: &mut DbConn,
     group: &[Job],
     live: &[usize],
-) -> Result<Vec<(usize, Answer)>, PassError> {
+) -> Result<Vec<Decided>, PassError> {
     let requests: Vec<(&LinkRequest, Kind)> = live
         .iter()
         .map(|&i| (&group[i].request, Kind::Link))
@@ -239,18 +246,24 @@ fn pass(
         }
     }
 
-    // Every decision's event commits with the group.
-    let events: Vec<_> = planned
-        .iter()
-        .enumerate()
-        .map(|(n, p)| decider.event(&group[live[n]].request, &p.answer, p.channel))
-        .collect();
-    audit::insert(conn, &events)?;
-    Ok(planned
-        .into_iter()
-        .enumerate()
-        .map(|(n, p)| (live[n], p.answer))
-        .collect())
+    // The event of a decision that wrote commits with its write; the others (already linked,
+    // refused) go to the audit writer once the group is answered, as every read-only
+    // decision's does: a group that wrote no link commits nothing (no sync).
+    let mut written = Vec::new();
+    let mut done = Vec::with_capacity(planned.len());
+    for (n, p) in planned.into_iter().enumerate() {
+        let event = decider.event(&group[live[n]].request, &p.answer, p.channel);
+        if p.link.is_some() {
+            written.push(event);
+            done.push((live[n], p.answer, None));
+        } else {
+            done.push((live[n], p.answer, Some(event)));
+        }
+    }
+    if !written.is_empty() {
+        audit::insert(conn, &written)?;
+    }
+    Ok(done)
 }
 
 /// Whether an error means that the connection is gone or unusable.
