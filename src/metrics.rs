@@ -17,8 +17,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::domain::{ChannelDirectory, Refusal};
-use crate::linking::{Answer, Outcome};
+use crate::domain::{Answer, ChannelDirectory, Outcome, Refusal};
 use crate::storage::Db;
 
 /// The label of decisions whose channel is unknown (the client id maps to no channel).
@@ -203,8 +202,8 @@ fn outcome_index(outcome: Outcome) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Resolution;
     use crate::domain::{Channel, CustomerType};
-    use crate::linking::Resolution;
 
     fn channels() -> ChannelDirectory {
         ChannelDirectory::new(

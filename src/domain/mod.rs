@@ -3,6 +3,7 @@
 //! Everything here is pure: no I/O, no database, no HTTP. Every wire format parses its input into
 //! these types and asks [`rules::decide`] what to do.
 
+pub mod answer;
 pub mod channel;
 pub mod customer;
 pub mod email;
@@ -11,6 +12,7 @@ pub mod refusal;
 pub mod rules;
 pub mod verification;
 
+pub use answer::{Answer, Outcome, Resolution};
 pub use channel::{Channel, ChannelDirectory, CustomerType};
 pub use customer::{AccountNumber, LegalEntity, PartyType};
 pub use email::{EmailAddress, EmailError};

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::domain::answer::{Answer, Outcome, Resolution};
 use crate::domain::verification::{self, Verification, VerificationPolicy};
 use crate::domain::{Channel, ChannelDirectory, EmailAddress, Identity, Refusal, SignInEvidence};
 use crate::metrics::Metrics;
@@ -65,49 +66,6 @@ pub struct LinkRequest {
     /// Surname, for a customer autolink creates.
     pub surname: Option<String>,
 }
-
-/// What happened (or, for checks and previews, what would happen).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The identity was linked to an existing customer.
-    Linked,
-    /// A customer was created and the identity linked to it.
-    Created,
-    /// The identity was linked already.
-    AlreadyLinked,
-    /// A check: the identity would be linked to an existing customer.
-    WouldLink,
-    /// A check: a customer would be created.
-    WouldCreate,
-}
-
-impl Outcome {
-    /// The name sent to B2C and written to the audit.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Linked => "Linked",
-            Outcome::Created => "Created",
-            Outcome::AlreadyLinked => "AlreadyLinked",
-            Outcome::WouldLink => "WouldLink",
-            Outcome::WouldCreate => "WouldCreate",
-        }
-    }
-}
-
-/// A successful answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolution {
-    /// What happened.
-    pub outcome: Outcome,
-    /// The customer account number (absent for `WouldCreate`).
-    pub account_number: Option<String>,
-    /// The channel id.
-    pub channel: String,
-}
-
-/// The linking's answer: a resolution or a refusal. Storage failures are the `Err` of the outer
-/// `Result` of each method.
-pub type Answer = Result<Resolution, Refusal>;
 
 /// The linking service. Cheap to share behind an `Arc`.
 pub struct LinkingService {

@@ -1,7 +1,7 @@
 -- SQLite only: a counter that every change to an existing link, or to a linked customer's account
 -- number, moves forward. The sign-in path keeps the links it has resolved in memory, each with the
 -- counter it was read at, and uses one only while the counter has not moved
--- (src/engine/signin_cache.rs). Triggers, so that every writer counts, whatever its process:
+-- (src/linking/signin_cache.rs). Triggers, so that every writer counts, whatever its process:
 -- the service, the admin CLI, a hand-written UPDATE. New links do not move it: a new link never
 -- changes what an existing one resolves to (an identity has at most one active link, and making
 -- room for another is an UPDATE).
