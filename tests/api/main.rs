@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod client_cert;
 mod connector;
+mod crash;
 mod cross_instance;
 mod db_proxy;
 mod duplicate_keys;
