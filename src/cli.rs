@@ -91,6 +91,11 @@ pub enum PoliciesCommand {
         /// The policies folder (with appsettings.json).
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
+        /// How B2C authenticates to autolink: which `AutolinkRestAuth.<AUTH>.xml` to render
+        /// (`Basic`, `Bearer`, `ApiKeyHeader`, `ClientCertificate`). Default: the environment's
+        /// `AutolinkRestAuth` setting in appsettings.json, else `Basic`.
+        #[arg(long)]
+        auth: Option<String>,
     },
 }
 
@@ -233,15 +238,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `autolink policies ...`: needs no service configuration.
 fn policies(command: &PoliciesCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PoliciesCommand::Render { env, out, policies } => {
-            let rendered = crate::policies::render_dir(policies, env, out)?;
+        PoliciesCommand::Render {
+            env,
+            out,
+            policies,
+            auth,
+        } => {
+            let rendered = crate::policies::render_dir(policies, env, auth.as_deref(), out)?;
             for file in &rendered.files {
                 println!("{}", file.display());
             }
+            for file in &rendered.removed {
+                println!(
+                    "removed {} (another authentication variant)",
+                    file.display()
+                );
+            }
             println!(
-                "rendered {} policy files for environment {}",
+                "rendered {} policy files for environment {} with authentication {}",
                 rendered.files.len(),
-                rendered.environment
+                rendered.environment,
+                rendered.auth
             );
             Ok(ExitCode::SUCCESS)
         }

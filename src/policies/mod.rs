@@ -25,7 +25,10 @@ mod xml;
 pub use self::chain::{Chain, PolicyFile};
 pub use self::checks::check_rendered;
 pub use self::profile::{ClaimRef, TechnicalProfile};
-pub use self::render::{policy_files, render_dir, render_text, Rendered};
+pub use self::render::{
+    policy_files, render_dir, render_text, Rendered, AUTH_VARIANT_PREFIX, AUTH_VARIANT_SETTING,
+    DEFAULT_AUTH_VARIANT,
+};
 pub use self::settings::{AppSettings, Environment};
 pub use self::xml::{child, children, is_policy, line_of, parse_xml};
 

@@ -180,7 +180,7 @@ fn render_dir_writes_nothing_when_a_file_fails() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let error = message(render_dir(&policies, "Test", &out).unwrap_err());
+    let error = message(render_dir(&policies, "Test", None, &out).unwrap_err());
     assert!(
         error.contains("B.xml:2: {Settings:Nope} has no value"),
         "{error}"
@@ -188,7 +188,7 @@ fn render_dir_writes_nothing_when_a_file_fails() {
     assert!(!out.exists());
 
     std::fs::remove_file(policies.join("B.xml")).unwrap();
-    let rendered = render_dir(&policies, "Test", &out).unwrap();
+    let rendered = render_dir(&policies, "Test", None, &out).unwrap();
     assert_eq!(rendered.files, vec![out.join("A.xml")]);
     let text = std::fs::read_to_string(out.join("A.xml")).unwrap();
     assert!(
@@ -196,9 +196,9 @@ fn render_dir_writes_nothing_when_a_file_fails() {
         "{text}"
     );
 
-    let error = message(render_dir(&policies, "Test", &policies).unwrap_err());
+    let error = message(render_dir(&policies, "Test", None, &policies).unwrap_err());
     assert!(error.contains("would overwrite the sources"), "{error}");
-    let error = message(render_dir(&policies, "Nope", &out).unwrap_err());
+    let error = message(render_dir(&policies, "Nope", None, &out).unwrap_err());
     assert!(error.contains("environment \"Nope\" is not in"), "{error}");
 }
 

@@ -81,17 +81,33 @@ fn app_settings() -> AppSettings {
     AppSettings::load(&policies_dir().join(policies::APP_SETTINGS_FILE)).unwrap()
 }
 
-/// Renders one environment into a temporary folder.
+/// How B2C may authenticate to autolink: the `AutolinkRestAuth.<Variant>.xml` alternatives.
+const AUTH_VARIANTS: [&str; 4] = ["Basic", "Bearer", "ApiKeyHeader", "ClientCertificate"];
+
+/// Renders one environment once per authentication variant, each into its own folder of one
+/// temporary folder; the files of every render (the files common to all, once per variant).
 fn render(env: &Environment) -> (tempfile::TempDir, Vec<PathBuf>) {
     let out = tempfile::tempdir().unwrap();
-    let rendered = render_dir(&policies_dir(), &env.name, out.path())
-        .unwrap_or_else(|e| panic!("environment {} does not render:\n{e}", env.name));
-    assert!(
-        !rendered.files.is_empty(),
-        "no policy files in {}",
-        policies_dir().display()
-    );
-    (out, rendered.files)
+    let mut files = Vec::new();
+    for variant in AUTH_VARIANTS {
+        let folder = out.path().join(variant);
+        let rendered = render_dir(&policies_dir(), &env.name, Some(variant), &folder)
+            .unwrap_or_else(|e| panic!("environment {} does not render:\n{e}", env.name));
+        assert!(
+            !rendered.files.is_empty(),
+            "no policy files in {}",
+            policies_dir().display()
+        );
+        for file in rendered.files {
+            let common = files
+                .iter()
+                .any(|f: &PathBuf| f.file_name() == file.file_name());
+            if !common || file_name(&file).starts_with(policies::AUTH_VARIANT_PREFIX) {
+                files.push(file);
+            }
+        }
+    }
+    (out, files)
 }
 
 /// The starter pack's base, localization and extensions, with the tenant set as an engineer sets
@@ -211,6 +227,119 @@ fn every_environment_renders_and_every_rendered_file_validates_against_microsoft
     assert!(validated >= 18, "only {validated} files validated");
 }
 
+/// The policy ids of rendered files, by file name.
+fn policy_ids(files: &[PathBuf]) -> Vec<(String, String)> {
+    files
+        .iter()
+        .map(|p| (file_name(p), PolicyFile::read(p).unwrap().policy_id))
+        .collect()
+}
+
+#[test]
+fn one_render_holds_one_authentication_variant_and_no_policy_id_twice() {
+    let env = app_settings()
+        .environments
+        .into_iter()
+        .find(|e| e.name == "Test")
+        .expect("a Test environment in policies/appsettings.json");
+    let out = tempfile::tempdir().unwrap();
+    let variants_in = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = policies::policy_files(dir)
+            .unwrap()
+            .iter()
+            .map(|p| file_name(p))
+            .filter(|n| n.starts_with(policies::AUTH_VARIANT_PREFIX))
+            .collect();
+        names.sort();
+        names
+    };
+    let unique = |files: &[PathBuf]| {
+        let ids = policy_ids(files);
+        let mut seen = BTreeSet::new();
+        for (name, id) in &ids {
+            assert!(
+                seen.insert(id.to_ascii_lowercase()),
+                "{name}: {id} twice in {ids:?}"
+            );
+        }
+    };
+
+    // By default, the environment's setting (else Basic).
+    let rendered = render_dir(&policies_dir(), &env.name, None, out.path()).unwrap();
+    let default = match env.policy_settings.get(policies::AUTH_VARIANT_SETTING) {
+        Some(v) => v.as_str().unwrap().to_string(),
+        None => policies::DEFAULT_AUTH_VARIANT.to_string(),
+    };
+    assert_eq!(rendered.auth, default);
+    assert_eq!(
+        variants_in(out.path()),
+        vec![format!("{}{default}.xml", policies::AUTH_VARIANT_PREFIX)]
+    );
+    unique(&rendered.files);
+
+    // Another variant into the same folder: the earlier one is removed, as bulk upload would
+    // otherwise keep whichever file came last.
+    let rendered = render_dir(&policies_dir(), &env.name, Some("bearer"), out.path()).unwrap();
+    assert_eq!(rendered.auth, "Bearer");
+    assert_eq!(variants_in(out.path()), vec!["AutolinkRestAuth.Bearer.xml"]);
+    assert_eq!(
+        rendered
+            .removed
+            .iter()
+            .map(|p| file_name(p))
+            .collect::<Vec<_>>(),
+        vec![format!("{}{default}.xml", policies::AUTH_VARIANT_PREFIX)]
+    );
+    unique(&policies::policy_files(out.path()).unwrap());
+
+    let error = render_dir(&policies_dir(), &env.name, Some("Kerberos"), out.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("no authentication variant \"Kerberos\"")
+            && error.contains("ApiKeyHeader, Basic, Bearer, ClientCertificate"),
+        "{error}"
+    );
+
+    // The environment's setting chooses when --auth is not given.
+    let dir = tempfile::tempdir().unwrap();
+    for file in policies::policy_files(&policies_dir()).unwrap() {
+        std::fs::copy(&file, dir.path().join(file_name(&file))).unwrap();
+    }
+    let settings = std::fs::read_to_string(policies_dir().join("appsettings.json")).unwrap();
+    let mut settings: Value = serde_json::from_str(&settings).unwrap();
+    for env in settings["Environments"].as_array_mut().unwrap() {
+        env["PolicySettings"][policies::AUTH_VARIANT_SETTING] = Value::from("ClientCertificate");
+    }
+    std::fs::write(
+        dir.path().join("appsettings.json"),
+        serde_json::to_string_pretty(&settings).unwrap(),
+    )
+    .unwrap();
+    let rendered = render_dir(dir.path(), &env.name, None, &dir.path().join("out")).unwrap();
+    assert_eq!(rendered.auth, "ClientCertificate");
+    assert_eq!(
+        variants_in(&dir.path().join("out")),
+        vec!["AutolinkRestAuth.ClientCertificate.xml"]
+    );
+
+    // Two files of one policy id that are not variants: refused, nothing written.
+    std::fs::copy(
+        dir.path().join("AutolinkExtensions.xml"),
+        dir.path().join("AutolinkExtensionsCopy.xml"),
+    )
+    .unwrap();
+    let fresh = dir.path().join("fresh");
+    let error = render_dir(dir.path(), &env.name, None, &fresh)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("AutolinkExtensionsCopy.xml") && error.contains("B2C would keep only one"),
+        "{error}"
+    );
+    assert!(!fresh.exists());
+}
+
 #[test]
 fn a_placeholder_without_a_value_fails_the_render_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,7 +358,7 @@ fn a_placeholder_without_a_value_fails_the_render_with_file_and_line() {
     )
     .unwrap();
     let name = settings["Environments"][0]["Name"].as_str().unwrap();
-    let error = render_dir(dir.path(), name, &dir.path().join("out"))
+    let error = render_dir(dir.path(), name, None, &dir.path().join("out"))
         .unwrap_err()
         .to_string();
     let source = std::fs::read_to_string(dir.path().join("AutolinkExtensions.xml")).unwrap();
@@ -945,6 +1074,55 @@ fn the_whole_chain_resolves_every_reference_and_overrides_legally() {
         "{} problems:\n{}",
         findings.0.len(),
         findings.0.join("\n")
+    );
+}
+
+#[test]
+fn every_restful_profile_of_ours_has_a_service_url_even_one_only_included() {
+    let test = "every_restful_profile_of_ours_has_a_service_url_even_one_only_included";
+    let mut checked = BTreeSet::new();
+    let mut missing = Vec::new();
+    for env in &app_settings().environments {
+        let (_dir, files) = render(env);
+        let Some(chains) = chains(&env.tenant, &files) else {
+            return cannot_run(test, "the starter pack is missing");
+        };
+        for (variant, chain) in &chains {
+            for layer in chain
+                .layers
+                .iter()
+                .filter(|l| file_name(&l.path).starts_with("Autolink"))
+            {
+                let doc = policies::parse_xml(&layer.path, &layer.text).unwrap();
+                for node in doc
+                    .descendants()
+                    .filter(|n| is_policy(n, "TechnicalProfile"))
+                {
+                    let id = node.attribute("Id").unwrap();
+                    let tp = chain.technical_profile(id).unwrap().unwrap();
+                    if !tp.is_restful() {
+                        continue;
+                    }
+                    checked.insert(id.to_string());
+                    if !tp
+                        .metadata("ServiceUrl")
+                        .is_some_and(|u| u.starts_with("http"))
+                    {
+                        missing.push(format!("[{} / {variant}] {id}", env.name));
+                    }
+                }
+            }
+        }
+    }
+    for shared in ["REST-Autolink-Auth", "REST-Autolink-Common"] {
+        assert!(
+            checked.contains(shared),
+            "{shared} was not checked: {checked:?}"
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "RESTful profiles without a ServiceUrl: {missing:?}"
     );
 }
 
