@@ -6,7 +6,7 @@ use crate::auth::fetch::Fetcher;
 use crate::config::{BearerSettings, ConfigError};
 
 use super::discovery::{OidcProvider, Snapshot};
-use super::verification::{accepted_audience, check_times, non_empty, now, numeric_date, parse};
+use super::verification::{accepted_audience, check_not_before, non_empty, now, read};
 use super::TokenError;
 
 /// What a verified access token says about the caller.
@@ -118,15 +118,12 @@ impl AccessTokenVerifier {
         &self,
         token: &str,
     ) -> Result<(i64, Arc<Snapshot>, AccessTokenInfo), TokenError> {
-        let jwt = parse(token)?;
-        let snapshot = self.provider.verify_signature(&jwt).await?;
-        let claims = &jwt.claims;
-        if claims.iss.as_deref() != Some(snapshot.issuer()) {
-            return Err(TokenError::WrongIssuer);
-        }
+        let (header, token) = read(token)?;
+        let (snapshot, claims) = self.provider.verify(&header, &token).await?;
         accepted_audience(claims, &self.audiences)?;
-        check_times(claims, now())?;
-        let roles = match &claims.roles {
+        check_not_before(claims, now())?;
+        let extra = claims.additional_claims();
+        let roles = match &extra.roles {
             None => Vec::new(),
             Some(serde_json::Value::Array(items)) => items
                 .iter()
@@ -135,7 +132,7 @@ impl AccessTokenVerifier {
                 .ok_or(TokenError::Malformed("roles is not an array of strings"))?,
             Some(_) => return Err(TokenError::Malformed("roles is not an array of strings")),
         };
-        let has_scope = non_empty(claims.scp.as_deref()).is_some();
+        let has_scope = non_empty(extra.scp.as_deref()).is_some();
         if roles.is_empty() && !has_scope {
             return Err(TokenError::NotAnAccessToken);
         }
@@ -144,8 +141,8 @@ impl AccessTokenVerifier {
         {
             return Err(TokenError::MissingRole);
         }
-        let client_id = non_empty(claims.azp.as_deref())
-            .or_else(|| non_empty(claims.appid.as_deref()))
+        let client_id = non_empty(claims.authorized_party().map(|azp| azp.as_str()))
+            .or_else(|| non_empty(extra.appid.as_deref()))
             .map(str::to_string);
         if !self.allowed_client_ids.is_empty() {
             let allowed = client_id.as_deref().is_some_and(|client| {
@@ -157,17 +154,12 @@ impl AccessTokenVerifier {
                 return Err(TokenError::ClientNotAllowed);
             }
         }
-        let subject = non_empty(claims.sub.as_deref())
+        let subject = non_empty(Some(claims.subject().as_str()))
             .ok_or(TokenError::Malformed("missing sub"))?
             .to_string();
-        let exp = claims
-            .exp
-            .as_ref()
-            .and_then(numeric_date)
-            .ok_or(TokenError::Malformed("exp is not a number"))?;
         Ok((
-            exp,
-            snapshot.clone(),
+            claims.expiration().timestamp(),
+            snapshot,
             AccessTokenInfo {
                 subject,
                 client_id,

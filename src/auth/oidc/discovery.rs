@@ -4,26 +4,54 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use openidconnect::core::{CoreJsonWebKeySet, CoreProviderMetadata};
+use openidconnect::core::{CoreIdTokenVerifier, CoreJsonWebKeySet, CoreProviderMetadata};
 use openidconnect::JsonWebKey;
 use tokio::sync::Mutex;
 
 use crate::auth::fetch::{FetchError, Fetcher};
 
-use super::verification::{check_signature, UnverifiedJwt};
+use super::verification::{self, claims_verifier, Claims, Header, Token};
 use super::TokenError;
 
-/// One discovery document, its key set, and when they were fetched.
-#[derive(Debug)]
+/// One discovery document, its key set, the verifier built from both, and when they were
+/// fetched.
 pub(super) struct Snapshot {
     metadata: CoreProviderMetadata,
-    pub(super) keys: CoreJsonWebKeySet,
+    keys: CoreJsonWebKeySet,
+    /// `openidconnect`'s verifier for the document's issuer and this key set, built once per
+    /// fetch rather than per token.
+    verifier: CoreIdTokenVerifier<'static>,
     fetched_at: Instant,
 }
 
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("issuer", &self.issuer())
+            .field("keys", &self.keys.keys().len())
+            .field("fetched_at", &self.fetched_at)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Snapshot {
+    fn new(metadata: CoreProviderMetadata, keys: CoreJsonWebKeySet, fetched_at: Instant) -> Self {
+        let verifier = claims_verifier(metadata.issuer().clone(), keys.clone(), chrono::Utc::now);
+        Snapshot {
+            metadata,
+            keys,
+            verifier,
+            fetched_at,
+        }
+    }
+
     pub(super) fn issuer(&self) -> &str {
         self.metadata.issuer().as_str()
+    }
+
+    /// The token's claims, verified against this issuer and key set.
+    fn verify<'t>(&self, token: &'t Token) -> Result<&'t Claims, TokenError> {
+        verification::verify(&self.verifier, token)
     }
 
     fn has_kid(&self, kid: &str) -> bool {
@@ -179,11 +207,7 @@ impl OidcProvider {
             metadata.issuer().as_str(),
             keys.keys().len()
         );
-        Ok(Snapshot {
-            metadata,
-            keys,
-            fetched_at: Instant::now(),
-        })
+        Ok(Snapshot::new(metadata, keys, Instant::now()))
     }
 
     /// Refetches the key set because a token named `kid`, which the cached set does not hold.
@@ -225,32 +249,37 @@ impl OidcProvider {
             self.discovery_url,
             keys.keys().len()
         );
-        let snapshot = Arc::new(Snapshot {
-            metadata: current.metadata.clone(),
+        let snapshot = Arc::new(Snapshot::new(
+            current.metadata.clone(),
             keys,
-            fetched_at: current.fetched_at,
-        });
+            current.fetched_at,
+        ));
         self.store(snapshot.clone());
         Ok(Some(snapshot))
     }
 
-    /// Checks the token's signature with this provider's keys (refetching them once, rate
-    /// limited, for an unknown `kid`) and returns the snapshot it was checked against.
-    pub(super) async fn verify_signature(
+    /// Verifies the token with this provider's issuer and keys (refetching the keys once, rate
+    /// limited, for an unknown `kid`). Returns the snapshot it was checked against and the
+    /// verified claims.
+    pub(super) async fn verify<'t>(
         &self,
-        jwt: &UnverifiedJwt<'_>,
-    ) -> Result<Arc<Snapshot>, TokenError> {
+        header: &Header,
+        token: &'t Token,
+    ) -> Result<(Arc<Snapshot>, &'t Claims), TokenError> {
         let snapshot = self.snapshot().await?;
-        match check_signature(&snapshot, jwt) {
+        match snapshot.verify(token) {
             Err(TokenError::UnknownKey) => {}
-            Ok(()) => return Ok(snapshot),
+            Ok(claims) => return Ok((snapshot, claims)),
             Err(other) => return Err(other),
         }
-        let Some(kid) = jwt.kid.as_deref() else {
+        let Some(kid) = header.kid.as_deref() else {
             return Err(TokenError::UnknownKey);
         };
         match self.refetch_for_unknown_kid(kid).await? {
-            Some(snapshot) => check_signature(&snapshot, jwt).map(|()| snapshot),
+            Some(snapshot) => {
+                let claims = snapshot.verify(token)?;
+                Ok((snapshot, claims))
+            }
             None => Err(TokenError::UnknownKey),
         }
     }

@@ -7,7 +7,9 @@ use crate::auth::fetch::Fetcher;
 use crate::config::{ConfigError, RelyingPartySettings};
 
 use super::discovery::OidcProvider;
-use super::verification::{accepted_audience, check_times, non_empty, now, parse, OneOrMany};
+use super::verification::{
+    accepted_audience, check_not_before, non_empty, now, read, unverified_claims, OneOrMany,
+};
 use super::TokenError;
 
 /// The identity a verified B2C ID token describes.
@@ -23,7 +25,8 @@ pub struct B2cIdentity {
     pub email: Option<String>,
     /// `idp`: the social identity provider, absent for local accounts.
     pub identity_provider: Option<String>,
-    /// `email_verified`, when the token carries it (a boolean, or the string `true`/`false`).
+    /// `email_verified`, when the token carries it (a boolean, or exactly the string
+    /// `true`/`false`).
     pub email_verified: Option<bool>,
     /// The policy, spelled as in the configured metadata URL.
     pub policy: String,
@@ -146,30 +149,30 @@ impl B2cIdTokenVerifier {
 
     /// Verifies a B2C ID token and returns the identity it describes.
     pub async fn verify(&self, token: &str) -> Result<B2cIdentity, TokenError> {
-        let jwt = parse(token)?;
-        let claims = &jwt.claims;
-        let named = non_empty(claims.tfp.as_deref())
-            .or_else(|| non_empty(claims.acr.as_deref()))
+        let (header, token) = read(token)?;
+        // The policy the token names, not yet trusted, only decides whose document and keys
+        // verify it: a token of a policy that is not configured costs no fetch.
+        let unverified = unverified_claims(&token)?;
+        let named = non_empty(unverified.additional_claims().tfp.as_deref())
+            .or_else(|| non_empty(unverified.auth_context_ref().map(|acr| acr.as_str())))
             .ok_or(TokenError::PolicyNotAllowed)?;
         let policy = self
             .policies
             .iter()
             .find(|p| p.policy.eq_ignore_ascii_case(named))
             .ok_or(TokenError::PolicyNotAllowed)?;
-        let snapshot = policy.provider.verify_signature(&jwt).await?;
-        if non_empty(claims.scp.as_deref()).is_some() || claims.roles.is_some() {
+        // The same claims, now verified against that policy's issuer and keys.
+        let (_, claims) = policy.provider.verify(&header, &token).await?;
+        let extra = claims.additional_claims();
+        if non_empty(extra.scp.as_deref()).is_some() || extra.roles.is_some() {
             return Err(TokenError::NotAnIdToken);
         }
-        let issuer = match claims.iss.as_deref() {
-            Some(iss) if iss == snapshot.issuer() => iss.to_string(),
-            _ => return Err(TokenError::WrongIssuer),
-        };
-        let audience = accepted_audience(claims, &self.audiences)?;
-        check_times(claims, now())?;
-        let subject = non_empty(claims.sub.as_deref())
+        let audience = accepted_audience(claims, &self.audiences)?.to_string();
+        check_not_before(claims, now())?;
+        let subject = non_empty(Some(claims.subject().as_str()))
             .ok_or(TokenError::Malformed("missing sub"))?
             .to_string();
-        let email = claims
+        let email = extra
             .emails
             .as_ref()
             .and_then(|emails| match emails {
@@ -179,24 +182,14 @@ impl B2cIdTokenVerifier {
                     .and_then(|first| non_empty(Some(first)))
                     .map(str::to_string),
             })
-            .or_else(|| non_empty(claims.email.as_deref()).map(str::to_string));
-        let email_verified = match &claims.email_verified {
-            Some(serde_json::Value::Bool(b)) => Some(*b),
-            Some(serde_json::Value::String(s)) if s.trim().eq_ignore_ascii_case("true") => {
-                Some(true)
-            }
-            Some(serde_json::Value::String(s)) if s.trim().eq_ignore_ascii_case("false") => {
-                Some(false)
-            }
-            _ => None,
-        };
+            .or_else(|| non_empty(claims.email().map(|email| email.as_str())).map(str::to_string));
         Ok(B2cIdentity {
-            issuer,
+            issuer: claims.issuer().as_str().to_string(),
             subject,
             audience,
             email,
-            identity_provider: non_empty(claims.idp.as_deref()).map(str::to_string),
-            email_verified,
+            identity_provider: non_empty(extra.idp.as_deref()).map(str::to_string),
+            email_verified: claims.email_verified(),
             policy: policy.policy.clone(),
         })
     }

@@ -14,33 +14,77 @@
 //!
 //! # Checks, in order
 //!
-//! 1. The token is a compact JWS of at most [`MAX_TOKEN_BYTES`] bytes (three base64url parts,
-//!    JSON header and payload). Critical headers (`crit`) and nested tokens are refused.
-//! 2. The header's `alg` is exactly `RS256`. Everything else is refused before any key is looked
-//!    at: `none`, `HS256` (whatever the secret, the public key included), `RS384`, `PS256`,
-//!    `ES256`... Keys named by the header (`jku`, `x5u`, `jwk`) are ignored; only the issuer's published keys
-//!    are used.
-//! 3. The key named by `kid` is taken from the provider's key set, and the RS256 signature is
-//!    checked with it (a key published for another algorithm or for encryption is not used). A
-//!    token without `kid` is tried against every RS256 key of the set.
-//! 4. Only then are the claims trusted: `iss` equals the document's `issuer` exactly; `aud`
-//!    contains an accepted audience (ASCII case-insensitive, since client ids are GUIDs); `exp`
-//!    and `nbf` hold.
-//! 5. Access tokens: the token carries `roles` or `scp` (ID tokens carry neither); when
+//! Both kinds of token take one path (`verification.rs`): the header checked first, then
+//! `openidconnect`'s [`IdToken`](openidconnect::IdToken) parse and
+//! [`IdTokenVerifier`](openidconnect::IdTokenVerifier), then what the verifier has no hook for.
+//!
+//! 1. The token is a compact JWS of at most [`MAX_TOKEN_BYTES`] bytes (three base64url parts).
+//!    Its header alone is decoded (nothing else is parsed yet): critical headers (`crit`) and
+//!    nested tokens (`cty`) are refused, and so is a `typ` other than `JWT` (an RFC 9068 `at+jwt`
+//!    access token is another kind of token).
+//! 2. The header's `alg` is exactly `RS256`. Everything else is refused before the payload is
+//!    parsed or any key is looked at: `none`, `HS256` (whatever the secret, the public key
+//!    included), `RS384`, `PS256`, `ES256`... Keys named by the header (`jku`, `x5u`, `jwk`) are
+//!    ignored; only the issuer's published keys are used.
+//! 3. `openidconnect` parses the token: base64url parts, a JSON payload whose `iss` is a URL,
+//!    `aud` a string or an array, `exp` and `iat` numbers, `sub` a string, `email_verified` a
+//!    boolean or the string `true`/`false`. A token lacking one of them, or holding a claim of
+//!    the wrong type, is malformed.
+//! 4. B2C ID tokens: `tfp` (or `acr`, for custom policies that emit it) names a configured
+//!    policy (case-insensitive); that policy's document and keys verify the token. The name is
+//!    read before verification (only `exp` is checked then), to choose the keys: a token of a
+//!    policy that is not configured is refused without any fetch.
+//! 5. The provider's `IdTokenVerifier`, built once per fetched key set: `typ` `JWT` or none, no
+//!    `cty` or `crit` (again); `iss` equals the document's `issuer` exactly; the algorithm is
+//!    RS256 (a public client: `HS256` is never keyed with anything); the key is the one RS256
+//!    signing key named by `kid` (a key published for encryption, for another algorithm or of
+//!    another type is not a candidate; a token without `kid` only verifies when the set holds
+//!    exactly one such key, as OpenID Connect Core 10.1 requires); the signature; `exp`. Issuer
+//!    and expiry are compared before the signature is checked, which only ever refuses: no claim
+//!    is used before the signature has verified.
+//! 6. Then, on the verified claims: `aud` contains an accepted audience (ASCII case-insensitive,
+//!    since client ids are GUIDs; the verifier's own audience check compares one client id
+//!    exactly, so it is turned off); `nbf` holds (the verifier does not read `nbf`).
+//! 7. Access tokens: the token carries `roles` or `scp` (ID tokens carry neither); when
 //!    `required_roles` is set, one of them is in `roles` (exact, case-sensitive); when
 //!    `allowed_client_ids` is set, `azp` (v2 tokens) or `appid` (v1 tokens) is one of them
-//!    (case-insensitive).
-//! 6. B2C ID tokens: `tfp` (or `acr`, for custom policies that emit it) names a configured
-//!    policy (case-insensitive); the token is checked against that policy's document and keys; a
-//!    token carrying `scp` or `roles` (an access token) is refused. The nonce is not checked: the
-//!    relying party checked it when it received the token.
+//!    (case-insensitive); `sub` is not blank.
+//! 8. B2C ID tokens: a token carrying `scp` or `roles` (an access token) is refused; `sub` is not
+//!    blank. The nonce is not checked: the relying party checked it when it received the token,
+//!    and autolink never sent one.
+//!
+//! # What `openidconnect` does here, and what it does not
+//!
+//! `openidconnect` 4.1 verifies ID tokens only: its JWT type and generic claims verifier are
+//! private to the crate, and it has no access-token verifier. Its `IdTokenVerifier` nonetheless
+//! fits Entra ID access tokens: the checks it makes (header, issuer, algorithm, key, signature,
+//! expiry) are the ones they need, its ID-token-only checks are hooks that accept by default
+//! (`iat`, `acr`, `auth_time`) or that are given an accepting one (the nonce), and what it
+//! demands (`iss` a URL, `iat` and `sub` present) every Entra v1 and v2 access token carries. So
+//! both kinds of token are parsed as an [`IdToken`](openidconnect::IdToken) with the claims it
+//! lacks (`nbf`, `roles`, `scp`, `appid`, `tfp`, `emails`, `idp`) as additional claims, and
+//! verified by the same verifier. What stays in this module, and why:
+//!
+//! - the header checks of steps 1 and 2, before the crate's parse: the crate parses the whole
+//!   token before looking at its header, cannot name an algorithm it does not know (the parse
+//!   fails), reports `typ`, `cty` and `crit` as one undistinguished error, and does not expose
+//!   `kid`, which decides whether an unknown key is worth a refetch;
+//! - the audience (several accepted audiences, case-insensitive) and `nbf` (step 6);
+//! - the rules of steps 7 and 8, which are not about JWTs at all;
+//! - the refetch of the key set on an unknown `kid` (the crate only reports "no matching key").
+//!
+//! The verifier's errors map onto [`TokenError`]: an issuer mismatch is `WrongIssuer`, an
+//! expiry `Expired`, no (single) usable key `UnknownKey`, a signature that does not verify
+//! `BadSignature`; anything else it refuses is `Malformed`.
 //!
 //! # Clock skew
 //!
 //! [`CLOCK_SKEW_S`] = 60 seconds of leeway on `exp` and `nbf`: a token is accepted until 60 s
 //! after its `exp`, and from 60 s before its `nbf`. Entra ID and B2C sign `nbf` with their own
 //! clock, so a strict check refuses fresh tokens whenever this host runs a little behind.
-//! `iat` is not checked.
+//! `openidconnect`'s verifier has no leeway setting: its clock (`set_time_fn`) runs 60 s behind
+//! instead, which is the same check for `exp`. `iat` must be present but its time is not
+//! checked.
 //!
 //! # Caching
 //!
