@@ -1,5 +1,6 @@
-//! Writing one group of links: one transaction, a savepoint per pass, multi-row inserts that
-//! skip what another writer wrote first (see the parent module).
+//! Writing one group of links: one transaction per pass (savepoints only when requests are
+//! written one at a time after a failed pass), multi-row inserts that skip what another writer
+//! wrote first (see the parent module).
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -27,78 +28,109 @@ pub(super) enum Written {
 /// after the commit (`None`: the event was written with the decision's write).
 type Decided = (usize, Answer, Option<AuditEvent>);
 
-/// Why a pass over the group's requests was rolled back.
-enum PassError {
+/// Why an attempt at writing the group was rolled back.
+enum Failure {
     /// These requests (indices into the group) lost a race; the others may be written.
     Lost(Vec<usize>),
+    /// A pass over several requests failed: they may be written one at a time.
+    Pass(StorageError),
+    /// Anything else (beginning or committing the transaction included).
     Storage(StorageError),
+    /// A caller gave up before the commit.
+    GaveUp,
 }
 
-impl From<diesel::result::Error> for PassError {
+impl From<diesel::result::Error> for Failure {
     fn from(error: diesel::result::Error) -> Self {
-        PassError::Storage(error.into())
+        Failure::Storage(error.into())
     }
 }
 
-impl From<StorageError> for PassError {
+impl From<StorageError> for Failure {
     fn from(error: StorageError) -> Self {
-        PassError::Storage(error)
+        Failure::Storage(error)
     }
+}
+
+/// What one committed attempt wrote: the answers, and, when written one request at a time,
+/// the requests that lost a race and those whose write failed.
+#[derive(Default)]
+struct Attempt {
+    answers: Vec<Decided>,
+    lost: Vec<usize>,
+    failed: Vec<(usize, StorageError)>,
 }
 
 pub(super) fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -> Written {
     let decider = &*shared.decider;
     let started = Instant::now();
     let mut lost: Vec<usize> = Vec::new();
-    let mut failed: Vec<(usize, StorageError)> = Vec::new();
-    let mut answers: Vec<Decided> = Vec::new();
-    let mut rolled_back_for_callers = false;
-    let outcome = storage::write_transaction(conn, |conn| {
-        let mut live: Vec<usize> = (0..group.len()).collect();
-        while !live.is_empty() {
-            match conn.transaction(|conn| pass(decider, conn, &group, &live)) {
-                Ok(done) => {
-                    answers.extend(done);
-                    break;
-                }
-                Err(PassError::Lost(lost_now)) => {
-                    live.retain(|i| !lost_now.contains(i));
-                    lost.extend(lost_now);
-                }
-                Err(PassError::Storage(error)) => {
-                    // An error that took the time limit (a lock, a statement time-out) or
-                    // broke the connection fails the group; any other is written again one
-                    // request at a time, so that only the request that fails gets it.
-                    let slow = started.elapsed() > shared.limit / 2;
-                    if live.len() == 1 || slow || is_connection_error(&error) {
-                        return Err(error);
-                    }
-                    for i in std::mem::take(&mut live) {
-                        match conn.transaction(|conn| pass(decider, conn, &group, &[i])) {
-                            Ok(done) => answers.extend(done),
-                            Err(PassError::Lost(l)) => lost.extend(l),
-                            Err(PassError::Storage(error)) => failed.push((i, error)),
+    let mut live: Vec<usize> = (0..group.len()).collect();
+    // After a pass fails with an error other than a lost race, each request is written in a
+    // savepoint of its own, so that only the request that fails gets the error.
+    let mut one_by_one = false;
+    // Each attempt is a transaction of its own: the common case, one pass that commits, pays for
+    // no savepoint (two round trips on PostgreSQL). A pass that fails rolls the transaction back.
+    // `Err(None)`: a caller gave up, and the group is to be written again without it.
+    let outcome: Result<Attempt, Option<StorageError>> = loop {
+        if live.is_empty() {
+            break Ok(Attempt::default());
+        }
+        let attempt = storage::write_transaction(conn, |conn| {
+            let mut attempt = Attempt::default();
+            if one_by_one {
+                for &i in &live {
+                    match conn.transaction(|conn| pass(decider, conn, &group, &[i])) {
+                        Ok(done) => attempt.answers.extend(done),
+                        Err(Failure::Lost(l)) => attempt.lost.extend(l),
+                        Err(Failure::Pass(error) | Failure::Storage(error)) => {
+                            attempt.failed.push((i, error))
                         }
+                        Err(Failure::GaveUp) => return Err(Failure::GaveUp),
                     }
                 }
+            } else {
+                attempt.answers = pass(decider, conn, &group, &live).map_err(|f| match f {
+                    Failure::Storage(error) => Failure::Pass(error),
+                    other => other,
+                })?;
             }
+            // The last moment a caller can give up and be sure nothing is written.
+            let all_there = attempt
+                .answers
+                .iter()
+                .all(|(i, _, _)| group[*i].ticket.begin_commit());
+            if !all_there {
+                return Err(Failure::GaveUp);
+            }
+            Ok(attempt)
+        });
+        match attempt {
+            Err(Failure::Lost(lost_now)) => {
+                live.retain(|i| !lost_now.contains(i));
+                lost.extend(lost_now);
+            }
+            // An error that took the time limit (a lock, a statement time-out) or broke the
+            // connection fails the group; any other is written again one request at a time.
+            Err(Failure::Pass(error))
+                if live.len() > 1
+                    && started.elapsed() <= shared.limit / 2
+                    && !is_connection_error(&error) =>
+            {
+                one_by_one = true;
+            }
+            Ok(attempt) => break Ok(attempt),
+            Err(Failure::GaveUp) => break Err(None),
+            Err(Failure::Pass(error) | Failure::Storage(error)) => break Err(Some(error)),
         }
-        // The last moment a caller can give up and be sure nothing is written.
-        let gave_up: Vec<usize> = answers
-            .iter()
-            .map(|(i, _, _)| *i)
-            .filter(|&i| !group[i].ticket.begin_commit())
-            .collect();
-        if !gave_up.is_empty() {
-            rolled_back_for_callers = true;
-            return Err(StorageError::Query(
-                diesel::result::Error::RollbackTransaction,
-            ));
-        }
-        Ok(())
-    });
+    };
     match outcome {
-        Ok(()) => {
+        Ok(Attempt {
+            answers,
+            lost: lost_now,
+            failed,
+        }) => {
+            lost.extend(lost_now);
             let mut replies: Vec<Option<Reply>> = (0..group.len()).map(|_| None).collect();
             for (i, answer, event) in answers {
                 if let Some(event) = event {
@@ -127,13 +159,13 @@ pub(super) fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -
             }
             Written::Done(retry)
         }
-        Err(_) if rolled_back_for_callers => {
+        Err(None) => {
             for job in &group {
                 job.ticket.reopen();
             }
             Written::Again(group.into_iter().filter(|job| !job.gone()).collect())
         }
-        Err(error) => {
+        Err(Some(error)) => {
             log::warn!("a group of {} links was not written: {error}", group.len());
             let message = error.to_string();
             for job in group {
@@ -147,13 +179,13 @@ pub(super) fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -
 }
 
 /// Decides the requests `live` (indices into `group`) and writes their customers, links and
-/// audit events. Runs in a savepoint: an error rolls all of it back.
+/// audit events. Runs in a transaction or a savepoint: an error rolls all of it back.
 fn pass(
     decider: &Decider,
     conn: &mut DbConn,
     group: &[Job],
     live: &[usize],
-) -> Result<Vec<Decided>, PassError> {
+) -> Result<Vec<Decided>, Failure> {
     let requests: Vec<(&LinkRequest, Kind)> = live
         .iter()
         .map(|&i| (&group[i].request, Kind::Link))
@@ -199,7 +231,7 @@ fn pass(
         .map(|(n, _)| live[n])
         .collect();
     if !lost.is_empty() {
-        return Err(PassError::Lost(lost));
+        return Err(Failure::Lost(lost));
     }
 
     // The links; one that is not inserted means another writer linked the identity first.
@@ -242,7 +274,7 @@ fn pass(
             .map(|(n, _)| live[*n])
             .collect();
         if !lost.is_empty() {
-            return Err(PassError::Lost(lost));
+            return Err(Failure::Lost(lost));
         }
     }
 
