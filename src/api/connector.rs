@@ -179,6 +179,16 @@ fn link_request(
             }),
         _ => None,
     };
+    if step == Step::PreTokenIssuance && identity.is_none() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            log::warn!(
+                "a token step came without objectId: nothing is linked and the token carries \
+                 extension_AutoLinkError=ObjectIdMissing (README, \"The token step without \
+                 objectId\"); counted in autolink_refusals_total, logged once"
+            )
+        });
+    }
     LinkRequest {
         request_id: request_id.to_string(),
         source: "api-connector",

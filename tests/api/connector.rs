@@ -554,15 +554,57 @@ async fn the_other_spellings_of_the_token_step_and_the_client_id_are_accepted() 
     assert_eq!(account(&body), "B2B-070");
 }
 
+/// Both shapes of the token step that Microsoft's documentation shows: with `objectId` (S-TE,
+/// `PreTokenIssuance`) and without it (S-AC, `PreTokenApplicationClaims`). Without it nothing is
+/// linked under another key (not the email, not `identities`): the token carries the error, and
+/// the refusal is counted (README, "The token step without objectId").
 #[tokio::test]
-async fn the_token_step_without_an_object_id_continues_with_an_error() {
+async fn the_token_step_without_an_object_id_continues_with_an_error_in_both_shapes() {
     let app = spawn_app().await;
-    let mut request = token_step("x@example.com", "ignored", local_identity(), B2C_CLIENT);
-    request.as_object_mut().unwrap().remove("objectId");
-    let (status, body) = app.connector(&request).await;
+    app.import_csv(&csv(&[
+        "POS-090,USRT,person,false,shape@example.com,S,Hape",
+    ]));
+    let with_id = token_step(
+        "shape@example.com",
+        "oid-shape",
+        local_identity(),
+        B2C_CLIENT,
+    );
+    let mut without_id = with_id.clone();
+    let object = without_id.as_object_mut().unwrap();
+    object.remove("objectId");
+    object.insert("step".into(), json!("PreTokenApplicationClaims"));
+    let mut bare = without_id.clone();
+    bare.as_object_mut().unwrap().remove("identities");
+    for request in [&without_id, &bare] {
+        let (status, body) = app.connector(request).await;
+        assert_continue(status, &body);
+        assert_eq!(body["extension_AutoLinkError"], "ObjectIdMissing", "{body}");
+        assert!(
+            body.get("extension_CustomerAccountNumber").is_none(),
+            "{body}"
+        );
+    }
+    assert_eq!(app.active_links(), 0);
+    assert_eq!(app.customer_count(), 1);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"autolink_refusals_total{code="ObjectIdMissing"} 2"#),
+        "{metrics}"
+    );
+
+    let (status, body) = app.connector(&with_id).await;
     assert_continue(status, &body);
-    assert_eq!(body["extension_AutoLinkError"], "ObjectIdMissing");
-    assert_eq!(app.customer_count(), 0);
+    assert_eq!(account(&body), "POS-090");
+    assert_eq!(body["extension_AutoLinkOutcome"], "Linked");
 }
 
 #[tokio::test]
