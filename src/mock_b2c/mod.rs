@@ -298,7 +298,7 @@ impl Tenant {
     fn application_access_token(&self, id_token_claims: &Map<String, Value>) -> String {
         let mut claims = Map::new();
         for name in [
-            "iss", "sub", "oid", "aud", "tfp", "iat", "nbf", "exp", "ver",
+            "iss", "sub", "oid", "aud", "tfp", "acr", "iat", "nbf", "exp", "ver",
         ] {
             if let Some(v) = id_token_claims.get(name) {
                 claims.insert(name.into(), v.clone());

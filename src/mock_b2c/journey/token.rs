@@ -100,7 +100,15 @@ impl Journey<'_> {
         claims.insert("exp".into(), json!(now + 3600));
         claims.insert("auth_time".into(), json!(now));
         claims.insert("ver".into(), json!("1.0"));
-        claims.insert("tfp".into(), json!(self.policy));
+        // The claim that names the policy: `tfp` for user flows (B2C's default, "Claim
+        // representing user flow" in the user flow's properties); `acr`, in lower case, for
+        // custom policies, as Microsoft's sample token of a custom policy shows
+        // (`"acr": "b2c_1a_signup_signin"`) and as the starter pack's JwtIssuer, which sets no
+        // `AuthenticationContextReferenceClaimPattern`, issues it.
+        match self.mode() {
+            Mode::UserFlow => claims.insert("tfp".into(), json!(self.policy)),
+            Mode::CustomPolicy => claims.insert("acr".into(), json!(self.policy.to_lowercase())),
+        };
         if let Some(nonce) = &self.request.nonce {
             claims.insert("nonce".into(), json!(nonce));
         }
