@@ -52,6 +52,19 @@ struct Args {
     /// The tenant's domain name.
     #[arg(long, default_value = "fabrikamtest.onmicrosoft.com")]
     tenant: String,
+    /// The directory file (SQLite): the users journeys create, kept across restarts.
+    #[arg(
+        long,
+        default_value = "mock-b2c-directory.db",
+        env = "MOCK_B2C_DIRECTORY"
+    )]
+    directory: PathBuf,
+    /// Keep the directory in memory only: every start begins with no users.
+    #[arg(long, conflicts_with = "reset_directory")]
+    memory_directory: bool,
+    /// Delete the directory file (of the flag or of the --config file) before starting.
+    #[arg(long)]
+    reset_directory: bool,
 }
 
 fn settings(args: &Args) -> anyhow::Result<MockSettings> {
@@ -105,6 +118,7 @@ fn settings(args: &Args) -> anyhow::Result<MockSettings> {
         providers: default_providers(),
         entra_clients: Vec::new(),
         signing_key_file: None,
+        directory_file: (!args.memory_directory).then(|| args.directory.clone()),
     })
 }
 
@@ -113,6 +127,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = actix_web::rt::System::new().block_on(async {
         let settings = settings(&args)?;
+        if let Some(file) = settings.directory_file.as_ref() {
+            if args.reset_directory {
+                autolink::mock_b2c::directory::Directory::reset(file)?;
+                log::info!("mock B2C: directory {} emptied", file.display());
+            }
+        }
         if matches!(settings.connector_auth, CallerAuth::None) {
             log::warn!(
                 "no connector password (--connector-password or MOCK_B2C_CONNECTOR_PASSWORD): \

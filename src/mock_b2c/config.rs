@@ -137,6 +137,10 @@ pub struct MockSettings {
     pub providers: Vec<Provider>,
     #[serde(default)]
     pub entra_clients: Vec<EntraClient>,
+    /// The directory file (SQLite): users survive a restart. None: the directory lives in
+    /// memory and is empty at every start.
+    #[serde(default)]
+    pub directory_file: Option<PathBuf>,
     /// The RSA signing key (PKCS#8 or PKCS#1 PEM); generated at start when absent.
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,

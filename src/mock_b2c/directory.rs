@@ -1,19 +1,30 @@
 //! The tenant's directory: the B2C accounts that journeys create and sign in to.
+//!
+//! Kept in a SQLite file (`MockSettings::directory_file`; the `mock-b2c` command's default is
+//! `mock-b2c-directory.db`), so that users sign in again after a restart, as they would in a real
+//! tenant, and a sign-up of an existing account is refused as B2C refuses it. Without a file the
+//! directory lives in memory (the tests' default). Passwords are kept as argon2id hashes. The file
+//! is written on every new user and read once at start; deleting it (or `mock-b2c
+//! --reset-directory`) empties the directory.
 
+use std::path::Path;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// One B2C user.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {
     /// The object id (`oid`, the token's `sub`).
     pub object_id: String,
     /// A local account's sign-in email (`signInNames.emailAddress`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sign_in_email: Option<String>,
+    /// A local account's password, as an argon2id hash (PHC string); never shown.
     #[serde(skip)]
-    pub password: Option<String>,
+    pub password_hash: Option<String>,
     /// A social account's provider and the person's id there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
@@ -31,6 +42,19 @@ pub struct User {
 }
 
 impl User {
+    /// Whether `password` is this local account's password.
+    pub fn has_password(&self, password: &str) -> bool {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        let Some(stored) = self.password_hash.as_deref() else {
+            return false;
+        };
+        PasswordHash::new(stored).is_ok_and(|hash| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+    }
+
     pub fn display_name(&self) -> Option<String> {
         match (&self.given_name, &self.surname) {
             (Some(g), Some(s)) => Some(format!("{g} {s}")),
@@ -40,13 +64,69 @@ impl User {
     }
 }
 
-/// All users, in memory (the mock keeps nothing between runs).
+/// All users: in memory, and in the directory file when there is one.
 #[derive(Default)]
 pub struct Directory {
     users: Mutex<Vec<User>>,
+    file: Option<Mutex<SqliteConnection>>,
+}
+
+/// A user as the file keeps it: the user's JSON (which leaves the hash out) and the hash.
+#[derive(QueryableByName)]
+struct Stored {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    password_hash: Option<String>,
 }
 
 impl Directory {
+    /// The directory kept in `path` (created when missing), with the users it holds.
+    pub fn open(path: &Path) -> Result<Directory, String> {
+        let shown = path.display();
+        let url = path
+            .to_str()
+            .ok_or_else(|| format!("{shown}: not a UTF-8 path"))?;
+        let mut conn = SqliteConnection::establish(url).map_err(|e| format!("{shown}: {e}"))?;
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS mock_b2c_users (
+                 object_id TEXT PRIMARY KEY NOT NULL,
+                 user TEXT NOT NULL,
+                 password_hash TEXT
+             );",
+        )
+        .map_err(|e| format!("{shown}: {e}"))?;
+        let stored: Vec<Stored> =
+            diesel::sql_query("SELECT user, password_hash FROM mock_b2c_users ORDER BY rowid")
+                .load(&mut conn)
+                .map_err(|e| format!("{shown}: {e}"))?;
+        let mut users = Vec::with_capacity(stored.len());
+        for row in stored {
+            let mut user: User = serde_json::from_str(&row.user)
+                .map_err(|e| format!("{shown}: a user that does not read back: {e}"))?;
+            user.password_hash = row.password_hash;
+            users.push(user);
+        }
+        Ok(Directory {
+            users: Mutex::new(users),
+            file: Some(Mutex::new(conn)),
+        })
+    }
+
+    /// Deletes the directory file (and SQLite's files beside it); a missing file is no error.
+    pub fn reset(path: &Path) -> std::io::Result<()> {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::remove_file(&name) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Vec<User>) -> T) -> T {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut users)
@@ -80,8 +160,9 @@ impl Directory {
     }
 
     /// Writes a new user, unless one with the same sign-in name or social identity exists (the
-    /// directory's own uniqueness): the user as stored, or `None` when it exists already.
-    pub fn create(&self, user: User) -> Option<User> {
+    /// directory's own uniqueness): the user as stored, or `None` when it exists already. An
+    /// error when the directory file cannot be written (the user is then not created).
+    pub fn create(&self, user: User) -> Result<Option<User>, String> {
         self.with(|users| {
             let clash = users.iter().find(|u| {
                 (user.sign_in_email.is_some()
@@ -94,10 +175,24 @@ impl Directory {
                         && u.provider_subject == user.provider_subject)
             });
             if clash.is_some() {
-                return None;
+                return Ok(None);
+            }
+            if let Some(file) = &self.file {
+                let json = serde_json::to_string(&user).map_err(|e| e.to_string())?;
+                let mut conn = file.lock().unwrap_or_else(|e| e.into_inner());
+                diesel::sql_query(
+                    "INSERT INTO mock_b2c_users (object_id, user, password_hash) VALUES (?, ?, ?)",
+                )
+                .bind::<diesel::sql_types::Text, _>(&user.object_id)
+                .bind::<diesel::sql_types::Text, _>(&json)
+                .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(
+                    user.password_hash.as_deref(),
+                )
+                .execute(&mut *conn)
+                .map_err(|e| format!("the directory file was not written: {e}"))?;
             }
             users.push(user.clone());
-            Some(user)
+            Ok(Some(user))
         })
     }
 

@@ -93,12 +93,17 @@ impl Tenant {
         if settings.custom_policy.is_some() != settings.custom_policy_id.is_some() {
             anyhow::bail!("custom_policy and custom_policy_id go together");
         }
+        let directory = match &settings.directory_file {
+            Some(path) => Directory::open(path)
+                .map_err(|e| anyhow::anyhow!("the directory file does not open: {e}"))?,
+            None => Directory::default(),
+        };
         Ok(Tenant {
             service_url: Arc::new(RwLock::new(settings.service_url.clone())),
             settings,
             base_url,
             key,
-            directory: Directory::default(),
+            directory,
             user_flow_caller,
             policy_caller,
             codes: Mutex::new(HashMap::new()),

@@ -461,6 +461,7 @@ pub fn mock_settings() -> autolink::mock_b2c::MockSettings {
         signing_key_file: Some(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-test-key-2.pem"),
         ),
+        directory_file: None,
     }
 }
 

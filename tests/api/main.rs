@@ -21,6 +21,7 @@ mod invisible_characters;
 mod journeys;
 mod layers;
 mod mock_b2c;
+mod mock_directory;
 mod mock_issuer;
 mod policies;
 mod postgres_pool;

@@ -5,8 +5,8 @@ use crate::mock_b2c::policy::{LOCAL_SIGN_UP_PAGE, SOCIAL_SIGN_UP_PAGE};
 use crate::mock_b2c::types::Outcome;
 
 use super::{
-    apply_attribute_overrides, Journey, Mode, Step, DEFAULT_PASSWORD, NO_ACCOUNT, USER_EXISTS,
-    VERIFY_FIRST, WRONG_PASSWORD,
+    apply_attribute_overrides, Journey, Mode, Step, DEFAULT_PASSWORD, DIRECTORY_DOWN, NO_ACCOUNT,
+    USER_EXISTS, VERIFY_FIRST, WRONG_PASSWORD,
 };
 
 impl Journey<'_> {
@@ -20,7 +20,13 @@ impl Journey<'_> {
         let user = User {
             object_id: uuid::Uuid::new_v4().to_string(),
             sign_in_email: Some(email.clone()),
-            password: Some(self.password()),
+            password_hash: match crate::auth::hash_secret(&self.password()) {
+                Ok(hash) => Some(hash),
+                Err(error) => {
+                    log::warn!("mock B2C: the password was not hashed: {error}");
+                    return self.stop(Outcome::Error, DIRECTORY_DOWN, None);
+                }
+            },
             provider: None,
             provider_subject: None,
             email: email.clone(),
@@ -33,8 +39,12 @@ impl Journey<'_> {
             Step::Stop => return Step::Stop,
         };
         let user = match self.tenant.directory.create(user) {
-            Some(user) => user,
-            None => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
+            Ok(Some(user)) => user,
+            Ok(None) => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
+            Err(error) => {
+                log::warn!("mock B2C: {error}");
+                return self.stop(Outcome::Error, DIRECTORY_DOWN, None);
+            }
         };
         self.result.account_created = true;
         self.result.object_id = Some(user.object_id.clone());
@@ -45,7 +55,7 @@ impl Journey<'_> {
         let Some(user) = self.tenant.directory.local(&self.request.email) else {
             return self.stop(Outcome::ValidationError, NO_ACCOUNT, None);
         };
-        if user.password.as_deref() != Some(self.password().as_str()) {
+        if !user.has_password(&self.password()) {
             return self.stop(Outcome::ValidationError, WRONG_PASSWORD, None);
         }
         self.result.object_id = Some(user.object_id.clone());
@@ -98,7 +108,7 @@ impl Journey<'_> {
         let mut user = User {
             object_id: uuid::Uuid::new_v4().to_string(),
             sign_in_email: None,
-            password: None,
+            password_hash: None,
             provider: Some(name),
             provider_subject: Some(subject),
             email,
@@ -129,8 +139,12 @@ impl Journey<'_> {
             }
         }
         let user = match self.tenant.directory.create(user) {
-            Some(user) => user,
-            None => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
+            Ok(Some(user)) => user,
+            Ok(None) => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
+            Err(error) => {
+                log::warn!("mock B2C: {error}");
+                return self.stop(Outcome::Error, DIRECTORY_DOWN, None);
+            }
         };
         self.result.account_created = true;
         self.result.object_id = Some(user.object_id.clone());

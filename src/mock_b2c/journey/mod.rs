@@ -37,6 +37,8 @@ pub const NO_ACCOUNT: &str = "We can't seem to find your account.";
 pub const WRONG_PASSWORD: &str = "Your password is incorrect.";
 /// The sign-up page's message when the email was not verified.
 pub const VERIFY_FIRST: &str = "Please verify your email address before you continue.";
+/// The mock's own message when its directory file cannot be written (B2C has no such page).
+pub const DIRECTORY_DOWN: &str = "Something went wrong. The mock's directory could not be written.";
 /// B2C's error page after a connector failure or an answer it does not accept.
 pub const CONNECTOR_FAILED: &str =
     "Something went wrong. The API connector did not give a valid answer.";

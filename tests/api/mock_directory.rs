@@ -1,0 +1,148 @@
+//! The mock B2C's directory file: users sign in again after a restart, signing up again with a
+//! known email is refused as B2C refuses it (no second account, no second link), passwords are
+//! kept only as hashes, and a reset empties the directory.
+
+use std::path::Path;
+
+use autolink::mock_b2c::directory::Directory;
+use autolink::mock_b2c::{AccountKind, Application, JourneyKind, JourneyRequest, MockB2c, Outcome};
+
+use crate::helpers::*;
+
+const PASSWORD: &str = "Passw0rd!-kept-as-a-hash";
+
+fn local(kind: JourneyKind, email: &str, password: &str) -> JourneyRequest {
+    JourneyRequest {
+        policy: Some(USER_FLOW.into()),
+        client_id: B2C_CLIENT.into(),
+        kind,
+        account: AccountKind::Local,
+        email: email.into(),
+        password: Some(password.into()),
+        provider: None,
+        provider_subject: None,
+        email_verified: None,
+        complete_email_verification: true,
+        given_name: Some("Rita".into()),
+        surname: Some("Restart".into()),
+        ui_locales: Some("en-US".into()),
+        nonce: None,
+        redirect_uri: None,
+        state: None,
+    }
+}
+
+/// A mock on the directory file, pointed at the service.
+async fn mock_on(file: &Path, service: &str) -> MockB2c {
+    let mut settings = mock_settings();
+    settings.directory_file = Some(file.to_path_buf());
+    settings.applications = vec![Application {
+        client_id: B2C_CLIENT.into(),
+        redirect_uris: Vec::new(),
+        client_secret: None,
+        name: Some("Fabrikam web store".into()),
+    }];
+    let mock = MockB2c::start(settings)
+        .await
+        .unwrap_or_else(|e| panic!("the mock B2C does not start: {e:#}"));
+    mock.set_service_url(service);
+    mock
+}
+
+#[actix_web::test]
+async fn the_directory_survives_a_restart_and_a_second_sign_up_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("directory.db");
+    let app = spawn_app().await;
+    app.import_csv(&csv(&[
+        "POS-1,USRT,person,false,rita@example.com,Rita,Restart",
+    ]));
+
+    let mock = mock_on(&file, &app.address).await;
+    let signed_up = mock
+        .run(local(JourneyKind::SignUp, "rita@example.com", PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(signed_up.outcome, Outcome::Token, "{signed_up:?}");
+    assert_eq!(signed_up.account_number(), Some("POS-1"));
+    let object_id = signed_up.object_id.clone().unwrap();
+    mock.stop();
+    drop(mock);
+
+    let stored = std::fs::read(&file).unwrap();
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(stored.contains(&object_id), "the user is in the file");
+    assert!(
+        !stored.contains(PASSWORD),
+        "the password is kept in the clear"
+    );
+    assert!(stored.contains("$argon2id$"), "the password's hash is kept");
+
+    // Another process on the same file: the same user, the same link.
+    let mock = mock_on(&file, &app.address).await;
+    let signed_in = mock
+        .run(local(JourneyKind::SignIn, "Rita@Example.com", PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(signed_in.outcome, Outcome::Token, "{signed_in:?}");
+    assert_eq!(signed_in.object_id.as_deref(), Some(object_id.as_str()));
+    assert_eq!(signed_in.account_number(), Some("POS-1"));
+    let wrong = mock
+        .run(local(
+            JourneyKind::SignIn,
+            "rita@example.com",
+            "not-the-password",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(wrong.outcome, Outcome::ValidationError, "{wrong:?}");
+    let again = mock
+        .run(local(JourneyKind::SignUp, "rita@example.com", PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, Outcome::ValidationError, "{again:?}");
+    assert!(
+        again
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("already exists"),
+        "{again:?}"
+    );
+    assert_eq!(app.links_of("POS-1").len(), 1);
+    assert_eq!(app.active_links(), 1);
+    mock.stop();
+    drop(mock);
+
+    // A reset empties it.
+    Directory::reset(&file).unwrap();
+    assert!(!file.exists());
+    let mock = mock_on(&file, &app.address).await;
+    let gone = mock
+        .run(local(JourneyKind::SignIn, "rita@example.com", PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(gone.outcome, Outcome::ValidationError, "{gone:?}");
+    assert!(
+        gone.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("find your account"),
+        "{gone:?}"
+    );
+    mock.stop();
+}
+
+/// The QA files of the README's two commands read as the two programs read them (the mock's
+/// with its directory file).
+#[test]
+fn the_qa_configuration_files_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("qa");
+    let text = std::fs::read_to_string(root.join("mock-b2c.toml")).unwrap();
+    let mock: autolink::mock_b2c::MockSettings = toml::from_str(&text).unwrap();
+    assert_eq!(
+        mock.directory_file.as_deref(),
+        Some(Path::new("mock-b2c-directory.db"))
+    );
+    autolink::config::Settings::load(Some(&root.join("autolink.toml"))).unwrap();
+}
