@@ -25,6 +25,7 @@ mod mock_directory;
 mod mock_issuer;
 mod policies;
 mod postgres_pool;
+mod qa_files;
 mod race;
 mod reliability;
 mod relying_party;

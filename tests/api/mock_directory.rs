@@ -132,17 +132,3 @@ async fn the_directory_survives_a_restart_and_a_second_sign_up_is_refused() {
     );
     mock.stop();
 }
-
-/// The QA files of the README's two commands read as the two programs read them (the mock's
-/// with its directory file).
-#[test]
-fn the_qa_configuration_files_load() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("qa");
-    let text = std::fs::read_to_string(root.join("mock-b2c.toml")).unwrap();
-    let mock: autolink::mock_b2c::MockSettings = toml::from_str(&text).unwrap();
-    assert_eq!(
-        mock.directory_file.as_deref(),
-        Some(Path::new("mock-b2c-directory.db"))
-    );
-    autolink::config::Settings::load(Some(&root.join("autolink.toml"))).unwrap();
-}
