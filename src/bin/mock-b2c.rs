@@ -99,6 +99,7 @@ fn settings(args: &Args) -> anyhow::Result<MockSettings> {
         tenant: args.tenant.clone(),
         tenant_id: TENANT_ID.into(),
         user_flows: vec!["B2C_1_signup_signin".into()],
+        application_claims: autolink::mock_b2c::autolink_application_claims(),
         custom_policy_id: custom_policy
             .as_ref()
             .map(|_| "B2C_1A_Autolink_signup_signin".into()),

@@ -109,6 +109,12 @@ pub struct MockSettings {
     pub tenant_id: String,
     /// User flows (`B2C_1_...`), called through the API connector.
     pub user_flows: Vec<String>,
+    /// The claims selected under the user flows' "Application claims" that a connector's
+    /// answer at the token step may set (B2C puts a returned claim in the token only when it is
+    /// selected there: "Add an API connector to a sign-up user flow", section "Before sending the
+    /// token"). Default: autolink's three claims.
+    #[serde(default = "autolink_application_claims")]
+    pub application_claims: Vec<String>,
     /// The custom policy's relying-party id (`B2C_1A_Autolink_signup_signin`), when custom-policy
     /// mode is on.
     #[serde(default)]
@@ -144,6 +150,17 @@ pub struct MockSettings {
     /// The RSA signing key (PKCS#8 or PKCS#1 PEM); generated at start when absent.
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
+}
+
+/// autolink's claims, as a user flow's "Application claims" would select them.
+pub fn autolink_application_claims() -> Vec<String> {
+    [
+        "extension_CustomerAccountNumber",
+        "extension_AutoLinkOutcome",
+        "extension_AutoLinkError",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn yes() -> bool {

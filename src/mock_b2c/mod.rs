@@ -34,8 +34,8 @@ use anyhow::Context;
 use serde_json::{json, Map, Value};
 
 pub use config::{
-    default_providers, Application, CallerAuth, CustomPolicySettings, EntraClient, MockSettings,
-    Provider,
+    autolink_application_claims, default_providers, Application, CallerAuth, CustomPolicySettings,
+    EntraClient, MockSettings, Provider,
 };
 pub use journey::Mode;
 pub use types::{AccountKind, CallRecord, JourneyKind, JourneyRequest, JourneyResult, Outcome};

@@ -433,6 +433,7 @@ pub fn mock_settings() -> autolink::mock_b2c::MockSettings {
         tenant: MOCK_TENANT.into(),
         tenant_id: MOCK_TENANT_ID.into(),
         user_flows: vec![USER_FLOW.into()],
+        application_claims: autolink::mock_b2c::autolink_application_claims(),
         custom_policy_id: Some(CUSTOM_POLICY.into()),
         custom_policy: Some(CustomPolicySettings {
             dir: policies_dir(),

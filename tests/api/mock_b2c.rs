@@ -302,12 +302,14 @@ async fn answers_that_b2c_would_not_accept_fail_the_journey() {
         );
         assert!(!result.account_created, "{status} {body}");
     }
-    // Custom policy: a 409 without userMessage, a 400, a null output claim.
+    // Custom policy: a 409 without userMessage, a 400 without version, a 500, a null output
+    // claim.
     for (status, body) in [
         (409, json!({"version": "1.0.0", "status": 409, "code": "X"})),
+        (400, json!({"status": 400, "userMessage": "no"})),
         (
-            400,
-            json!({"version": "1.0.0", "status": 400, "userMessage": "no"}),
+            500,
+            json!({"version": "1.0.0", "status": 500, "userMessage": "no"}),
         ),
         (200, json!({"autoLinkOutcome": null})),
     ] {
@@ -323,21 +325,58 @@ async fn answers_that_b2c_would_not_accept_fail_the_journey() {
         );
         assert!(!result.account_created, "{status} {body}");
     }
-    // And what B2C accepts passes: a valid 409 stays on the form.
+    // And what B2C accepts passes: a valid 409, or 400 (the RESTful technical profile
+    // reference names both), stays on the form; any version string will do.
+    for (status, version) in [(409, "1.0.0"), (400, "1.0.1")] {
+        mock.set_service_url(
+            &fake_service(
+                status,
+                json!({"version": version, "status": status, "code": "X", "userMessage": "Not here."}),
+            )
+            .await,
+        );
+        let result = mock
+            .run(sign_up(CUSTOM_POLICY, "strict@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(
+            result.outcome,
+            Outcome::ValidationError,
+            "{status}: {result:#?}"
+        );
+        assert_eq!(result.message.as_deref(), Some("Not here."));
+        assert_eq!(result.code.as_deref(), Some("X"));
+    }
+}
+
+/// A user flow's token carries only the claims selected under its "Application claims": a
+/// claim the connector returns that is not selected is dropped.
+#[tokio::test]
+async fn only_the_selected_application_claims_reach_a_user_flow_token() {
+    let mut s = settings("Basic", &basic_keys());
+    s.application_claims = vec!["extension_CustomerAccountNumber".into()];
+    let mock = MockB2c::start(s).await.unwrap();
     mock.set_service_url(
         &fake_service(
-            409,
-            json!({"version": "1.0.0", "status": 409, "code": "X", "userMessage": "Not here."}),
+            200,
+            json!({"version": "1.0.0", "action": "Continue",
+                   "extension_CustomerAccountNumber": "C-1", "extension_Other": "x",
+                   "extension_AutoLinkOutcome": "Linked"}),
         )
         .await,
     );
     let result = mock
-        .run(sign_up(CUSTOM_POLICY, "strict@example.com"))
+        .run(sign_up(USER_FLOW, "selected@example.com"))
         .await
         .unwrap();
-    assert_eq!(result.outcome, Outcome::ValidationError, "{result:#?}");
-    assert_eq!(result.message.as_deref(), Some("Not here."));
-    assert_eq!(result.code.as_deref(), Some("X"));
+    assert_eq!(result.outcome, Outcome::Token, "{result:#?}");
+    let claims = result.claims.unwrap();
+    assert_eq!(claims["extension_CustomerAccountNumber"], "C-1");
+    assert!(claims.get("extension_Other").is_none(), "{claims:?}");
+    assert!(
+        claims.get("extension_AutoLinkOutcome").is_none(),
+        "{claims:?}"
+    );
 }
 
 #[tokio::test]

@@ -107,9 +107,10 @@ pub enum ConnectorAnswer {
     Invalid(String),
 }
 
-/// Reads an answer as B2C does: `version` 1.0.0; continue and block with HTTP 200; a
-/// validation error with HTTP 400 and `status` 400 (number or string), only after attribute
-/// collection; a block page not at the token step.
+/// Reads an answer as B2C does: a `version` string ("Required: Yes", any value: "the version of
+/// your API", Microsoft's API connector reference; its examples all say `1.0.0`); continue and
+/// block with HTTP 200; a validation error with HTTP 400 and `status` 400 (number or string),
+/// only after attribute collection; a block page not at the token step.
 pub fn read_connector_answer(step: &str, answer: Result<Answer, NoAnswer>) -> ConnectorAnswer {
     let answer = match answer {
         Ok(answer) => answer,
@@ -118,11 +119,12 @@ pub fn read_connector_answer(step: &str, answer: Result<Answer, NoAnswer>) -> Co
     let Some(Value::Object(body)) = answer.json else {
         return ConnectorAnswer::Invalid(format!("HTTP {} without a JSON object", answer.status));
     };
-    if body.get("version").and_then(Value::as_str) != Some("1.0.0") {
-        return ConnectorAnswer::Invalid(format!(
-            "HTTP {}: version is not \"1.0.0\"",
-            answer.status
-        ));
+    if !body
+        .get("version")
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.is_empty())
+    {
+        return ConnectorAnswer::Invalid(format!("HTTP {}: no version", answer.status));
     }
     let message = body
         .get("userMessage")

@@ -71,9 +71,25 @@ fn validation_errors_need_http_400_status_400_and_the_right_step() {
 }
 
 #[test]
-fn wrong_versions_nulls_and_non_json_are_invalid() {
+fn any_version_string_is_taken_as_b2c_documents_it() {
+    // "version: String, Required: Yes, the version of your API": not a fixed value.
+    for version in ["1.0.0", "1.0.1", "2"] {
+        let body = json!({"version": version, "action": "Continue", "extension_X": "x"});
+        assert!(
+            matches!(
+                read_connector_answer("PreTokenIssuance", answer(200, body.clone())),
+                ConnectorAnswer::Continue(_)
+            ),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn missing_versions_nulls_and_non_json_are_invalid() {
     for body in [
-        json!({"version":"1.0","action":"Continue"}),
+        json!({"version":"","action":"Continue"}),
+        json!({"version":1,"action":"Continue"}),
         json!({"action":"Continue"}),
         json!({"version":"1.0.0","action":"Continue","extension_X":null}),
         json!({"version":"1.0.0","action":"Proceed"}),

@@ -25,8 +25,11 @@ impl Journey<'_> {
                     Step::Stop => return Step::Stop,
                 };
                 let mut token = self.user_flow_token_claims(user);
+                // Only the claims selected under the user flow's "Application claims" reach
+                // the token; the others are dropped, as B2C drops them.
+                let selected = &self.tenant.settings.application_claims;
                 for (name, value) in claims {
-                    if name.starts_with("extension_") {
+                    if selected.iter().any(|c| c.eq_ignore_ascii_case(&name)) {
                         token.insert(name, value);
                     }
                 }

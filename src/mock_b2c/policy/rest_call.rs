@@ -189,7 +189,10 @@ impl PolicySet {
     }
 
     /// B2C's reading of a REST answer: 200 with a JSON object of output claims (no null
-    /// values); 409 with `version`, `status` 409 and a `userMessage`; anything else fails.
+    /// values); an error for the user with HTTP 400 or 409, `version`, `status` (the 2022
+    /// RESTful technical profile reference: "an HTTP 4XX error message, such as 400 (bad
+    /// request), or 409 (conflict)"; its table says 409, so either is taken) and a `userMessage`;
+    /// anything else fails.
     fn read_answer(
         &self,
         tp: &TechnicalProfile,
@@ -261,11 +264,11 @@ impl PolicySet {
                 }
                 ProfileOutcome::Done
             }
-            409 => {
+            400 | 409 => {
                 let version_ok = body.get("version").and_then(Value::as_str).is_some();
                 let status_ok = match body.get("status") {
-                    Some(Value::Number(n)) => n.as_u64() == Some(409),
-                    Some(Value::String(s)) => s == "409",
+                    Some(Value::Number(n)) => matches!(n.as_u64(), Some(400 | 409)),
+                    Some(Value::String(s)) => s == "400" || s == "409",
                     _ => false,
                 };
                 let null_key = body
@@ -281,8 +284,9 @@ impl PolicySet {
                     }
                     _ => ProfileOutcome::Failed {
                         message: format!(
-                            "{failed_message} ({}: HTTP 409 without version, status 409 and userMessage, or with a null value)",
-                            tp.id
+                            "{failed_message} ({}: HTTP {} without version, status 400 or 409 and userMessage, or with a null value)",
+                            tp.id,
+                            answer.status
                         ),
                     },
                 }
