@@ -120,6 +120,7 @@ fn settings(args: &Args) -> anyhow::Result<MockSettings> {
         entra_clients: Vec::new(),
         signing_key_file: None,
         directory_file: (!args.memory_directory).then(|| args.directory.clone()),
+        verification_code_lifetime_s: None,
     })
 }
 

@@ -143,6 +143,10 @@ pub struct MockSettings {
     pub providers: Vec<Provider>,
     #[serde(default)]
     pub entra_clients: Vec<EntraClient>,
+    /// How long a verification code is good for, in seconds (default 600; short for tests of
+    /// an expired code).
+    #[serde(default)]
+    pub verification_code_lifetime_s: Option<u64>,
     /// The directory file (SQLite): users survive a restart. None: the directory lives in
     /// memory and is empty at every start.
     #[serde(default)]
@@ -161,6 +165,13 @@ pub fn autolink_application_claims() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+impl MockSettings {
+    /// How long a verification code is good for.
+    pub fn verification_code_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.verification_code_lifetime_s.unwrap_or(600))
+    }
 }
 
 fn yes() -> bool {

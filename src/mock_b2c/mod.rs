@@ -71,6 +71,8 @@ pub struct Tenant {
     policy_caller: Caller,
     codes: Mutex<HashMap<String, IssuedCode>>,
     interactions: Mutex<HashMap<String, pages::Interaction>>,
+    /// The codes "mailed" to addresses being verified.
+    mailbox: pages::Mailbox,
     /// The custom policy as last rendered, with the service URL it was rendered for.
     rendered: Mutex<Option<(String, Arc<PolicySet>)>>,
 }
@@ -108,6 +110,7 @@ impl Tenant {
             policy_caller,
             codes: Mutex::new(HashMap::new()),
             interactions: Mutex::new(HashMap::new()),
+            mailbox: pages::Mailbox::default(),
             rendered: Mutex::new(None),
         })
     }

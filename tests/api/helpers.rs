@@ -463,6 +463,7 @@ pub fn mock_settings() -> autolink::mock_b2c::MockSettings {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-test-key-2.pem"),
         ),
         directory_file: None,
+        verification_code_lifetime_s: None,
     }
 }
 

@@ -23,6 +23,7 @@ mod layers;
 mod mock_b2c;
 mod mock_directory;
 mod mock_issuer;
+mod mock_pages;
 mod policies;
 mod postgres_pool;
 mod qa_files;

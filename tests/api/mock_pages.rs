@@ -1,0 +1,235 @@
+//! The mock B2C's sign-up page and its mailbox, over HTTP as a browser posts them: the page shows
+//! and checks the code of the address typed on it (whatever another tab sent), a wrong code gets
+//! B2C's message and a limit of attempts, an expired code B2C's message, an over-long address is
+//! refused before a code is sent, and "Change e-mail" leads back to the address.
+
+use std::time::Duration;
+
+use autolink::mock_b2c::{Application, MockB2c};
+
+use crate::helpers::*;
+
+const REDIRECT: &str = "http://localhost:5000/signin-oidc";
+
+async fn mock(lifetime_s: Option<u64>, service: &str) -> MockB2c {
+    let mut settings = mock_settings();
+    settings.verification_code_lifetime_s = lifetime_s;
+    settings.applications = vec![Application {
+        client_id: B2C_CLIENT.into(),
+        redirect_uris: vec![REDIRECT.into()],
+        client_secret: None,
+        name: Some("Fabrikam web store".into()),
+    }];
+    let mock = MockB2c::start(settings)
+        .await
+        .unwrap_or_else(|e| panic!("the mock B2C does not start: {e:#}"));
+    mock.set_service_url(service);
+    mock
+}
+
+/// A browser without redirects.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Opens the user flow's sign-in page; the interaction's id, from its "Sign up now" link.
+async fn start(client: &reqwest::Client, mock: &MockB2c) -> String {
+    let page = client
+        .get(format!(
+            "{}/{}/{USER_FLOW}/oauth2/v2.0/authorize",
+            mock.base_url(),
+            mock.tenant().settings.tenant
+        ))
+        .query(&[
+            ("client_id", B2C_CLIENT),
+            ("redirect_uri", REDIRECT),
+            ("response_type", "code"),
+            ("scope", "openid"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let after = page
+        .split("/mock/ui/")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no sign-up link: {page}"));
+    after.split('/').next().unwrap().to_string()
+}
+
+async fn post(client: &reqwest::Client, url: String, form: &[(&str, &str)]) -> (u16, String) {
+    let response = client.post(url).form(form).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// The code the page's mailbox shows, and the address it names.
+fn mailbox(page: &str) -> Option<(String, String)> {
+    let of = page.split("Mock mailbox of ").nth(1)?.split(':').next()?;
+    let code = page
+        .split("<span id=\"mailbox-code\">")
+        .nth(1)?
+        .split('<')
+        .next()?;
+    Some((of.to_string(), code.to_string()))
+}
+
+#[actix_web::test]
+async fn the_page_checks_the_code_of_the_address_typed_with_b2c_s_messages_and_a_limit() {
+    let app = spawn_app().await;
+    let mock = mock(None, &app.address).await;
+    let client = browser();
+    let id = start(&client, &mock).await;
+    let base = format!("{}/mock/ui/{id}", mock.base_url());
+
+    // Two tabs of one sign-up, two addresses: each page shows its own address's code.
+    let (_, page_a) = post(
+        &client,
+        format!("{base}/signup/code"),
+        &[("email", "ann@example.com")],
+    )
+    .await;
+    let (_, page_b) = post(
+        &client,
+        format!("{base}/signup/code"),
+        &[("email", "bob@example.com")],
+    )
+    .await;
+    let (of_a, code_a) = mailbox(&page_a).unwrap();
+    let (of_b, code_b) = mailbox(&page_b).unwrap();
+    assert_eq!(
+        (of_a.as_str(), of_b.as_str()),
+        ("ann@example.com", "bob@example.com")
+    );
+    assert!(page_a.contains("id=\"change-email\"") && page_a.contains("Change e-mail"));
+    assert!(
+        page_a.contains("signup?email=ann%40example.com"),
+        "{page_a}"
+    );
+    let change = client
+        .get(format!("{base}/signup?email=ann%40example.com"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(change.contains("value=\"ann@example.com\"") && change.contains("send-code"));
+
+    // Ann's form with Bob's code: incorrect, and Ann's mailbox is what the page shows again.
+    let wrong = if code_a == code_b {
+        "000000x"
+    } else {
+        code_b.as_str()
+    };
+    let sign_up = |code: String| {
+        let url = format!("{base}/signup");
+        let client = client.clone();
+        async move {
+            post(
+                &client,
+                url,
+                &[
+                    ("email", "ann@example.com"),
+                    ("verification_code", code.as_str()),
+                    ("password", "Passw0rd!"),
+                    ("given_name", "Ann"),
+                    ("surname", "Example"),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, page) = sign_up(wrong.to_string()).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("That code is incorrect. Please try again."),
+        "{page}"
+    );
+    assert_eq!(
+        mailbox(&page),
+        Some(("ann@example.com".into(), code_a.clone()))
+    );
+    let (_, page) = sign_up("123".into()).await;
+    assert!(
+        page.contains("That code is incorrect. Please try again."),
+        "{page}"
+    );
+    // The third wrong code voids it: even the right one is refused until a new code is sent.
+    let (_, page) = sign_up("456".into()).await;
+    assert!(
+        page.contains("ve made too many incorrect attempts. Please try again later."),
+        "{page}"
+    );
+    assert_eq!(mailbox(&page), None);
+    let (_, page) = sign_up(code_a.clone()).await;
+    assert!(
+        page.contains("Verification is necessary. Please click Send button."),
+        "{page}"
+    );
+    assert_eq!(app.customer_count(), 0);
+
+    // A new code, typed right: the account is made and the browser goes back to the store.
+    let (_, page) = post(
+        &client,
+        format!("{base}/signup/code"),
+        &[("email", "ann@example.com")],
+    )
+    .await;
+    let (_, code) = mailbox(&page).unwrap();
+    let (status, _) = sign_up(code).await;
+    assert_eq!(status, 302);
+    assert_eq!(app.customer_count(), 1);
+
+    // An address longer than an address can be is refused before any code is sent.
+    let long = format!("{}@example.com", "a".repeat(250));
+    let (_, page) = post(
+        &client,
+        format!("{base}/signup/code"),
+        &[("email", long.as_str())],
+    )
+    .await;
+    assert!(
+        page.contains("Please enter a valid email address."),
+        "{page}"
+    );
+    assert_eq!(mailbox(&page), None);
+    mock.stop();
+}
+
+#[actix_web::test]
+async fn an_expired_code_gets_b2c_s_message() {
+    let app = spawn_app().await;
+    let mock = mock(Some(1), &app.address).await;
+    let client = browser();
+    let id = start(&client, &mock).await;
+    let base = format!("{}/mock/ui/{id}", mock.base_url());
+    let (_, page) = post(
+        &client,
+        format!("{base}/signup/code"),
+        &[("email", "eve@example.com")],
+    )
+    .await;
+    let (_, code) = mailbox(&page).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, page) = post(
+        &client,
+        format!("{base}/signup"),
+        &[
+            ("email", "eve@example.com"),
+            ("verification_code", code.as_str()),
+        ],
+    )
+    .await;
+    assert!(
+        page.contains("That code is expired. Please request a new code."),
+        "{page}"
+    );
+    assert_eq!(app.customer_count(), 0);
+    mock.stop();
+}
