@@ -119,10 +119,10 @@ pub fn read_connector_answer(step: &str, answer: Result<Answer, NoAnswer>) -> Co
     let Some(Value::Object(body)) = answer.json else {
         return ConnectorAnswer::Invalid(format!("HTTP {} without a JSON object", answer.status));
     };
-    if !body
+    if body
         .get("version")
         .and_then(Value::as_str)
-        .is_some_and(|v| !v.is_empty())
+        .is_none_or(str::is_empty)
     {
         return ConnectorAnswer::Invalid(format!("HTTP {}: no version", answer.status));
     }
