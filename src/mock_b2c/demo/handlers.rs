@@ -51,8 +51,15 @@ async fn index(demo: web::Data<Demo>) -> HttpResponse {
         for (i, policy) in demo.settings.policies.iter().enumerate() {
             let href = format!("{mount}/login?policy={}", urlencode(policy));
             let id = if i == 0 { " id=\"sign-in\"" } else { "" };
+            // B2C's naming: custom policies are `B2C_1A_...`, user flows `B2C_1_...`.
+            let kind = if policy.to_ascii_uppercase().starts_with("B2C_1A_") {
+                "custom policy: the REST technical profiles of policies/"
+            } else {
+                "user flow: the API connector"
+            };
             body.push_str(&format!(
-                "<li><a class=\"sign-in\"{id} href=\"{}\" data-policy=\"{}\">Sign in with {}</a></li>\n",
+                "<li><a class=\"sign-in\"{id} href=\"{}\" data-policy=\"{}\">Sign in with {}</a> \
+                 <span class=\"policy-kind muted\">({kind})</span></li>\n",
                 esc(&href),
                 esc(policy),
                 esc(policy)

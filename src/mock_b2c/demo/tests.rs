@@ -251,7 +251,8 @@ async fn the_start_page_links_every_policy() {
             html.contains("href=\"/demo/login?policy=B2C_1A_%3Cother%3E\""),
             "{html}"
         );
-        assert!(html.contains("Sign in with B2C_1A_&lt;other&gt;"), "{html}");
+        assert!(html.contains("Sign in with B2C_1A_&lt;other&gt;</a> <span class=\"policy-kind muted\">(custom policy: "), "{html}");
+        assert!(html.contains("Sign in with B2C_1_signup_signin</a> <span class=\"policy-kind muted\">(user flow: "), "{html}");
         assert_eq!(html.matches("class=\"sign-in\"").count(), 2);
         assert_eq!(html.matches("id=\"sign-in\"").count(), 1);
     }
