@@ -627,6 +627,33 @@ fn provider_form(id: &str, provider: &str, verifies: bool, message: Option<&str>
     )
 }
 
+/// B2C's own page after the provider returned (the user flow's attribute page, the custom
+/// policy's `SelfAsserted-Social`): where a refusal that the person can act on is shown, with
+/// what the provider said kept as it was and the names editable.
+fn social_page(id: &str, provider: &str, form: &ProviderForm, message: &str) -> HttpResponse {
+    page(
+        "Sign up",
+        &format!(
+            "{}<p>Signed in with {} as <span id=\"social-email\">{}</span>.</p>\
+             <form method=\"post\" action=\"/mock/ui/{}/provider/{}/continue\">\
+             <input type=\"hidden\" name=\"email\" value=\"{}\">\
+             <input type=\"hidden\" name=\"email_verified\" value=\"{}\">\
+             <label>Given name <input id=\"given-name\" name=\"given_name\" value=\"{}\"></label>\
+             <label>Surname <input id=\"surname\" name=\"surname\" value=\"{}\"></label>\
+             <p><button id=\"continue\" type=\"submit\">Continue</button></p></form>",
+            message_html(Some(message)),
+            esc(provider),
+            esc(form.email.as_deref().unwrap_or_default()),
+            esc(id),
+            esc(provider),
+            esc(form.email.as_deref().unwrap_or_default()),
+            esc(form.email_verified.as_deref().unwrap_or_default()),
+            esc(form.given_name.as_deref().unwrap_or_default()),
+            esc(form.surname.as_deref().unwrap_or_default()),
+        ),
+    )
+}
+
 async fn provider_page(state: State, path: web::Path<(String, String)>) -> HttpResponse {
     let (id, name) = path.into_inner();
     if interaction(&state, &id).is_none() {
@@ -682,7 +709,8 @@ async fn provider_continue(
         Ok(r) => r,
         Err(e) => return provider_form(&id, &provider.name, provider.verifies_email, Some(&e.0)),
     };
+    // A refusal the person can act on is shown on B2C's page, not on the provider's.
     finish(&state, &i, result, |message| {
-        provider_form(&id, &provider.name, provider.verifies_email, Some(message))
+        social_page(&id, &provider.name, &form, message)
     })
 }

@@ -1,7 +1,8 @@
 //! The mock B2C's sign-up page and its mailbox, over HTTP as a browser posts them: the page shows
 //! and checks the code of the address typed on it (whatever another tab sent), a wrong code gets
 //! B2C's message and a limit of attempts, an expired code B2C's message, an over-long address is
-//! refused before a code is sent, and "Change e-mail" leads back to the address.
+//! refused before a code is sent, "Change e-mail" leads back to the address, and a social
+//! sign-up's refusal is shown on B2C's page, not on the provider's.
 
 use std::time::Duration;
 
@@ -37,9 +38,13 @@ fn browser() -> reqwest::Client {
 
 /// Opens the user flow's sign-in page; the interaction's id, from its "Sign up now" link.
 async fn start(client: &reqwest::Client, mock: &MockB2c) -> String {
+    start_on(client, mock, USER_FLOW).await
+}
+
+async fn start_on(client: &reqwest::Client, mock: &MockB2c, policy: &str) -> String {
     let page = client
         .get(format!(
-            "{}/{}/{USER_FLOW}/oauth2/v2.0/authorize",
+            "{}/{}/{policy}/oauth2/v2.0/authorize",
             mock.base_url(),
             mock.tenant().settings.tenant
         ))
@@ -231,5 +236,45 @@ async fn an_expired_code_gets_b2c_s_message() {
         "{page}"
     );
     assert_eq!(app.customer_count(), 0);
+    mock.stop();
+}
+
+#[actix_web::test]
+async fn a_custom_policy_social_refusal_is_shown_on_b2c_s_page_not_the_provider_s() {
+    let app = spawn_app().await;
+    app.import_csv(&csv(&[
+        "POS-1,USRT,person,false,two@example.com,T,One",
+        "POS-2,USRT,person,false,two@example.com,T,Two",
+    ]));
+    let mock = mock(None, &app.address).await;
+    let client = browser();
+    let id = start_on(&client, &mock, CUSTOM_POLICY).await;
+    let (status, page) = post(
+        &client,
+        format!(
+            "{}/mock/ui/{id}/provider/google.com/continue",
+            mock.base_url()
+        ),
+        &[
+            ("email", "two@example.com"),
+            ("email_verified", "true"),
+            ("given_name", "Tess"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Sign up</title>"), "{page}");
+    assert!(
+        !page.contains("(simulated)"),
+        "shown on the provider's page: {page}"
+    );
+    assert!(page.contains("id=\"validation-message\""), "{page}");
+    assert!(
+        page.contains("<span id=\"social-email\">two@example.com</span>"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"Tess\""), "{page}");
+    assert_eq!(app.customer_count(), 2);
+    assert_eq!(app.active_links(), 0);
     mock.stop();
 }
