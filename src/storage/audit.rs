@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
+use super::postgres::audit::PgAuditAppender;
 use super::schema::{audit_events, audit_keys, audit_lookup_state};
 use super::sqlite::audit::{
     LookupFeed, SqliteAuditAppender, SqliteAuditKeys, FEED_CAPACITY, READ_DOSE,
@@ -24,6 +25,9 @@ use super::{Db, DbConn, StorageError};
 /// One audit event.
 #[derive(Debug, Clone, Insertable, Queryable, PartialEq, Eq)]
 #[diesel(table_name = audit_events)]
+// None binds NULL (the columns' default), so a row count always gives the same SQL, and
+// PostgreSQL's `COPY` (diesel's `copy_from`) accepts the struct.
+#[diesel(treat_none_as_default_value = false)]
 pub struct AuditEvent {
     /// When it happened (UTC).
     pub at: chrono::NaiveDateTime,
@@ -107,6 +111,14 @@ pub struct AuditFilter<'a> {
     pub before: Option<i64>,
     /// Most events returned.
     pub limit: i64,
+}
+
+diesel::define_sql_function! {
+    /// PostgreSQL's 64-bit text hash (the audit indexes of migration 000007).
+    fn hashtextextended(
+        value: diesel::sql_types::Nullable<diesel::sql_types::Text>,
+        seed: diesel::sql_types::BigInt,
+    ) -> diesel::sql_types::Nullable<diesel::sql_types::BigInt>;
 }
 
 /// The `audit_keys` key of an email key (SQLite).
@@ -194,6 +206,7 @@ fn query_attached(
     filter: &AuditFilter<'_>,
 ) -> Result<Vec<AuditRecord>, StorageError> {
     let lookup = lookup_of(conn, filter)?;
+    let postgres = matches!(conn, DbConn::Postgres(_));
     let base = || {
         let mut query = audit_events::table
             .order(audit_events::id.desc())
@@ -223,6 +236,23 @@ fn query_attached(
         }
         if let Some(before) = filter.before {
             query = query.filter(audit_events::id.lt(before));
+        }
+        if postgres {
+            // The hashed expression indexes of migration 000007; the columns themselves are
+            // compared above, so a collision costs a row read, never a wrong answer. The seed is
+            // SQL text, not a bound parameter: the index's expression must match the query's.
+            let seed = || diesel::dsl::sql::<diesel::sql_types::BigInt>("0");
+            if let Some(email_key) = filter.email_key {
+                query = query.filter(
+                    hashtextextended(audit_events::email_key, seed())
+                        .eq(hashtextextended(email_key, seed())),
+                );
+            } else if let Some(subject) = filter.subject {
+                query = query.filter(
+                    hashtextextended(audit_events::subject, seed())
+                        .eq(hashtextextended(subject, seed())),
+                );
+            }
         }
         query
     };
@@ -549,7 +579,10 @@ type WriterFeed = (Arc<LookupFeed>, SyncSender<()>);
 fn run_writer(db: Db, queue: Arc<Queue>, feed: Option<WriterFeed>) {
     let mut batch: Vec<AuditEvent> = Vec::new();
     // SQLite: the writer's own connection, with statements prepared once (sqlite/audit.rs).
-    let mut appender: Option<SqliteAuditAppender> = None;
+    let mut appender = match db.sqlite_path() {
+        Some(_) => Appender::Sqlite(None),
+        None => Appender::Postgres(PgAuditAppender::new(db.clone())),
+    };
     loop {
         let last = queue.senders.load(Ordering::SeqCst) == 0;
         if !last {
@@ -558,20 +591,22 @@ fn run_writer(db: Db, queue: Arc<Queue>, feed: Option<WriterFeed>) {
         std::mem::swap(&mut batch, &mut *queue.events());
         queue.room.notify_all();
         let appended = flush(&db, &mut appender, &mut batch);
-        if let (Some(_), None, Some(path)) = (&feed, &appender, db.sqlite_path()) {
-            // With nothing written yet, the feed may still have events to read back.
-            appender = SqliteAuditAppender::open(path)
-                .map_err(|error| log::debug!("audit writer connection: {error}"))
-                .ok();
-        }
-        if let (Some((feed, wake)), Some(appender)) = (&feed, appender.as_mut()) {
-            let fed = appender.feed(feed, appended.as_ref().map(|(b, l)| (b.as_slice(), *l)));
-            match fed {
-                Ok(true) => {
-                    let _ = wake.try_send(());
+        if let Appender::Sqlite(sqlite) = &mut appender {
+            if let (Some(_), None, Some(path)) = (&feed, &sqlite, db.sqlite_path()) {
+                // With nothing written yet, the feed may still have events to read back.
+                *sqlite = SqliteAuditAppender::open(path)
+                    .map_err(|error| log::debug!("audit writer connection: {error}"))
+                    .ok();
+            }
+            if let (Some((feed, wake)), Some(sqlite)) = (&feed, sqlite.as_mut()) {
+                let fed = sqlite.feed(feed, appended.as_ref().map(|(b, l)| (b.as_slice(), *l)));
+                match fed {
+                    Ok(true) => {
+                        let _ = wake.try_send(());
+                    }
+                    Ok(false) => {}
+                    Err(error) => log::warn!("audit lookup feed: {error}"),
                 }
-                Ok(false) => {}
-                Err(error) => log::warn!("audit lookup feed: {error}"),
             }
         }
         if let Some((mut written, _)) = appended {
@@ -580,9 +615,9 @@ fn run_writer(db: Db, queue: Arc<Queue>, feed: Option<WriterFeed>) {
         }
         if last && queue.events().is_empty() {
             // What the feed still misses, as far as it has room, for the merge's last run.
-            if let (Some((feed, _)), Some(appender)) = (&feed, appender.as_mut()) {
+            if let (Some((feed, _)), Appender::Sqlite(Some(sqlite))) = (&feed, &mut appender) {
                 for _ in 0..FEED_CAPACITY / READ_DOSE as usize {
-                    if !appender.is_behind() || appender.feed(feed, None).is_err() {
+                    if !sqlite.is_behind() || sqlite.feed(feed, None).is_err() {
                         break;
                     }
                 }
@@ -592,70 +627,54 @@ fn run_writer(db: Db, queue: Arc<Queue>, feed: Option<WriterFeed>) {
     }
 }
 
-/// Appends a batch: on SQLite through the writer's own connection, on PostgreSQL through the
-/// pool. Returns the id of the last event on SQLite.
+/// Appends a batch: on SQLite through the writer's own connection, on PostgreSQL by `COPY` on
+/// the writer's own connection (`storage::postgres::audit`). Returns the id of the last event on
+/// SQLite. On PostgreSQL the batch is emptied when written.
 fn append(
     db: &Db,
-    appender: &mut Option<SqliteAuditAppender>,
-    batch: &[AuditEvent],
+    appender: &mut Appender,
+    batch: &mut Vec<AuditEvent>,
 ) -> Result<Option<i64>, StorageError> {
-    let Some(path) = db.sqlite_path() else {
-        return append_postgres(db, batch).map(|()| None);
+    let sqlite = match appender {
+        Appender::Postgres(pg) => return pg.append(batch).map(|()| None),
+        Appender::Sqlite(sqlite) => sqlite,
     };
-    let writer = match appender {
+    let Some(path) = db.sqlite_path() else {
+        return Err(StorageError::Unavailable("no SQLite file".into()));
+    };
+    let writer = match sqlite {
         Some(writer) => writer,
-        None => appender.insert(SqliteAuditAppender::open(path)?),
+        None => sqlite.insert(SqliteAuditAppender::open(path)?),
     };
     let appended = writer.append(batch);
     if appended.is_err() {
         // A new connection for the next attempt.
-        *appender = None;
+        *sqlite = None;
     }
     appended.map(Some)
 }
 
-/// PostgreSQL: appends a batch on a thread of its own under a deadline of [`APPEND_LIMIT`], so
-/// that a database that stops answering cannot hold the writer: when no answer has come twice
-/// that time later, the thread is left to its connection (whose pool is retired) and the batch
-/// is tried again. It cannot have committed: after its deadline a transaction rolls back.
-fn append_postgres(db: &Db, batch: &[AuditEvent]) -> Result<(), StorageError> {
-    let deadline = super::postgres::Deadline::start(APPEND_LIMIT);
-    let (answer, answered) = mpsc::sync_channel(1);
-    let (db, batch, work) = (db.clone(), batch.to_vec(), deadline.clone());
-    std::thread::Builder::new()
-        .name("autolink-audit-append".into())
-        .spawn(move || {
-            let result = work.run(|| {
-                let mut conn = db.get()?;
-                super::write_transaction(&mut conn, |c| insert(c, &batch))
-            });
-            let _ = answer.send(result);
-        })
-        .map_err(|e| StorageError::Unavailable(format!("cannot start a thread: {e}")))?;
-    match answered.recv_timeout(APPEND_LIMIT + deadline.abandon_after()) {
-        Ok(result) => result,
-        Err(_) => {
-            deadline.abandon();
-            Err(StorageError::Unavailable(
-                "the database did not answer the audit append in time".into(),
-            ))
-        }
-    }
+/// The writer's connection: SQLite's appender (opened when first needed), or PostgreSQL's.
+enum Appender {
+    Sqlite(Option<SqliteAuditAppender>),
+    Postgres(PgAuditAppender),
 }
 
 /// Writes the batch and leaves it empty. On SQLite, returns the events written and the id of the
 /// last one (the lookup feed's input).
 fn flush(
     db: &Db,
-    appender: &mut Option<SqliteAuditAppender>,
+    appender: &mut Appender,
     batch: &mut Vec<AuditEvent>,
 ) -> Option<(Vec<AuditEvent>, i64)> {
-    if batch.is_empty() {
-        return None;
-    }
     // A few attempts cover a short database outage; after that the events are logged (without
-    // emails) and dropped rather than growing memory without bound.
+    // emails) and dropped rather than growing memory without bound. (A PostgreSQL batch left
+    // with a connection that stopped answering is not tried again: see postgres/audit.rs.)
     for attempt in 0..5 {
+        if batch.is_empty() {
+            return None;
+        }
+        let size = batch.len();
         match append(db, appender, batch) {
             Ok(Some(last)) => return Some((std::mem::take(batch), last)),
             Ok(None) => {
@@ -664,8 +683,7 @@ fn flush(
             }
             Err(error) => {
                 log::warn!(
-                    "audit batch of {} events not written (attempt {}): {error}",
-                    batch.len(),
+                    "audit batch of {size} events not written (attempt {}): {error}",
                     attempt + 1
                 );
                 std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
