@@ -3,5 +3,6 @@
 //! backends, in the parent module.
 
 pub mod audit;
+pub mod audit_merge;
 pub mod bulk;
 pub mod change_watch;
