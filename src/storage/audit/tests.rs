@@ -1,7 +1,7 @@
 //! The storage tests of the audit log (SQLite); PostgreSQL's are in `storage/postgres/audit.rs`.
 
 use super::*;
-use crate::storage::sqlite::audit::merge_from_database;
+use crate::storage::sqlite::audit_lookup::merge_from_database;
 use std::time::Duration;
 
 use crate::storage::schema::audit_keys;

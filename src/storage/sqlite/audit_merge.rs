@@ -5,7 +5,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::audit::{LookupFeed, SqliteAuditKeys};
+use super::audit_lookup::{LookupFeed, SqliteAuditKeys};
 use crate::storage::StorageError;
 
 /// How often new events are merged into `audit_keys` (SQLite). Seldom on purpose: a merge
