@@ -1,5 +1,5 @@
 //! SQLite only: the thread that merges the audit writer's lookup pairs into the lookup file
-//! (`<database>.audit-lookup`, see `storage/sqlite/audit.rs`), at idle priority.
+//! (`<database>.audit-lookup`, see `storage/sqlite/audit_lookup.rs`), at idle priority.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
