@@ -1,6 +1,7 @@
 //! The administrators' queries of the audit log: by time, channel, outcome, email and identity,
 //! a page at a time. On SQLite the lookups by email and identity go through the lookup file
-//! (`storage/sqlite/audit_lookup.rs`); on PostgreSQL through the hashed indexes of migration 000007.
+//! (`storage/sqlite/audit_lookup.rs`); on PostgreSQL through the hashed indexes of migration
+//! 000007.
 
 use diesel::prelude::*;
 
