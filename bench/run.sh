@@ -29,7 +29,12 @@
 # (postgres://postgres@127.0.0.1:5432/postgres: where psql creates and drops the benchmark's
 # database), BENCH_REPS (3), BENCH_DURATION (15s), BENCH_WARMUP (3s),
 # BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_CUSTOMERS (100000),
-# BENCH_SIGNIN_IDENTITIES (10000), BENCH_KEEP=1 keeps the temporary folder and the PostgreSQL
+# BENCH_SIGNIN_IDENTITIES (10000), BENCH_AUDIT_EVENTS (0: events of earlier sign-ins appended
+# in SQL before the server starts, spread over every customer; on SQLite the run then waits, at
+# most BENCH_LOOKUP_WAIT seconds (900), for the audit lookup merge to catch up before measuring),
+# BENCH_BINARIES (a folder holding autolink and bare_json built earlier: used instead of
+# building; say which code with BENCH_CODE), BENCH_AUDIT_SAMPLES (15: customers whose audit is queried by email and identity through the
+# admin API after the measurements), BENCH_KEEP=1 keeps the temporary folder and the PostgreSQL
 # database, BENCH_CODE labels the code measured in the results, BENCH_EXPERIMENT_SQL (diagnostic
 # only) runs SQL on each database before its server starts, BENCH_PROFILE=SECONDS (diagnostic
 # only) records perf profiles of the servers. AUTOLINK_* settings in the environment reach the
@@ -100,11 +105,19 @@ for need in cargo:cargo awk:awk curl:curl "${needs[@]}"; do
 done
 
 # --- build -----------------------------------------------------------------------------------
-say "cargo build --release --bin autolink --example bare_json"
-cargo build --release --bin autolink --example bare_json
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AUTOLINK=$TARGET/release/autolink
-BARE=$TARGET/release/examples/bare_json
+if [[ -n ${BENCH_BINARIES:-} ]]; then
+    # Binaries built earlier (autolink and bare_json in that folder); BENCH_CODE says what they are.
+    say "using the binaries in $BENCH_BINARIES (not built)"
+    AUTOLINK=$BENCH_BINARIES/autolink
+    BARE=$BENCH_BINARIES/bare_json
+    TARGET=$BENCH_BINARIES
+else
+    say "cargo build --release --bin autolink --example bare_json"
+    cargo build --release --bin autolink --example bare_json
+    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+    AUTOLINK=$TARGET/release/autolink
+    BARE=$TARGET/release/examples/bare_json
+fi
 [[ -x $AUTOLINK && -x $BARE ]] || die "binaries not found under $TARGET/release"
 # BENCH_CODE names the code when it is not this checkout's (e.g. an export of a commit).
 BUILD_TREE=${BENCH_CODE:-"the working tree at commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' with uncommitted changes in src/Cargo/migrations')"}
@@ -155,7 +168,7 @@ SERVER_ENV=$( (env | grep '^AUTOLINK_' || true) | sort | sed -E '/^[^=]*(URL|PAS
 {
     echo "# autolink connector benchmark, $STAMP"
     echo
-    echo "Command: \`bash bench/run.sh\` (DATABASE=$DATABASES REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNECTIONS=$CONNS CUSTOMERS=$CUSTOMERS SIGNIN=$SIGNIN)"
+    echo "Command: \`bash bench/run.sh\` (DATABASE=$DATABASES REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNECTIONS=$CONNS CUSTOMERS=$CUSTOMERS SIGNIN=$SIGNIN AUDIT_EVENTS=${BENCH_AUDIT_EVENTS:-0})"
     echo
     echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load before: $(cut -d' ' -f1-3 /proc/loadavg); wrk runs on the same cores as the servers."
     echo "Code measured: $BUILD_TREE (binary sha256 $BUILD_SHA); $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2); $(rustc --version)"

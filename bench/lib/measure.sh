@@ -94,3 +94,49 @@ profile() {
     perf record -q -e cpu-clock -F 999 -p "${3:-$SERVER_PID}" -o "$OUT/perf-$STAMP-$BACKEND-$1.data" -- sleep "$PROFILE" \
         >/dev/null 2>&1 &
 }
+
+# The SQL that appends N audit events of earlier sign-ins (BENCH_AUDIT_EVENTS), for backend
+# sqlite or postgres: event i is customer k = i * 7919 mod CUSTOMERS (every customer, about
+# N / CUSTOMERS events each, spread over the log) signing in as identity hist-<k> of the tenant,
+# four events a second from 2026-01-01; one in twenty is a Linked event with its account number.
+prefill_audit_sql() {
+    local backend=$1 n=$2 rows time k
+    if [[ $backend == sqlite ]]; then
+        rows="WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < $n - 1) SELECT i FROM s"
+        time="datetime('2026-01-01', '+' || (i / 4) || ' seconds')"
+    else
+        rows="SELECT i FROM generate_series(0::bigint, $n - 1) AS s(i)"
+        time="timestamp '2026-01-01' + (i / 4) * interval '1 second'"
+    fi
+    k="((i * 7919) % $CUSTOMERS)"
+    echo "INSERT INTO audit_events (at, request_id, actor, source, step, channel, outcome, code, email_key, issuer, subject, account_number, detail)
+        SELECT $time, 'prefill-' || i, 'b2c', 'api-connector', 'PreTokenIssuance', 'web',
+               CASE WHEN i % 20 = 0 THEN 'Linked' ELSE 'AlreadyLinked' END, NULL,
+               'customer' || $k || '@example.com', '$TENANT_ISSUER', 'hist-' || $k,
+               CASE WHEN i % 20 = 0 THEN 'C' || $k END, NULL
+        FROM ($rows) AS n"
+}
+
+# Times of an administrator's audit queries through the admin API, while the server runs after
+# the measurements: for each of SAMPLES customers (spread over the set), one query by email and
+# one by identity (issuer and subject), first page of 50. Prints "email_ms=MEDIAN/MAX
+# identity_ms=MEDIAN/MAX" over the samples, for identities of the sign-in set (events of the run)
+# and of the prefilled log (hist-<k>).
+audit_query_times() {
+    local url=$1 samples=${BENCH_AUDIT_SAMPLES:-15} i k t email_run=() id_run=() email_old=() id_old=() issuer
+    issuer=$(printf '%s' "$TENANT_ISSUER" | sed 's/:/%3A/g; s#/#%2F#g')
+    q() {
+        curl -fsS -o /dev/null -w '%{time_total}' -H "Authorization: Bearer bench-admin-token" "$url/admin/v1/audit?$1" \
+            | awk '{ printf "%.1f", $1 * 1000 }'
+    }
+    for ((i = 0; i < samples; i++)); do
+        k=$((i * (SIGNIN / samples)))
+        email_run+=("$(q "email=customer$k%40example.com")")
+        id_run+=("$(q "issuer=$issuer&subject=signin-$k")")
+        k=$((SIGNIN + i * ((CUSTOMERS - SIGNIN) / samples)))
+        email_old+=("$(q "email=customer$k%40example.com")")
+        id_old+=("$(q "issuer=$issuer&subject=hist-$k")")
+    done
+    mm() { echo "$(median "$@")/$(printf '%s\n' "$@" | sort -g | tail -n1)"; }
+    echo "signin_email_ms=$(mm "${email_run[@]}") signin_identity_ms=$(mm "${id_run[@]}") old_email_ms=$(mm "${email_old[@]}") old_identity_ms=$(mm "${id_old[@]}")"
+}

@@ -55,6 +55,14 @@ measure_backend() {
     load_s=$(seconds_since "$t0")
     say "$title: $load_line ($load_s s)"
     [[ $(db query 'SELECT count(*) FROM customers') == "$CUSTOMERS" ]] || die "$title: the load did not give $CUSTOMERS customers"
+    local audit_events=${BENCH_AUDIT_EVENTS:-0} prefill_line= prefill_s=
+    if ((audit_events > 0)); then
+        say "$title: appending $audit_events audit events in SQL"
+        t0=$(date +%s.%N)
+        prefill_line=$(db prefill_audit "$audit_events") || die "$title: the audit prefill failed"
+        prefill_s=$(seconds_since "$t0")
+        say "$title: $prefill_line ($prefill_s s)"
+    fi
     t0=$(date +%s.%N)
     prepare_line=$(db prepare)
     [[ -n $prepare_line ]] && prepare_s=$(seconds_since "$t0")
@@ -150,6 +158,10 @@ measure_backend() {
     pool=$(curl -fsS "$server_url/metrics" 2>/dev/null | awk '$1 ~ /^autolink_db_pool_/ {
         sub("^autolink_db_pool_", "", $1); printf "%s%s %s", sep, $1, $2; sep = ", " }')
     after=$(db after_measure)
+    local audit_times
+    say "$title: timing administrators' audit queries"
+    audit_times=$(audit_query_times "$server_url")
+    say "$title: audit queries (median/max ms): $audit_times"
 
     # --- stop the server (the audit writer flushes) and check the database ----------------------
     local stop_started stop_s
@@ -201,10 +213,12 @@ measure_backend() {
         echo "Database: $describe."
         echo "Load: $load_line, in $load_s s ($(awk -v n="$CUSTOMERS" -v s="$load_s" 'BEGIN { printf "%d", (s > 0 ? n / s : 0) }') rows/s, process start and migrations included)$([[ -n $prepare_line ]] && echo "; then $prepare_line, in $prepare_s s")."
         [[ -n $experiment ]] && echo "EXPERIMENT (not the service's figures): applied \`$experiment\` before starting the server."
+        [[ -n $prefill_line ]] && echo "Audit log before the server started: $prefill_line, in $prefill_s s."
         [[ -n $settle_line ]] && echo "After the pre-link: $settle_line, in $settle_s s."
         echo "Plan of the sign-in lookup (links::find_active): $plan"
         echo "Server pool (from /metrics at the end of the measurements): ${pool:-not reported}; server threads $threads."
         [[ -n $after ]] && echo "$after"
+        echo "Administrators' audit queries after the measurements (admin API, first page of 50, median/max ms over ${BENCH_AUDIT_SAMPLES:-15} customers each; signin: identities of the sign-in set, whose events the run wrote; old: customers with prefilled events only): $audit_times."
         echo
         echo "| measurement | req/s (median) | p50 ms | p99 ms | server CPU µs/req | database CPU µs/req | wrk CPU µs/req | other processes' CPU, % of a core | per repetition (req/s) |"
         echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"

@@ -52,6 +52,13 @@ postgres_prepare() {
     echo "VACUUM (ANALYZE) customers after the load"
 }
 
+# BENCH_AUDIT_EVENTS: N events of earlier sign-ins appended in SQL (see prefill_audit_sql), then
+# the table's statistics and visibility map, as autovacuum would make them.
+postgres_prefill_audit() {
+    psql_bench -c "$(prefill_audit_sql postgres "$1")" -c "VACUUM (ANALYZE) audit_events"
+    echo "$1 audit events of earlier sign-ins appended in SQL, then VACUUM (ANALYZE) audit_events"
+}
+
 # After the pre-link: the statistics that autovacuum's ANALYZE would give after that many new
 # links and events, made now rather than at a random time during the measurements.
 postgres_settle() {

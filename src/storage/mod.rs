@@ -121,7 +121,7 @@ pub fn audit_lookup_path(database: &str) -> String {
     format!("{database}.audit-lookup")
 }
 
-/// Attaches the audit log's lookup database (`audit_keys`, see `src/storage/audit.rs`) as
+/// Attaches the audit log's lookup database (`audit_keys`, see `src/storage/sqlite/audit_lookup.rs`) as
 /// `lookup`. It is a file of its own so that filling it never holds the main database's write
 /// lock; it holds only data derived from `audit_events`, and a deleted file is rebuilt from the
 /// start of the log. Only the merge thread's connection keeps it attached: `BEGIN IMMEDIATE` on

@@ -27,6 +27,8 @@
 
 pub mod start;
 
+pub mod audit;
+
 pub mod link_changes;
 
 use std::cell::RefCell;

@@ -3,5 +3,7 @@
 //! backends, in the parent module.
 
 pub mod audit;
+pub mod audit_lookup;
+pub mod audit_merge;
 pub mod bulk;
 pub mod change_watch;

@@ -1,0 +1,4 @@
+-- On PostgreSQL this migration replaces the text indexes of the audit lookups by hashed
+-- expression indexes. SQLite keeps its audit lookup file (migration 000004), which holds the same
+-- 64-bit hashes; the migration exists here so that both trees hold the same migrations under the
+-- same names, and changes nothing.
