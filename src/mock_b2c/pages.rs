@@ -104,6 +104,8 @@ pub async fn home(state: State) -> HttpResponse {
     }
     body.push_str(
         "</ul><p><a id=\"demo\" href=\"/demo\">Demo application</a> · \
+         <a id=\"demo-business\" href=\"/demo-business\">Demo business application</a> \
+         (when a business application is registered with its callback) · \
          <a href=\"/mock/users\">Directory users (JSON)</a></p>",
     );
     page("mock B2C", &body)

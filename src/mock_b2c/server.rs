@@ -16,7 +16,7 @@ use super::{demo, pages, Tenant};
 type State = web::Data<Arc<Tenant>>;
 
 pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix_web::dev::Server> {
-    let demo = Arc::new(demo_for(&tenant));
+    let demos: Vec<Arc<demo::Demo>> = demos_for(&tenant).into_iter().map(Arc::new).collect();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(tenant.clone()))
@@ -36,7 +36,11 @@ pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix
             .route("/", web::get().to(pages::home))
             .route("/mock/journeys", web::post().to(run_journey))
             .route("/mock/users", web::get().to(users))
-            .service(demo::scope(demo.clone()))
+            .configure(|cfg| {
+                for demo in &demos {
+                    cfg.service(demo::scope(demo.clone()));
+                }
+            })
             .configure(pages::routes)
             .route(
                 "/{tenant}/v2.0/.well-known/openid-configuration",
@@ -74,23 +78,36 @@ pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix
     Ok(server)
 }
 
-/// The demo relying party: the first application with a redirect URI at `/demo/callback`.
-fn demo_for(tenant: &Tenant) -> demo::Demo {
-    let callback = format!("{}/demo/callback", tenant.base_url());
-    let app = tenant
-        .settings
-        .applications
-        .iter()
-        .find(|a| a.redirect_uris.iter().any(|r| r == &callback))
-        .or_else(|| tenant.settings.applications.first());
-    demo::Demo::new(demo::DemoSettings {
-        base_url: tenant.base_url().to_string(),
-        tenant: tenant.settings.tenant.clone(),
-        client_id: app.map(|a| a.client_id.clone()).unwrap_or_default(),
-        client_secret: app.and_then(|a| a.client_secret.clone()),
-        policies: tenant.policies(),
-        service_url: tenant.service_url.clone(),
-    })
+/// The demo relying parties: the consumer store at `/demo` (the application with the redirect
+/// URI `{base}/demo/callback`, else the first one), and the business store at `/demo-business`
+/// when an application has the redirect URI `{base}/demo-business/callback`.
+fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
+    let with_callback = |path: &str| {
+        let callback = format!("{}/{path}/callback", tenant.base_url());
+        tenant
+            .settings
+            .applications
+            .iter()
+            .find(|a| a.redirect_uris.iter().any(|r| r == &callback))
+    };
+    let demo = |path: &str, name: &str, app: Option<&crate::mock_b2c::Application>| {
+        demo::Demo::new(demo::DemoSettings {
+            base_url: tenant.base_url().to_string(),
+            path: path.into(),
+            name: name.into(),
+            tenant: tenant.settings.tenant.clone(),
+            client_id: app.map(|a| a.client_id.clone()).unwrap_or_default(),
+            client_secret: app.and_then(|a| a.client_secret.clone()),
+            policies: tenant.policies(),
+            service_url: tenant.service_url.clone(),
+        })
+    };
+    let consumer = with_callback("demo").or_else(|| tenant.settings.applications.first());
+    let mut demos = vec![demo("demo", "Demo store", consumer)];
+    if let Some(business) = with_callback("demo-business") {
+        demos.push(demo("demo-business", "Demo business store", Some(business)));
+    }
+    demos
 }
 
 fn error(status: actix_web::http::StatusCode, error: &str, description: &str) -> HttpResponse {

@@ -278,3 +278,74 @@ async fn a_custom_policy_social_refusal_is_shown_on_b2c_s_page_not_the_provider_
     assert_eq!(app.active_links(), 0);
     mock.stop();
 }
+
+/// The business store's demo application: its own page at `/demo-business`, signing in with the
+/// business application's client id (the consumer store's stays at `/demo`).
+#[actix_web::test]
+async fn the_business_store_has_its_own_demo_application() {
+    // The redirect URIs name the mock's own address: a free port is chosen first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut settings = mock_settings();
+    settings.bind = format!("127.0.0.1:{port}");
+    settings.applications = vec![
+        Application {
+            client_id: B2C_CLIENT.into(),
+            redirect_uris: vec![format!("{base}/demo/callback")],
+            client_secret: None,
+            name: Some("Fabrikam web store".into()),
+        },
+        Application {
+            client_id: B2B_CLIENT.into(),
+            redirect_uris: vec![format!("{base}/demo-business/callback")],
+            client_secret: None,
+            name: Some("Fabrikam business store".into()),
+        },
+    ];
+    let mock = MockB2c::start(settings).await.unwrap();
+    let client = browser();
+    for (path, name, client_id) in [
+        ("demo", "Demo store", B2C_CLIENT),
+        ("demo-business", "Demo business store", B2B_CLIENT),
+    ] {
+        let page = client
+            .get(format!("{base}/{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains(&format!("<h1>{name}</h1>")), "{page}");
+        assert!(
+            page.contains(&format!("<code>{client_id}</code>")),
+            "{page}"
+        );
+        let login = client
+            .get(format!("{base}/{path}/login?policy={USER_FLOW}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status().as_u16(), 302, "{path}");
+        let location = login.headers()["location"].to_str().unwrap().to_string();
+        assert!(
+            location.contains(&format!("client_id={client_id}")),
+            "{location}"
+        );
+        let callback = format!("{base}/{path}/callback");
+        let encoded: String = url_encoded(&callback);
+        assert!(
+            location.contains(&encoded),
+            "{location} does not name {callback}"
+        );
+    }
+    mock.stop();
+}
+
+fn url_encoded(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

@@ -18,6 +18,26 @@ fn the_qa_configuration_files_load() {
         mock.directory_file.as_deref(),
         Some(Path::new("mock-b2c-directory.db"))
     );
+    // Each store has its demo application: the consumer store at /demo, the business store
+    // at /demo-business.
+    for (client, callback) in [
+        ("00000000-0000-0000-0000-00000000d3e0", "/demo/callback"),
+        (
+            "00000000-0000-0000-0000-0000000000b2",
+            "/demo-business/callback",
+        ),
+    ] {
+        let app = mock
+            .applications
+            .iter()
+            .find(|a| a.client_id == client)
+            .unwrap();
+        assert!(
+            app.redirect_uris.iter().any(|r| r.ends_with(callback)),
+            "{client}: {:?}",
+            app.redirect_uris
+        );
+    }
     let settings = autolink::config::Settings::load(Some(&qa("autolink.toml"))).unwrap();
     // The sample customers are written for the channels of the QA configuration.
     let entities: Vec<(&str, String)> = settings

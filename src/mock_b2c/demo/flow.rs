@@ -47,11 +47,11 @@ impl Demo {
         let path = openidconnect::url::Url::parse(self.base())
             .map(|u| u.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
-        format!("{path}/demo")
+        format!("{path}/{}", self.settings.path)
     }
 
     fn redirect_uri(&self) -> String {
-        format!("{}/demo/callback", self.base())
+        format!("{}/{}/callback", self.base(), self.settings.path)
     }
 
     fn discovery_url(&self, policy: &str) -> String {

@@ -30,9 +30,9 @@ impl LinkResult {
     }
 }
 
-/// Mounts the demo at `/demo`.
+/// Mounts the demo at `/{path}` (`/demo`, `/demo-business`).
 pub fn scope(demo: Arc<Demo>) -> Scope {
-    web::scope("/demo")
+    web::scope(&format!("/{}", demo.settings.path))
         .app_data(web::Data::from(demo))
         .route("", web::get().to(index))
         .route("/", web::get().to(index))
@@ -43,7 +43,7 @@ pub fn scope(demo: Arc<Demo>) -> Scope {
 
 async fn index(demo: web::Data<Demo>) -> HttpResponse {
     let mount = demo.mount_path();
-    let mut body = String::from("<h1>Demo store</h1>\n");
+    let mut body = format!("<h1>{}</h1>\n", esc(&demo.settings.name));
     if demo.settings.policies.is_empty() {
         body.push_str("<p id=\"error-message\">No policy is configured.</p>\n");
     } else {

@@ -63,12 +63,18 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// What the demo needs to know.
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
-    /// The mock's base URL, e.g. `http://127.0.0.1:8081`; the demo lives at `{base_url}/demo`.
+    /// The mock's base URL, e.g. `http://127.0.0.1:8081`; the demo lives at
+    /// `{base_url}/{path}`.
     pub base_url: String,
+    /// Where the demo is served under the base URL: `demo` (the consumer store) or
+    /// `demo-business` (the business store).
+    pub path: String,
+    /// The store's name on its pages.
+    pub name: String,
     /// The tenant's domain name, as in discovery URLs.
     pub tenant: String,
     /// The demo's application (client id) in the tenant; its redirect URI must be
-    /// `{base_url}/demo/callback`.
+    /// `{base_url}/{path}/callback`.
     pub client_id: String,
     /// Its client secret, if it is a confidential client.
     pub client_secret: Option<String>,

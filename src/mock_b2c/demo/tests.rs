@@ -194,6 +194,8 @@ fn start_fake(fake: Fake) -> (String, web::Data<Mutex<Fake>>) {
 fn demo(base: &str) -> Arc<Demo> {
     Arc::new(Demo::new(DemoSettings {
         base_url: base.to_string(),
+        path: "demo".into(),
+        name: "Demo store".into(),
         tenant: TENANT.into(),
         client_id: CLIENT.into(),
         client_secret: Some(SECRET.into()),
