@@ -38,17 +38,7 @@ impl Journey<'_> {
             Step::Go(user) => user,
             Step::Stop => return Step::Stop,
         };
-        let user = match self.tenant.directory.create(user) {
-            Ok(Some(user)) => user,
-            Ok(None) => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
-            Err(error) => {
-                log::warn!("mock B2C: {error}");
-                return self.stop(Outcome::Error, DIRECTORY_DOWN, None);
-            }
-        };
-        self.result.account_created = true;
-        self.result.object_id = Some(user.object_id.clone());
-        self.before_token(&user).await
+        self.create_then_token(user).await
     }
 
     pub(super) async fn local_sign_in(&mut self) -> Step<()> {
@@ -138,6 +128,12 @@ impl Journey<'_> {
                 }
             }
         }
+        self.create_then_token(user).await
+    }
+
+    /// Writes the new user to the directory (refused when the account exists), then goes on to
+    /// the token.
+    async fn create_then_token(&mut self, user: User) -> Step<()> {
         let user = match self.tenant.directory.create(user) {
             Ok(Some(user)) => user,
             Ok(None) => return self.stop(Outcome::ValidationError, USER_EXISTS, None),
