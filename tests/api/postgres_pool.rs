@@ -312,9 +312,10 @@ async fn admin_search(client: &reqwest::Client, address: &str, email: &str) -> u
         .as_u16()
 }
 
-/// Sign-ins of linked identities, sign-up checks (both answered by the link writer, on its own
-/// connection, and audited by the audit writer, on its pool's) and admin searches (on the request pool's connections), `concurrency` at a time,
-/// `rounds` times; every answer must be a success.
+/// Sign-ins of linked identities (answered by the link writer when not from memory), sign-up
+/// checks (by the executor's read lane; each of the two on a connection of its own, and audited
+/// by the audit writer, on its pool's) and admin searches (on the request pool's connections),
+/// `concurrency` at a time, `rounds` times; every answer must be a success.
 async fn busy(app: &TestApp, rounds: usize, concurrency: usize) {
     for round in 0..rounds {
         let mut requests = JoinSet::new();
@@ -523,7 +524,7 @@ async fn when_the_database_ends_every_connection_one_request_fails_closed_and_th
     }
     eprintln!(
         "every connection ended by the database ({connected} open): of the next 10 admin \
-         searches (request pool) {} failed closed, of the next 10 sign-up checks (link writer) {}",
+         searches (request pool) {} failed closed, of the next 10 sign-up checks (read lane) {}",
         searches.iter().filter(|s| **s != 200).count(),
         checks
             .iter()

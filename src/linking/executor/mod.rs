@@ -2,9 +2,9 @@
 //!
 //! One thread with a database connection of its own takes every request that is waiting (at
 //! most [`MAX_GROUP`]) and decides them together ([`super::plan`]): a few set-based reads for the
-//! whole group. Sign-up checks are answered from those reads. Links are written in one
-//! transaction with multi-row inserts that skip what another writer wrote first (`ON CONFLICT
-//! DO NOTHING RETURNING`); a request that lost such a race is decided again in the next group.
+//! whole group. Links are written in one transaction with multi-row inserts that skip what
+//! another writer wrote first (`ON CONFLICT DO NOTHING RETURNING`); a request that lost such a
+//! race is decided again in the next group.
 //! The transaction commits (durable on SQLite by default: one sync per group), and only then is
 //! each request answered. So:
 //! - a link is never answered before it is committed; when the commit fails, every request of
@@ -16,6 +16,11 @@
 //!   is written again alone, in a savepoint, so only the one that fails gets the error;
 //! - the requests of one group see each other's writes: two requests for one new email on a
 //!   B2C channel create one customer, as they do one after the other.
+//!
+//! Sign-up checks and previews write nothing but their audit event: they go to a second thread of
+//! the same kind with a connection of its own (the read lane), decided in groups by the same
+//! [`super::plan`], so that a check never waits behind a group's writes and commit, and a group
+//! of links never waits behind the reads of checks.
 //!
 //! Nobody waits to fill a group: the next one starts as soon as the previous one committed, with
 //! whatever arrived meanwhile. A thread whose database call never returns (a server that stopped
@@ -128,10 +133,32 @@ struct Shared {
     epoch: Instant,
 }
 
-/// The executor. Dropping it lets its thread finish what it has and stop.
+/// The executor. Dropping it lets its threads finish what they have and stop.
 pub(crate) struct Executor {
     shared: Arc<Shared>,
-    writer: Mutex<Option<Writer>>,
+    /// The link writer: every [`Kind::Link`].
+    writer: Lane,
+    /// The read lane: checks and previews.
+    reader: Lane,
+}
+
+/// A thread of the executor, started when first needed.
+struct Lane {
+    /// For the log.
+    name: &'static str,
+    /// The thread's name.
+    thread: &'static str,
+    current: Mutex<Option<Writer>>,
+}
+
+impl Lane {
+    fn new(name: &'static str, thread: &'static str) -> Self {
+        Lane {
+            name,
+            thread,
+            current: Mutex::new(None),
+        }
+    }
 }
 
 impl Executor {
@@ -146,7 +173,8 @@ impl Executor {
                 limit,
                 epoch: Instant::now(),
             }),
-            writer: Mutex::new(None),
+            writer: Lane::new("link writer", "autolink-links"),
+            reader: Lane::new("read lane", "autolink-checks"),
         }
     }
 
@@ -200,25 +228,31 @@ impl Executor {
         }
     }
 
-    /// Hands a job to the writer thread, starting one when there is none, or when the one there
-    /// has been busy with one group for longer than any database call may take.
+    /// Hands a job to its lane's thread (links to the writer, the rest to the read lane),
+    /// starting one when there is none, or when the one there has been busy with one group for
+    /// longer than any database call may take.
     fn submit(&self, job: Job) -> bool {
         let shared = &self.shared;
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = match job.kind {
+            Kind::Link => &self.writer,
+            Kind::Check | Kind::Preview(_) => &self.reader,
+        };
+        let name = lane.name;
+        let mut writer = lane.current.lock().unwrap_or_else(|e| e.into_inner());
         let stuck_after = shared.limit * 2 + Duration::from_secs(1);
         if let Some(current) = writer.as_ref() {
             let since = current.busy_since.load(Ordering::SeqCst);
             let now = shared.now_ms();
             if since != 0 && now.saturating_sub(since) > stuck_after.as_millis() as u64 {
                 log::error!(
-                    "the link writer has not finished a group for {} ms: starting a new one with a new connection",
+                    "the {name} has not finished a group for {} ms: starting a new one with a new connection",
                     now - since
                 );
                 *writer = None;
             }
         }
         if writer.is_none() {
-            *writer = start(shared.clone());
+            *writer = start(shared.clone(), lane);
         }
         let Some(current) = writer.as_ref() else {
             return false;
@@ -228,7 +262,7 @@ impl Executor {
             Err(TrySendError::Full(_)) => false,
             Err(TrySendError::Disconnected(job)) => {
                 // The thread ended (a panic): start another once.
-                *writer = start(shared.clone());
+                *writer = start(shared.clone(), lane);
                 writer
                     .as_ref()
                     .is_some_and(|w| w.sender.try_send(job).is_ok())
@@ -243,17 +277,18 @@ impl Shared {
     }
 }
 
-fn start(shared: Arc<Shared>) -> Option<Writer> {
+fn start(shared: Arc<Shared>, lane: &Lane) -> Option<Writer> {
     let (sender, jobs) = mpsc::sync_channel(QUEUE);
     let busy_since = Arc::new(AtomicU64::new(0));
     let busy = busy_since.clone();
+    let name = lane.name;
     let spawned = std::thread::Builder::new()
-        .name("autolink-links".into())
+        .name(lane.thread.into())
         .spawn(move || run(&shared, &busy, jobs));
     match spawned {
         Ok(_) => Some(Writer { sender, busy_since }),
         Err(error) => {
-            log::error!("could not start the link writer thread: {error}");
+            log::error!("could not start the {name} thread: {error}");
             None
         }
     }
