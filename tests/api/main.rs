@@ -25,6 +25,7 @@ mod mock_directory;
 mod mock_issuer;
 mod mock_pages;
 mod policies;
+mod policy_journey;
 mod postgres_pool;
 mod qa_files;
 mod race;
