@@ -146,6 +146,11 @@ impl Directory {
         })
     }
 
+    /// The user with this object id.
+    pub fn by_object_id(&self, object_id: &str) -> Option<User> {
+        self.with(|users| users.iter().find(|u| u.object_id == object_id).cloned())
+    }
+
     /// The social account of this provider and subject.
     pub fn social(&self, provider: &str, subject: &str) -> Option<User> {
         self.with(|users| {

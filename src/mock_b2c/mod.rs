@@ -71,6 +71,8 @@ pub struct Tenant {
     policy_caller: Caller,
     codes: Mutex<HashMap<String, IssuedCode>>,
     interactions: Mutex<HashMap<String, pages::Interaction>>,
+    /// B2C's single sign-on sessions, by the value of the browser's session cookie.
+    sessions: Mutex<HashMap<String, pages::Session>>,
     /// The codes "mailed" to addresses being verified.
     mailbox: pages::Mailbox,
     /// The custom policy as last rendered, with the service URL it was rendered for.
@@ -110,6 +112,7 @@ impl Tenant {
             policy_caller,
             codes: Mutex::new(HashMap::new()),
             interactions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             mailbox: pages::Mailbox::default(),
             rendered: Mutex::new(None),
         })

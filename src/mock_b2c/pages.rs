@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpResponse};
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::journey::{self, urlencode};
@@ -17,6 +18,22 @@ type State = web::Data<Arc<Tenant>>;
 
 /// How long a page flow may take.
 const INTERACTION_LIFETIME: Duration = Duration::from_secs(1800);
+
+/// How long B2C's single sign-on session lasts (the session lifetime's default, 1440 minutes).
+const SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// B2C's single sign-on session: the account a browser signed in to with a policy.
+#[derive(Clone)]
+pub struct Session {
+    policy: String,
+    object_id: String,
+    started: Instant,
+}
+
+/// The name of B2C's session cookie, `x-ms-cpim-sso:{tenant}_0`.
+pub fn session_cookie_name(tenant: &str) -> String {
+    format!("x-ms-cpim-sso:{tenant}_0")
+}
 
 /// One authorize request in progress.
 #[derive(Clone)]
@@ -31,6 +48,8 @@ pub struct Interaction {
     with_access_token: bool,
     ui_locales: Option<String>,
     started: Instant,
+    /// The journey ended with a token: its pages were submitted for the last time.
+    finished: bool,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -124,27 +143,36 @@ pub struct AuthorizeQuery {
     code_challenge_method: Option<String>,
     response_mode: Option<String>,
     ui_locales: Option<String>,
+    /// `login` asks for the sign-in page even when B2C's session would sign the browser in.
+    prompt: Option<String>,
 }
 
 /// `GET /{tenant}/{policy}/oauth2/v2.0/authorize`: the sign-in page.
 pub async fn authorize(
+    req: HttpRequest,
     state: State,
     path: web::Path<(String, String)>,
     query: web::Query<AuthorizeQuery>,
 ) -> HttpResponse {
-    start(state, path.into_inner(), query.into_inner())
+    start(&req, state, path.into_inner(), query.into_inner()).await
 }
 
 /// `POST` of the same (`response_mode=form_post` clients may post the request).
 pub async fn authorize_post(
+    req: HttpRequest,
     state: State,
     path: web::Path<(String, String)>,
     form: web::Form<AuthorizeQuery>,
 ) -> HttpResponse {
-    start(state, path.into_inner(), form.into_inner())
+    start(&req, state, path.into_inner(), form.into_inner()).await
 }
 
-fn start(state: State, (tenant, policy): (String, String), q: AuthorizeQuery) -> HttpResponse {
+async fn start(
+    req: &HttpRequest,
+    state: State,
+    (tenant, policy): (String, String),
+    q: AuthorizeQuery,
+) -> HttpResponse {
     if !state.is_tenant(&tenant) {
         return error_page("AADB2C90002: unknown tenant.");
     }
@@ -182,14 +210,81 @@ fn start(state: State, (tenant, policy): (String, String), q: AuthorizeQuery) ->
         response_mode: q.response_mode.unwrap_or_else(|| "query".into()),
         ui_locales: q.ui_locales,
         started: Instant::now(),
+        finished: false,
     };
     let id = super::random_token();
     {
         let mut all = state.interactions.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|_, i| i.started.elapsed() < INTERACTION_LIFETIME);
-        all.insert(id.clone(), interaction);
+        all.insert(id.clone(), interaction.clone());
+    }
+    // Single sign-on: B2C's session of this browser and policy signs in without a page, and
+    // the journey's remaining steps run (autolink's link step among them).
+    let prompt_login = q
+        .prompt
+        .as_deref()
+        .is_some_and(|p| p.split_whitespace().any(|p| p == "login"));
+    if !prompt_login {
+        if let Some(request) = session_request(req, &state, &interaction) {
+            let result = match journey::run(&state, request).await {
+                Ok(r) => r,
+                Err(e) => return error_page(&e.0),
+            };
+            return finish(&state, &id, &interaction, result, |message| {
+                error_page(message)
+            });
+        }
     }
     sign_in_page(&state, &id, None, "")
+}
+
+/// The single sign-on journey of the browser's session for this policy, when it has one and
+/// its account still exists.
+fn session_request(req: &HttpRequest, state: &Tenant, i: &Interaction) -> Option<JourneyRequest> {
+    let cookie = req.cookie(&session_cookie_name(&state.settings.tenant))?;
+    let session = {
+        let mut all = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, s| s.started.elapsed() < SESSION_LIFETIME);
+        all.get(cookie.value()).cloned()?
+    };
+    if !session.policy.eq_ignore_ascii_case(&i.policy) {
+        return None;
+    }
+    let user = state.directory.by_object_id(&session.object_id)?;
+    let account = if user.provider.is_some() {
+        AccountKind::Social
+    } else {
+        AccountKind::Local
+    };
+    let email = user.sign_in_email.clone().unwrap_or(user.email.clone());
+    Some(journey_request(
+        i,
+        JourneyKind::SignIn,
+        account,
+        &email,
+        |r| {
+            r.provider = user.provider.clone();
+            r.provider_subject = user.provider_subject.clone();
+            r.single_sign_on = true;
+        },
+    ))
+}
+
+/// The interaction of a page, or the page to show instead: expired, or already finished.
+fn open_interaction(state: &Tenant, id: &str) -> Result<Interaction, HttpResponse> {
+    match interaction(state, id) {
+        None => Err(error_page(
+            "AADB2C90088: the page expired; start again from the application.",
+        )),
+        // A page submitted again after its journey ended (the browser went Back): the mock's
+        // own answer, since B2C documents none; the journey is not run twice.
+        Some(i) if i.finished => Err(page(
+            "Sign in",
+            "<p id=\"journey-complete\" class=\"message\">You have already signed in with this \
+             page. Go back to the application and sign in again from there.</p>",
+        )),
+        Some(i) => Ok(i),
+    }
 }
 
 fn interaction(state: &Tenant, id: &str) -> Option<Interaction> {
@@ -250,8 +345,9 @@ async fn sign_in(
     form: web::Form<SignInForm>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let Some(i) = interaction(&state, &id) else {
-        return error_page("AADB2C90088: the page expired; start again from the application.");
+    let i = match open_interaction(&state, &id) {
+        Ok(i) => i,
+        Err(page) => return page,
     };
     let email = form.email.clone().unwrap_or_default();
     let request = journey_request(&i, JourneyKind::SignIn, AccountKind::Local, &email, |r| {
@@ -261,7 +357,7 @@ async fn sign_in(
         Ok(r) => r,
         Err(e) => return sign_in_page(&state, &id, Some(&e.0), &email),
     };
-    finish(&state, &i, result, |message| {
+    finish(&state, &id, &i, result, |message| {
         sign_in_page(&state, &id, Some(message), &email)
     })
 }
@@ -290,14 +386,17 @@ fn journey_request(
         nonce: i.nonce.clone(),
         redirect_uri: None,
         state: None,
+        single_sign_on: false,
     };
     change(&mut request);
     request
 }
 
-/// The end of a page flow: the redirect with a code, or the page the person reads.
+/// The end of a page flow: the redirect with a code (and B2C's session cookie), or the page the
+/// person reads.
 fn finish(
     state: &Tenant,
+    id: &str,
     i: &Interaction,
     result: JourneyResult,
     on_form: impl FnOnce(&str) -> HttpResponse,
@@ -316,7 +415,39 @@ fn finish(
                 i.code_challenge.clone(),
                 i.with_access_token,
             );
-            redirect(i, &[("code", code.as_str())])
+            if let Some(mine) = state
+                .interactions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(id)
+            {
+                mine.finished = true;
+            }
+            let mut response = redirect(i, &[("code", code.as_str())]);
+            if let Some(object_id) = &result.object_id {
+                let session = super::random_token();
+                state
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        session.clone(),
+                        Session {
+                            policy: i.policy.clone(),
+                            object_id: object_id.clone(),
+                            started: Instant::now(),
+                        },
+                    );
+                let cookie = Cookie::build(session_cookie_name(&state.settings.tenant), session)
+                    .path("/")
+                    .http_only(true)
+                    .same_site(SameSite::Lax)
+                    .finish();
+                if let Err(e) = response.add_cookie(&cookie) {
+                    log::warn!("mock B2C: the session cookie was not set: {e}");
+                }
+            }
+            response
         }
         Outcome::ValidationError => on_form(&message),
         Outcome::BlockPage => page(
@@ -401,8 +532,8 @@ async fn sign_up_page(
     query: web::Query<SignUpForm>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    if interaction(&state, &id).is_none() {
-        return error_page("AADB2C90088: the page expired; start again from the application.");
+    if let Err(page) = open_interaction(&state, &id) {
+        return page;
     }
     let email = query.email.clone().unwrap_or_default();
     sign_up_form(&id, None, &email, None, &SignUpForm::default())
@@ -465,8 +596,8 @@ async fn send_code(
     form: web::Form<SignUpForm>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    if interaction(&state, &id).is_none() {
-        return error_page("AADB2C90088: the page expired; start again from the application.");
+    if let Err(page) = open_interaction(&state, &id) {
+        return page;
     }
     let email = form.email.clone().unwrap_or_default().trim().to_string();
     if !email.contains('@') || email.len() > MAX_EMAIL_LEN {
@@ -482,8 +613,9 @@ async fn sign_up(
     form: web::Form<SignUpForm>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let Some(i) = interaction(&state, &id) else {
-        return error_page("AADB2C90088: the page expired; start again from the application.");
+    let i = match open_interaction(&state, &id) {
+        Ok(i) => i,
+        Err(page) => return page,
     };
     let email = form.email.clone().unwrap_or_default().trim().to_string();
     let given = form.verification_code.as_deref().unwrap_or_default();
@@ -517,7 +649,7 @@ async fn sign_up(
         Ok(r) => r,
         Err(e) => return sign_up_form(&id, Some(&e.0), &email, Some(&shown_code), &form),
     };
-    finish(&state, &i, result, |message| {
+    finish(&state, &id, &i, result, |message| {
         sign_up_form(&id, Some(message), &email, Some(&shown_code), &form)
     })
 }
@@ -658,8 +790,8 @@ fn social_page(id: &str, provider: &str, form: &ProviderForm, message: &str) -> 
 
 async fn provider_page(state: State, path: web::Path<(String, String)>) -> HttpResponse {
     let (id, name) = path.into_inner();
-    if interaction(&state, &id).is_none() {
-        return error_page("AADB2C90088: the page expired; start again from the application.");
+    if let Err(page) = open_interaction(&state, &id) {
+        return page;
     }
     let Some(provider) = state.settings.providers.iter().find(|p| p.name == name) else {
         return error_page("AADB2C90238: unknown identity provider.");
@@ -681,8 +813,9 @@ async fn provider_continue(
     form: web::Form<ProviderForm>,
 ) -> HttpResponse {
     let (id, name) = path.into_inner();
-    let Some(i) = interaction(&state, &id) else {
-        return error_page("AADB2C90088: the page expired; start again from the application.");
+    let i = match open_interaction(&state, &id) {
+        Ok(i) => i,
+        Err(page) => return page,
     };
     let Some(provider) = state
         .settings
@@ -712,7 +845,7 @@ async fn provider_continue(
         Err(e) => return provider_form(&id, &provider.name, provider.verifies_email, Some(&e.0)),
     };
     // A refusal the person can act on is shown on B2C's page, not on the provider's.
-    finish(&state, &i, result, |message| {
+    finish(&state, &id, &i, result, |message| {
         social_page(&id, &provider.name, &form, message)
     })
 }

@@ -67,6 +67,13 @@ pub struct JourneyRequest {
     pub redirect_uri: Option<String>,
     #[serde(default)]
     pub state: Option<String>,
+    /// Single sign-on: the browser holds B2C's session of this account (an earlier sign-in with
+    /// the same policy), so the sign-in page and the identity provider are skipped and the
+    /// journey's remaining steps run on the session's claims. The account must exist (local:
+    /// by `email`; social: by `provider` and `provider_subject`, or the subject derived from
+    /// `email`).
+    #[serde(default)]
+    pub single_sign_on: bool,
 }
 
 fn yes() -> bool {

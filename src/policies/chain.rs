@@ -240,30 +240,37 @@ impl Chain {
         self.technical_profile_within(id, &mut Vec::new())
     }
 
-    fn technical_profile_within(
-        &self,
-        id: &str,
-        including: &mut Vec<String>,
-    ) -> Result<Option<TechnicalProfile>, PolicyError> {
-        // Its own definitions, lowest layer first, to find the include.
+    /// The technical profile `id` as its own definitions say, its include not resolved (a
+    /// chain above a missing base cannot resolve an include of the base), or `None`.
+    pub fn own_technical_profile(&self, id: &str) -> Result<Option<TechnicalProfile>, PolicyError> {
         let mut own = TechnicalProfile {
             id: id.to_string(),
             ..TechnicalProfile::default()
         };
-        let mut docs = Vec::new();
         for layer in &self.layers {
-            docs.push((layer, parse_xml(&layer.path, &layer.text)?));
-        }
-        for (layer, doc) in &docs {
-            for node in technical_profile_nodes(doc).filter(|n| n.attribute("Id") == Some(id)) {
+            let doc = parse_xml(&layer.path, &layer.text)?;
+            for node in technical_profile_nodes(&doc).filter(|n| n.attribute("Id") == Some(id)) {
                 own.apply(node);
                 if own.defined_in.last() != Some(&layer.policy_id) {
                     own.defined_in.push(layer.policy_id.clone());
                 }
             }
         }
-        if own.defined_in.is_empty() {
+        Ok((!own.defined_in.is_empty()).then_some(own))
+    }
+
+    fn technical_profile_within(
+        &self,
+        id: &str,
+        including: &mut Vec<String>,
+    ) -> Result<Option<TechnicalProfile>, PolicyError> {
+        // Its own definitions, lowest layer first, to find the include.
+        let Some(own) = self.own_technical_profile(id)? else {
             return Ok(None);
+        };
+        let mut docs = Vec::new();
+        for layer in &self.layers {
+            docs.push((layer, parse_xml(&layer.path, &layer.text)?));
         }
         let Some(include) = own.include.clone() else {
             return Ok(Some(own));

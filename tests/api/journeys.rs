@@ -211,6 +211,7 @@ fn journey(
         nonce: None,
         redirect_uri: None,
         state: None,
+        single_sign_on: false,
     }
 }
 

@@ -76,6 +76,7 @@ fn sign_up(policy: &str, email: &str) -> JourneyRequest {
         nonce: None,
         redirect_uri: None,
         state: None,
+        single_sign_on: false,
     }
 }
 

@@ -29,6 +29,7 @@ fn local(kind: JourneyKind, email: &str, password: &str) -> JourneyRequest {
         nonce: None,
         redirect_uri: None,
         state: None,
+        single_sign_on: false,
     }
 }
 

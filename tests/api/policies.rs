@@ -1168,7 +1168,7 @@ fn the_readme_upload_order_is_the_chain_order() {
 // The REST calls, from the XML to the server.
 
 /// The chain of the Test environment with one authentication alternative.
-fn test_chain(variant: &str) -> Option<(Environment, Chain, tempfile::TempDir)> {
+pub(crate) fn test_chain(variant: &str) -> Option<(Environment, Chain, tempfile::TempDir)> {
     let env = app_settings()
         .environments
         .into_iter()

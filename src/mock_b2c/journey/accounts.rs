@@ -6,7 +6,7 @@ use crate::mock_b2c::types::Outcome;
 
 use super::{
     apply_attribute_overrides, Journey, Mode, Step, DEFAULT_PASSWORD, DIRECTORY_DOWN, NO_ACCOUNT,
-    USER_EXISTS, VERIFY_FIRST, WRONG_PASSWORD,
+    NO_SESSION, USER_EXISTS, VERIFY_FIRST, WRONG_PASSWORD,
 };
 
 impl Journey<'_> {
@@ -43,8 +43,16 @@ impl Journey<'_> {
 
     pub(super) async fn local_sign_in(&mut self) -> Step<()> {
         let Some(user) = self.tenant.directory.local(&self.request.email) else {
+            if self.request.single_sign_on {
+                return self.stop(Outcome::Error, NO_SESSION, None);
+            }
             return self.stop(Outcome::ValidationError, NO_ACCOUNT, None);
         };
+        if self.request.single_sign_on {
+            // B2C's session stands for the password typed at the earlier sign-in.
+            self.result.object_id = Some(user.object_id.clone());
+            return self.before_token(&user).await;
+        }
         if !user.has_password(&self.password()) {
             return self.stop(Outcome::ValidationError, WRONG_PASSWORD, None);
         }
@@ -88,11 +96,15 @@ impl Journey<'_> {
             None => return self.stop(Outcome::Error, "no identity provider", None),
         };
         if let Some(user) = self.tenant.directory.social(&name, &subject) {
-            // Sign-in: the provider answered again, with what it says today.
+            // Sign-in: the provider answered again, with what it says today (under single
+            // sign-on it was not asked, and the session stands for it).
             let mut user = user;
             user.email_verified = verified;
             self.result.object_id = Some(user.object_id.clone());
             return self.before_token(&user).await;
+        }
+        if self.request.single_sign_on {
+            return self.stop(Outcome::Error, NO_SESSION, None);
         }
         let email = self.request.email.trim().to_string();
         let mut user = User {

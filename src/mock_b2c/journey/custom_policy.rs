@@ -10,6 +10,48 @@ use crate::mock_b2c::types::Outcome;
 
 use super::{Bag, Journey, Step};
 
+/// `authenticationSource` of a local and of a social sign-in (the starter pack's values).
+const LOCAL: &str = "localAccountAuthentication";
+const SOCIAL: &str = "socialIdpAuthentication";
+
+/// A social account's `alternativeSecurityId` (the issuer and the person's id there).
+fn alternative_id(user: &User) -> String {
+    json!({
+        "issuer": user.provider.as_deref().unwrap_or_default(),
+        "issuerUserId": user.provider_subject.as_deref().unwrap_or_default(),
+    })
+    .to_string()
+}
+
+/// A user's directory attributes by claim type, as the starter pack's directory technical
+/// profiles read them: a social sign-up stored the provider's email in `otherMails`
+/// (`CreateOtherMailsFromEmail`) and its identity in `alternativeSecurityIds`; a local account
+/// has `signInNames.emailAddress`.
+fn directory_attributes(user: &User) -> Bag {
+    let mut attributes = Bag::new();
+    attributes.insert("objectId".into(), json!(user.object_id));
+    if let (Some(provider), Some(subject)) = (&user.provider, &user.provider_subject) {
+        attributes.insert("otherMails".into(), json!([user.email]));
+        attributes.insert(
+            "alternativeSecurityIds".into(),
+            json!([{ "issuer": provider, "issuerUserId": subject }]),
+        );
+    }
+    if let Some(email) = &user.sign_in_email {
+        attributes.insert("signInNames.emailAddress".into(), json!(email));
+    }
+    if let Some(g) = &user.given_name {
+        attributes.insert("givenName".into(), json!(g));
+    }
+    if let Some(s) = &user.surname {
+        attributes.insert("surname".into(), json!(s));
+    }
+    if let Some(n) = user.display_name() {
+        attributes.insert("displayName".into(), json!(n));
+    }
+    attributes
+}
+
 impl Journey<'_> {
     /// The claims of the sign-up page or the directory: email, names, provider.
     pub(super) fn page_bag(&self, user: &User) -> Bag {
@@ -40,6 +82,91 @@ impl Journey<'_> {
             }
         }
         bag
+    }
+
+    /// The bag after a sign-in or sign-up that ran the page or the provider: what they output,
+    /// the object id, and how the account signed in.
+    pub(super) fn signed_in_bag(&self, user: &User) -> Bag {
+        let mut bag = self.page_bag(user);
+        bag.insert("objectId".into(), json!(user.object_id));
+        match (&user.sign_in_email, &user.provider) {
+            (_, Some(_)) => {
+                // The provider's technical profile: its CreateAlternativeSecurityId output, and
+                // authenticationSource as the starter pack's Facebook-OAUTH sets it when the
+                // project's layers do not define the provider.
+                bag.insert("alternativeSecurityId".into(), json!(alternative_id(user)));
+                bag.entry("authenticationSource".into())
+                    .or_insert_with(|| json!(SOCIAL));
+            }
+            (Some(email), None) => {
+                // SelfAsserted-LocalAccountSignin-Email (or the sign-up's directory write), then
+                // the journey's AAD-UserReadUsingObjectId.
+                bag.insert("signInNames.emailAddress".into(), json!(email));
+                bag.insert("authenticationSource".into(), json!(LOCAL));
+            }
+            (None, None) => {}
+        }
+        bag
+    }
+
+    /// The bag under single sign-on: the claims B2C's session restores (the starter pack's
+    /// `SM-AAD` for a local sign-in: objectId, signInName, authenticationSource; `SM-SocialLogin`
+    /// for a provider: alternativeSecurityId only), then the starter pack's directory reads of
+    /// the journey (a local account's `AAD-UserReadUsingObjectId`, a social account's
+    /// `AAD-UserReadUsingAlternativeSecurityId-NoError`). No provider was asked: no email,
+    /// emailVerified or identityProvider from it.
+    pub(super) fn session_bag(&self, user: &User) -> Bag {
+        let mut bag = Bag::new();
+        bag.insert("objectId".into(), json!(user.object_id));
+        match &user.sign_in_email {
+            Some(email) if user.provider.is_none() => {
+                bag.insert("signInName".into(), json!(email));
+                bag.insert("authenticationSource".into(), json!(LOCAL));
+                bag.insert("signInNames.emailAddress".into(), json!(email));
+            }
+            _ => {
+                bag.insert("alternativeSecurityId".into(), json!(alternative_id(user)));
+                bag.insert("otherMails".into(), json!([user.email]));
+            }
+        }
+        if let Some(g) = &user.given_name {
+            bag.insert("givenName".into(), json!(g));
+        }
+        if let Some(s) = &user.surname {
+            bag.insert("surname".into(), json!(s));
+        }
+        if let Some(n) = user.display_name() {
+            bag.insert("displayName".into(), json!(n));
+        }
+        bag
+    }
+
+    /// The journey's steps after the directory, as its XML says: each step whose preconditions
+    /// let it run, in order; autolink's REST calls and the project's directory reads run, the
+    /// starter pack's own steps are the mock's directory.
+    pub(super) async fn steps_after_directory(&mut self, user: &User, bag: &mut Bag) -> Step<()> {
+        let Some(policies) = self.policies.clone() else {
+            return self.stop(Outcome::Error, "no policy", None);
+        };
+        let attributes = directory_attributes(user);
+        for step in policies.steps_after_directory() {
+            if step.skipped(bag) {
+                continue;
+            }
+            for id in &step.profiles {
+                if policies.is_directory_read(id) {
+                    if let Err(why) = policies.read_directory(id, &attributes, bag) {
+                        log::warn!("mock B2C: step {}: {why}", step.order);
+                        return self.stop(Outcome::Error, &why, None);
+                    }
+                } else if policies.knows(id) {
+                    if let Step::Stop = self.profile(id, bag, false).await {
+                        return Step::Stop;
+                    }
+                }
+            }
+        }
+        Step::Go(())
     }
 
     /// Submits a sign-up page: its validation technical profiles run in order, and the first

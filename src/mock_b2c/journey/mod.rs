@@ -33,6 +33,9 @@ pub const USER_EXISTS: &str =
     "A user with the specified ID already exists. Please choose a different one.";
 /// B2C's message when a local sign-in names no account.
 pub const NO_ACCOUNT: &str = "We can't seem to find your account.";
+/// The mock's message when single sign-on names an account the directory does not hold (the
+/// session outlived the account).
+pub const NO_SESSION: &str = "Your session has ended. Please sign in again.";
 /// B2C's message for a wrong password.
 pub const WRONG_PASSWORD: &str = "Your password is incorrect.";
 /// The sign-up page's message when the email was not verified.
@@ -178,6 +181,10 @@ impl Journey<'_> {
     }
 
     async fn run(&mut self) {
+        if self.request.single_sign_on && self.request.account == AccountKind::Local {
+            let _ = self.local_sign_in().await;
+            return;
+        }
         let _ = match (self.request.kind, self.request.account) {
             (JourneyKind::SignUp, AccountKind::Local) => self.local_sign_up().await,
             (JourneyKind::SignIn, AccountKind::Local) => self.local_sign_in().await,

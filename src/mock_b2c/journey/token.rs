@@ -37,23 +37,12 @@ impl Journey<'_> {
                 Step::Go(())
             }
             Mode::CustomPolicy => {
-                let mut bag = self.page_bag(user);
-                bag.insert("objectId".into(), json!(user.object_id));
-                if let Some(email) = &user.sign_in_email {
-                    bag.insert("signInNames.emailAddress".into(), json!(email));
-                }
-                if let Step::Stop = self
-                    .profile("Autolink-AcquireCredentials", &mut bag, false)
-                    .await
-                {
-                    return Step::Stop;
-                }
-                let link = if user.provider.is_some() {
-                    "REST-Autolink-Link-Social"
+                let mut bag = if self.request.single_sign_on {
+                    self.session_bag(user)
                 } else {
-                    "REST-Autolink-Link-Local"
+                    self.signed_in_bag(user)
                 };
-                if let Step::Stop = self.profile(link, &mut bag, false).await {
+                if let Step::Stop = self.steps_after_directory(user, &mut bag).await {
                     return Step::Stop;
                 }
                 let token = match self

@@ -10,9 +10,12 @@ use crate::policies::{self, AppSettings, Chain, PolicyFile, TechnicalProfile};
 
 use super::config::CustomPolicySettings;
 
+mod journey;
 mod rest_call;
 
-/// The journey's orchestration steps that call out (`AutolinkSignUpOrSignIn`, steps 6, 9, 10).
+pub use journey::JourneyStep;
+
+/// The journey's orchestration steps that call out (`AutolinkSignUpOrSignIn`, steps 6, 9, 11).
 pub const STEP_PROFILES: [&str; 3] = [
     "Autolink-AcquireCredentials",
     "REST-Autolink-Link-Local",
@@ -64,6 +67,10 @@ pub struct PolicySet {
     validations: BTreeMap<String, Vec<String>>,
     relying_party: TechnicalProfile,
     settings: CustomPolicySettings,
+    /// The relying party's journey, in order.
+    steps: Vec<JourneyStep>,
+    /// The claims transformations of the project's layers.
+    transformations: BTreeMap<String, journey::Transformation>,
 }
 
 impl PolicySet {
@@ -119,7 +126,20 @@ impl PolicySet {
             needed.extend(list.iter().cloned());
             validations.insert(page.to_string(), list);
         }
+        let steps = journey::relying_party_journey(&chain)?;
+        // The directory reads the project's layers define in the journey (the starter pack's
+        // own are the mock's directory). Their include (AAD-Common, the directory's protocol) is
+        // in the starter pack, so they are read as their own definitions say.
         let mut profiles = BTreeMap::new();
+        for step in &steps {
+            for id in &step.profiles {
+                let own = chain.own_technical_profile(id).map_err(|e| e.to_string())?;
+                if let Some(tp) = own.filter(|tp| tp.metadata("Operation") == Some("Read")) {
+                    profiles.insert(id.clone(), tp);
+                }
+            }
+        }
+        let transformations = journey::transformations(&chain)?;
         for id in &needed {
             let id = id.as_str();
             let profile = chain
@@ -138,7 +158,64 @@ impl PolicySet {
             validations,
             relying_party,
             settings: settings.clone(),
+            steps,
+            transformations,
         })
+    }
+
+    /// The journey's steps from autolink's credentials step on (after the sign-in or sign-up
+    /// and the directory), in order, without the token step.
+    pub fn steps_after_directory(&self) -> Vec<JourneyStep> {
+        self.steps
+            .iter()
+            .skip_while(|s| !s.profiles.iter().any(|p| p == STEP_PROFILES[0]))
+            .filter(|s| !s.profiles.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the mock knows technical profile `id` (it runs it when its step runs).
+    pub fn knows(&self, id: &str) -> bool {
+        self.profiles.contains_key(id)
+    }
+
+    /// Whether `id` is a directory read of the project's layers.
+    pub fn is_directory_read(&self, id: &str) -> bool {
+        self.profiles
+            .get(id)
+            .is_some_and(|tp| tp.metadata("Operation") == Some("Read"))
+    }
+
+    /// Runs directory read `id`: its output claims from the user's directory attributes (by
+    /// claim type), then its output claims transformations.
+    pub fn read_directory(
+        &self,
+        id: &str,
+        attributes: &BTreeMap<String, Value>,
+        bag: &mut BTreeMap<String, Value>,
+    ) -> Result<(), String> {
+        let tp = self
+            .profiles
+            .get(id)
+            .ok_or_else(|| format!("no technical profile {id}"))?;
+        for claim in &tp.input_claims {
+            if claim.required && !bag.contains_key(&claim.claim_type) {
+                return Err(format!("{id}: the claim {} is missing", claim.claim_type));
+            }
+        }
+        for claim in &tp.output_claims {
+            if let Some(value) = attributes.get(&claim.claim_type) {
+                bag.insert(claim.claim_type.clone(), value.clone());
+            }
+        }
+        for t in &tp.output_claims_transformations {
+            let transformation = self
+                .transformations
+                .get(t)
+                .ok_or_else(|| format!("{id}: no claims transformation {t}"))?;
+            transformation.apply(t, bag)?;
+        }
+        Ok(())
     }
 
     /// The validation technical profiles a sign-up page runs, in order.
