@@ -123,6 +123,10 @@ impl Manager {
                     // anyway: measured, smaller caches were both leaner and faster
                     // (BENCHMARKS.md, 2026-11-30).
                     "PRAGMA cache_size = -128",
+                    // Temporary tables and statement journals in memory (they hold at most one
+                    // group of rows): with SQLite's default, the link writer created, synced the
+                    // directory of and deleted a file in /var/tmp for every group it wrote.
+                    "PRAGMA temp_store = MEMORY",
                 ] {
                     conn.batch_execute(pragma)
                         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
