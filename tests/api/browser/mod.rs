@@ -1,12 +1,23 @@
-//! The browser test: headless Chromium, driven through chromedriver (WebDriver) with fantoccini,
-//! signs up on the mock B2C's pages from the mock's demo relying party, exactly as a person would
-//! click through them. The journey runs the user flow `B2C_1_signup_signin`, whose API connector
-//! calls the real service: a new shopper's local sign-up creates a customer, and the demo shows
-//! the account number the ID token carries. The demo then sends the token to `POST /v1/link`.
+//! The browser tests: headless Chromium, driven through chromedriver (WebDriver) with fantoccini,
+//! clicks through the mock B2C's pages from the mock's demo relying parties, exactly as a person
+//! would. The journeys run the user flow `B2C_1_signup_signin`, whose API connector calls the real
+//! service; the demos show the account number the ID token carries.
+//!
+//! - `consumer`: the store at `/demo` (the B2C channel): a new shopper's sign-up creates a
+//!   customer; "Change e-mail" after a code was sent makes the account for the second address.
+//! - `business`: the business store at `/demo-business` (the B2B channel): a buyer the store
+//!   registered is linked to that customer; an address without a business account is refused on
+//!   B2C's pages, and "Change e-mail" leads on to the registered one.
+//!
+//! This file holds what they share: the mock with both demo applications, the service trusting
+//! it, chromedriver and the browser, and the steps of the pages.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
-//! `chromium-driver`; `.ci/run` installs them). Without them the test says loudly that it did not
+//! `chromium-driver`; `.ci/run` installs them). Without them each test says loudly that it did not
 //! run, and fails under `CI=true`.
+
+mod business;
+mod consumer;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -16,17 +27,20 @@ use std::time::{Duration, Instant};
 use autolink::config::RelyingPartySettings;
 use autolink::mock_b2c::{Application, MockB2c, MockSettings};
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 use crate::helpers::*;
 
-const TEST: &str = "browser::a_shopper_signs_up_in_the_browser_and_gets_a_customer_account";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 const PASSWORD: &str = "Br0wser!-Passw0rd-for-tests";
 /// How long one page may take to show what the test waits for (journeys call the service).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// What a demo's callback page shows when a sign-in came back, and what B2C's pages show when
+/// it did not.
+const AFTER_SUBMIT: &str =
+    "#account-number, #no-account-number, #error-message, #block-message, #validation-message";
 
 /// A port nothing listens on right now (the mock's redirect URI must name its port before it
 /// starts).
@@ -38,19 +52,28 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The mock tenant: the user flow, and the web store's application whose redirect URI is the
-/// demo's callback on the mock itself.
+/// The mock tenant: the user flow, the web store's application whose redirect URI is the demo's
+/// callback on the mock itself, and the business store's application for `/demo-business`.
 fn browser_settings(port: u16) -> MockSettings {
+    let base = format!("http://127.0.0.1:{port}");
     let mut settings = mock_settings();
     settings.bind = format!("127.0.0.1:{port}");
     settings.custom_policy_id = None;
     settings.custom_policy = None;
-    settings.applications = vec![Application {
-        client_id: B2C_CLIENT.into(),
-        redirect_uris: vec![format!("http://127.0.0.1:{port}/demo/callback")],
-        client_secret: None,
-        name: Some("Fabrikam web store".into()),
-    }];
+    settings.applications = vec![
+        Application {
+            client_id: B2C_CLIENT.into(),
+            redirect_uris: vec![format!("{base}/demo/callback")],
+            client_secret: None,
+            name: Some("Fabrikam web store".into()),
+        },
+        Application {
+            client_id: B2B_CLIENT.into(),
+            redirect_uris: vec![format!("{base}/demo-business/callback")],
+            client_secret: None,
+            name: Some("Fabrikam business store".into()),
+        },
+    ];
     settings
 }
 
@@ -65,7 +88,6 @@ async fn start_mock() -> MockB2c {
     }
     panic!("the mock B2C does not start: {:#}", last_error.unwrap());
 }
-
 /// chromedriver, killed with its browser when dropped (also when the test fails).
 struct Chromedriver {
     child: Child,
@@ -217,104 +239,118 @@ async fn text_of(browser: &Client, css: &str) -> String {
         .to_string()
 }
 
-#[actix_web::test]
-async fn a_shopper_signs_up_in_the_browser_and_gets_a_customer_account() {
-    for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
-        if !Path::new(path).exists() {
-            cannot_run(
-                TEST,
-                &format!("{path} is missing (apt-get install -y chromium chromium-driver; .ci/run installs {package})"),
-            );
-            return;
+/// One browser test's world: the service, the mock B2C calling it, and a browser.
+struct Journey {
+    app: TestApp,
+    mock: MockB2c,
+    browser: Client,
+    driver: Chromedriver,
+    _profile: tempfile::TempDir,
+}
+
+impl Journey {
+    /// Starts the mock, the service trusting its issuer (which also accepts the mock's ID tokens
+    /// on `POST /v1/link`), chromedriver and Chromium. Without Chromium or chromedriver it says
+    /// that `test` did not run (failing under `CI=true`) and gives nothing.
+    async fn start(test: &str) -> Option<Journey> {
+        for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+            if !Path::new(path).exists() {
+                cannot_run(
+                    test,
+                    &format!("{path} is missing (apt-get install -y chromium chromium-driver; .ci/run installs {package})"),
+                );
+                return None;
+            }
+        }
+        // The mock first (its issuer names its port), then the service.
+        let mock = start_mock().await;
+        let issuer = mock.issuer();
+        let discovery = mock.discovery_url(USER_FLOW);
+        let app = spawn_app_with(|s| {
+            s.tenant_issuer = issuer;
+            s.relying_party = Some(RelyingPartySettings {
+                metadata_urls: vec![discovery],
+            });
+        })
+        .await;
+        mock.set_service_url(&app.address);
+
+        let profile = tempfile::tempdir().unwrap();
+        let mut driver = Chromedriver::start();
+        driver.wait_ready().await;
+        let browser = browser(&driver, profile.path()).await;
+        Some(Journey {
+            app,
+            mock,
+            browser,
+            driver,
+            _profile: profile,
+        })
+    }
+
+    /// Opens a demo store (`demo`, `demo-business`), checks its name, and follows its sign-in
+    /// link to B2C's sign-in page.
+    async fn sign_in_from(&self, demo: &str, name: &str) {
+        self.browser
+            .goto(&format!("{}/{demo}", self.mock.base_url()))
+            .await
+            .unwrap();
+        assert_eq!(text_of(&self.browser, "h1").await, name);
+        click(&self.browser, "#sign-in").await;
+        wait_for(&self.browser, "#signup-link").await;
+    }
+
+    /// On B2C's sign-up page: types the address, sends a code, and reads it from the mock's
+    /// mailbox on the page, which must be the mailbox of that address.
+    async fn send_code(&self, email: &str) -> String {
+        type_into(&self.browser, "#email", email).await;
+        click(&self.browser, "#send-code").await;
+        let code = text_of(&self.browser, "#mailbox-code").await;
+        let mailbox = text_of(&self.browser, ".mailbox").await;
+        assert!(
+            mailbox.starts_with(&format!("Mock mailbox of {email}:")),
+            "the page shows another mailbox: {mailbox}"
+        );
+        assert!(!code.is_empty(), "no code: {}", shown(&self.browser).await);
+        code
+    }
+
+    /// Fills in the rest of the sign-up form, creates the account, and waits for what follows:
+    /// the demo's page, or B2C's page with a message.
+    async fn create_account(&self, code: &str, given_name: &str, surname: &str) {
+        type_into(&self.browser, "#verification-code", code).await;
+        type_into(&self.browser, "#password", PASSWORD).await;
+        type_into(&self.browser, "#given-name", given_name).await;
+        type_into(&self.browser, "#surname", surname).await;
+        click(&self.browser, "#create").await;
+        wait_for(&self.browser, AFTER_SUBMIT).await;
+    }
+
+    /// The path of the page the browser shows.
+    async fn path(&self) -> String {
+        self.browser.current_url().await.unwrap().path().to_string()
+    }
+
+    /// The account number the demo shows; fails with the page when it shows none.
+    async fn account_number(&self) -> String {
+        match self.browser.find(Locator::Id("account-number")).await {
+            Ok(element) => element.text().await.unwrap().trim().to_string(),
+            Err(_) => panic!(
+                "the demo shows no account number; the browser is {}",
+                shown(&self.browser).await
+            ),
         }
     }
 
-    // The mock first (its issuer names its port), then the service trusting that issuer, which
-    // also accepts the mock's ID tokens on POST /v1/link.
-    let mock = start_mock().await;
-    let issuer = mock.issuer();
-    let discovery = mock.discovery_url(USER_FLOW);
-    let app = spawn_app_with(|s| {
-        s.tenant_issuer = issuer.clone();
-        s.relying_party = Some(RelyingPartySettings {
-            metadata_urls: vec![discovery],
-        });
-    })
-    .await;
-    mock.set_service_url(&app.address);
+    /// A claim of the ID token, as the demo's table shows it.
+    async fn claim(&self, name: &str) -> String {
+        text_of(&self.browser, &format!("td[data-claim=\"{name}\"]")).await
+    }
 
-    let profile = tempfile::tempdir().unwrap();
-    let mut driver = Chromedriver::start();
-    driver.wait_ready().await;
-    let browser = browser(&driver, profile.path()).await;
-
-    let email = format!("shopper-{}@example.com", uuid::Uuid::new_v4().simple());
-
-    // The store's start page: sign in with the user flow.
-    browser
-        .goto(&format!("{}/demo", mock.base_url()))
-        .await
-        .unwrap();
-    click(&browser, "#sign-in").await;
-
-    // B2C's sign-in page: no account yet, sign up.
-    click(&browser, "#signup-link").await;
-    type_into(&browser, "#email", &email).await;
-    click(&browser, "#send-code").await;
-    let code = text_of(&browser, "#mailbox-code").await;
-    assert!(
-        !code.is_empty(),
-        "no code in the mailbox: {}",
-        shown(&browser).await
-    );
-    type_into(&browser, "#verification-code", &code).await;
-    type_into(&browser, "#password", PASSWORD).await;
-    type_into(&browser, "#given-name", "Pat").await;
-    type_into(&browser, "#surname", "Browser").await;
-    click(&browser, "#create").await;
-
-    // Back at the store, with the token's account number.
-    wait_for(
-        &browser,
-        "#account-number, #no-account-number, #error-message, #block-message, #validation-message",
-    )
-    .await;
-    let page = shown(&browser).await;
-    let number = match browser.find(Locator::Id("account-number")).await {
-        Ok(element) => element.text().await.unwrap().trim().to_string(),
-        Err(_) => panic!("the demo shows no account number; the browser is {page}"),
-    };
-    assert_eq!(text_of(&browser, "#outcome").await, "Created", "{page}");
-
-    // The customer the service created for the new shopper is the one in the token.
-    let customers = app.customers_with_email(&email);
-    assert_eq!(customers.len(), 1, "one customer for {email}: {page}");
-    let customer = &customers[0];
-    assert_eq!(customer.account_number, number, "{page}");
-    assert_eq!(customer.origin, "autolink");
-    assert!(!customer.is_b2b);
-    assert_eq!(customer.first_name.as_deref(), Some("Pat"));
-    assert_eq!(customer.last_name.as_deref(), Some("Browser"));
-    let links = app.links_of(&number);
-    assert_eq!(links.len(), 1, "one link for {number}");
-    assert_eq!(
-        links[0].issuer,
-        mock.issuer(),
-        "the link names the tenant's issuer"
-    );
-
-    // The store's return call with the ID token: the identity is already linked.
-    click(&browser, "#link").await;
-    let status = text_of(&browser, "#link-status").await;
-    let result = text_of(&browser, "#link-result").await;
-    assert_eq!(status, "200", "POST /v1/link answered: {result}");
-    let answer: Value = serde_json::from_str(&result)
-        .unwrap_or_else(|e| panic!("#link-result is not JSON ({e}): {result}"));
-    assert_eq!(answer["customerAccountNumber"], number.as_str(), "{answer}");
-    assert_eq!(answer["outcome"], "AlreadyLinked", "{answer}");
-    assert_eq!(app.active_links(), 1);
-
-    browser.close().await.unwrap();
-    drop(driver);
-    mock.stop();
+    /// Closes the browser and stops chromedriver and the mock.
+    async fn finish(self) {
+        self.browser.close().await.unwrap();
+        drop(self.driver);
+        self.mock.stop();
+    }
 }
