@@ -20,6 +20,11 @@ const BUSINESS_CUSTOMERS: [&str; 2] = [
 async fn assert_signed_in_as_the_buyer(journey: &Journey) {
     let page = shown(&journey.browser).await;
     assert_eq!(journey.path().await, "/demo-business/callback", "{page}");
+    assert_eq!(
+        text_of(&journey.browser, "#store").await,
+        "Demo business store",
+        "{page}"
+    );
     assert_eq!(journey.account_number().await, "B2B-7", "{page}");
     assert_eq!(
         text_of(&journey.browser, "#outcome").await,

@@ -28,6 +28,7 @@ async fn a_shopper_signs_up_in_the_browser_and_gets_a_customer_account() {
     let page = shown(browser).await;
     let number = journey.account_number().await;
     assert_eq!(text_of(browser, "#outcome").await, "Created", "{page}");
+    assert_eq!(text_of(browser, "#store").await, "Demo store", "{page}");
 
     // The customer the service created for the new shopper is the one in the token.
     let customers = app.customers_with_email(&email);
