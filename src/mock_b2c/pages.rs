@@ -270,19 +270,20 @@ fn session_request(req: &HttpRequest, state: &Tenant, i: &Interaction) -> Option
     ))
 }
 
-/// The interaction of a page, or the page to show instead: expired, or already finished.
-fn open_interaction(state: &Tenant, id: &str) -> Result<Interaction, HttpResponse> {
+/// The interaction of a page, or the page to show instead: expired, or already finished (boxed:
+/// a response is large beside an interaction).
+fn open_interaction(state: &Tenant, id: &str) -> Result<Interaction, Box<HttpResponse>> {
     match interaction(state, id) {
-        None => Err(error_page(
+        None => Err(Box::new(error_page(
             "AADB2C90088: the page expired; start again from the application.",
-        )),
+        ))),
         // A page submitted again after its journey ended (the browser went Back): the mock's
         // own answer, since B2C documents none; the journey is not run twice.
-        Some(i) if i.finished => Err(page(
+        Some(i) if i.finished => Err(Box::new(page(
             "Sign in",
             "<p id=\"journey-complete\" class=\"message\">You have already signed in with this \
              page. Go back to the application and sign in again from there.</p>",
-        )),
+        ))),
         Some(i) => Ok(i),
     }
 }
@@ -347,7 +348,7 @@ async fn sign_in(
     let id = path.into_inner();
     let i = match open_interaction(&state, &id) {
         Ok(i) => i,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let email = form.email.clone().unwrap_or_default();
     let request = journey_request(&i, JourneyKind::SignIn, AccountKind::Local, &email, |r| {
@@ -533,7 +534,7 @@ async fn sign_up_page(
 ) -> HttpResponse {
     let id = path.into_inner();
     if let Err(page) = open_interaction(&state, &id) {
-        return page;
+        return *page;
     }
     let email = query.email.clone().unwrap_or_default();
     sign_up_form(&id, None, &email, None, &SignUpForm::default())
@@ -597,7 +598,7 @@ async fn send_code(
 ) -> HttpResponse {
     let id = path.into_inner();
     if let Err(page) = open_interaction(&state, &id) {
-        return page;
+        return *page;
     }
     let email = form.email.clone().unwrap_or_default().trim().to_string();
     if !email.contains('@') || email.len() > MAX_EMAIL_LEN {
@@ -615,7 +616,7 @@ async fn sign_up(
     let id = path.into_inner();
     let i = match open_interaction(&state, &id) {
         Ok(i) => i,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let email = form.email.clone().unwrap_or_default().trim().to_string();
     let given = form.verification_code.as_deref().unwrap_or_default();
@@ -791,7 +792,7 @@ fn social_page(id: &str, provider: &str, form: &ProviderForm, message: &str) -> 
 async fn provider_page(state: State, path: web::Path<(String, String)>) -> HttpResponse {
     let (id, name) = path.into_inner();
     if let Err(page) = open_interaction(&state, &id) {
-        return page;
+        return *page;
     }
     let Some(provider) = state.settings.providers.iter().find(|p| p.name == name) else {
         return error_page("AADB2C90238: unknown identity provider.");
@@ -815,7 +816,7 @@ async fn provider_continue(
     let (id, name) = path.into_inner();
     let i = match open_interaction(&state, &id) {
         Ok(i) => i,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let Some(provider) = state
         .settings

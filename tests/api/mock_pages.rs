@@ -324,6 +324,7 @@ async fn the_business_store_has_its_own_demo_application() {
             .await
             .unwrap();
         assert!(page.contains(&format!("<h1>{name}</h1>")), "{page}");
+        assert!(page.contains(&format!("<title>{name}</title>")), "{page}");
         assert!(
             page.contains(&format!("<code>{client_id}</code>")),
             "{page}"

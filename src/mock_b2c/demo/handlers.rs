@@ -72,7 +72,7 @@ async fn index(demo: web::Data<Demo>) -> HttpResponse {
         esc(&demo.settings.client_id),
         esc(&demo.service_url())
     ));
-    page(actix_web::http::StatusCode::OK, "Demo store", &body)
+    page(actix_web::http::StatusCode::OK, &demo.settings.name, &body)
 }
 
 async fn login(demo: web::Data<Demo>, req: HttpRequest) -> HttpResponse {

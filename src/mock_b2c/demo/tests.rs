@@ -379,6 +379,7 @@ async fn signs_in_with_pkce_and_shows_the_account_number() {
         "{html}"
     );
     assert_eq!(text_of(&html, "outcome").as_deref(), Some("Created"));
+    assert_eq!(text_of(&html, "store").as_deref(), Some("Demo store"));
     assert!(!html.contains("no-account-number"));
     assert!(
         html.contains("data-claim=\"tfp\">B2C_1_signup_signin</td>"),

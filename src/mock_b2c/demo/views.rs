@@ -9,7 +9,8 @@ use super::handlers::LinkResult;
 use super::support::claim_text;
 use super::{Demo, PageError, SignedIn, CLAIM_ACCOUNT_NUMBER, CLAIM_ERROR, CLAIM_OUTCOME};
 
-/// The page after a sign-in: the account number, the outcome, the claims and the link button.
+/// The page after a sign-in: the store's name (so that QA sees which store came back), the
+/// account number, the outcome, the claims and the link button.
 pub(super) fn result_page(
     demo: &Demo,
     signed_in_id: &str,
@@ -18,7 +19,10 @@ pub(super) fn result_page(
 ) -> HttpResponse {
     let claims = &signed_in.claims;
     let mount = demo.mount_path();
-    let mut body = String::from("<h1>Signed in</h1>\n");
+    let mut body = format!(
+        "<h1>Signed in</h1>\n<p>Store: <span id=\"store\">{}</span></p>\n",
+        esc(&demo.settings.name)
+    );
     match claims.get(CLAIM_ACCOUNT_NUMBER).map(claim_text) {
         Some(number) if !number.is_empty() => body.push_str(&format!(
             "<p>Customer account number: <span id=\"account-number\">{}</span></p>\n",
