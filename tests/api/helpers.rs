@@ -2,6 +2,8 @@
 //! or, when `AUTOLINK_TEST_POSTGRES_URL` is set, a new PostgreSQL database on that server.
 
 use std::path::PathBuf;
+
+pub use crate::mock_setup::*;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -408,63 +410,6 @@ pub fn assert_validation_error(status: u16, body: &Value, code: &str) {
         body["userMessage"].as_str().is_some_and(|m| !m.is_empty()),
         "{body}"
     );
-}
-
-/// The mock B2C's tenant in the tests.
-pub const MOCK_TENANT: &str = "fabrikamtest.onmicrosoft.com";
-pub const MOCK_TENANT_ID: &str = "775527ff-9a37-4307-8b3d-cc311f58d925";
-/// The mock's user flow (API connector) and the project's custom policy.
-pub const USER_FLOW: &str = "B2C_1_signup_signin";
-pub const CUSTOM_POLICY: &str = "B2C_1A_Autolink_signup_signin";
-
-/// The project's `policies/` folder.
-pub fn policies_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
-}
-
-/// The mock B2C's settings every test starts from: the user flow and the custom policy (Basic,
-/// with the connector's credentials as policy keys), the connector's Basic credentials, a
-/// free port, no application yet, and a test key (generating one per test is slow in a debug
-/// build). `service_url` is replaced by `set_service_url` once the service runs.
-pub fn mock_settings() -> autolink::mock_b2c::MockSettings {
-    use autolink::mock_b2c::{CallerAuth, CustomPolicySettings, MockSettings};
-    MockSettings {
-        bind: "127.0.0.1:0".into(),
-        tenant: MOCK_TENANT.into(),
-        tenant_id: MOCK_TENANT_ID.into(),
-        user_flows: vec![USER_FLOW.into()],
-        application_claims: autolink::mock_b2c::autolink_application_claims(),
-        custom_policy_id: Some(CUSTOM_POLICY.into()),
-        custom_policy: Some(CustomPolicySettings {
-            dir: policies_dir(),
-            environment: "Test".into(),
-            rest_auth: "Basic".into(),
-            policy_keys: [
-                ("B2C_1A_AutolinkRestUsername", CONNECTOR_USER),
-                ("B2C_1A_AutolinkRestPassword", CONNECTOR_PASSWORD),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        }),
-        service_url: "http://127.0.0.1:9".into(),
-        connector_auth: CallerAuth::Basic {
-            username: CONNECTOR_USER.into(),
-            password: CONNECTOR_PASSWORD.into(),
-        },
-        service_ca_file: None,
-        timeout_ms: None,
-        retries: None,
-        local_email_verification: true,
-        applications: Vec::new(),
-        providers: autolink::mock_b2c::default_providers(),
-        entra_clients: Vec::new(),
-        signing_key_file: Some(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-test-key-2.pem"),
-        ),
-        directory_file: None,
-        verification_code_lifetime_s: None,
-    }
 }
 
 /// A server process of the built binary; stopped when dropped.

@@ -24,6 +24,7 @@ mod mock_b2c;
 mod mock_directory;
 mod mock_issuer;
 mod mock_pages;
+mod mock_setup;
 mod mock_sso;
 mod policies;
 mod policy_journey;

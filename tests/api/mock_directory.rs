@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use autolink::mock_b2c::directory::Directory;
-use autolink::mock_b2c::{AccountKind, Application, JourneyKind, JourneyRequest, MockB2c, Outcome};
+use autolink::mock_b2c::{AccountKind, JourneyKind, JourneyRequest, MockB2c, Outcome};
 
 use crate::helpers::*;
 
@@ -37,17 +37,8 @@ fn local(kind: JourneyKind, email: &str, password: &str) -> JourneyRequest {
 async fn mock_on(file: &Path, service: &str) -> MockB2c {
     let mut settings = mock_settings();
     settings.directory_file = Some(file.to_path_buf());
-    settings.applications = vec![Application {
-        client_id: B2C_CLIENT.into(),
-        redirect_uris: Vec::new(),
-        client_secret: None,
-        name: Some("Fabrikam web store".into()),
-    }];
-    let mock = MockB2c::start(settings)
-        .await
-        .unwrap_or_else(|e| panic!("the mock B2C does not start: {e:#}"));
-    mock.set_service_url(service);
-    mock
+    settings.applications = vec![web_store(Vec::new())];
+    start_mock(settings, service).await
 }
 
 #[actix_web::test]

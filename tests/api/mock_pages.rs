@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use autolink::mock_b2c::{Application, MockB2c};
+use autolink::mock_b2c::MockB2c;
 
 use crate::helpers::*;
 
@@ -15,17 +15,8 @@ const REDIRECT: &str = "http://localhost:5000/signin-oidc";
 async fn mock(lifetime_s: Option<u64>, service: &str) -> MockB2c {
     let mut settings = mock_settings();
     settings.verification_code_lifetime_s = lifetime_s;
-    settings.applications = vec![Application {
-        client_id: B2C_CLIENT.into(),
-        redirect_uris: vec![REDIRECT.into()],
-        client_secret: None,
-        name: Some("Fabrikam web store".into()),
-    }];
-    let mock = MockB2c::start(settings)
-        .await
-        .unwrap_or_else(|e| panic!("the mock B2C does not start: {e:#}"));
-    mock.set_service_url(service);
-    mock
+    settings.applications = vec![web_store(vec![REDIRECT.into()])];
+    start_mock(settings, service).await
 }
 
 /// A browser without redirects.
@@ -295,20 +286,7 @@ async fn the_business_store_has_its_own_demo_application() {
     let base = format!("http://127.0.0.1:{port}");
     let mut settings = mock_settings();
     settings.bind = format!("127.0.0.1:{port}");
-    settings.applications = vec![
-        Application {
-            client_id: B2C_CLIENT.into(),
-            redirect_uris: vec![format!("{base}/demo/callback")],
-            client_secret: None,
-            name: Some("Fabrikam web store".into()),
-        },
-        Application {
-            client_id: B2B_CLIENT.into(),
-            redirect_uris: vec![format!("{base}/demo-business/callback")],
-            client_secret: None,
-            name: Some("Fabrikam business store".into()),
-        },
-    ];
+    settings.applications = demo_stores(&base);
     let mock = MockB2c::start(settings).await.unwrap();
     let client = browser();
     for (path, name, client_id) in [

@@ -5,7 +5,7 @@
 //! submitted again after Back never runs a finished journey twice.
 
 use autolink::mock_b2c::directory::User;
-use autolink::mock_b2c::{AccountKind, Application, JourneyKind, JourneyRequest, MockB2c, Outcome};
+use autolink::mock_b2c::{AccountKind, JourneyKind, JourneyRequest, MockB2c, Outcome};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -14,17 +14,8 @@ const REDIRECT: &str = "http://localhost:5000/signin-oidc";
 
 async fn mock(service: &str) -> MockB2c {
     let mut settings = mock_settings();
-    settings.applications = vec![Application {
-        client_id: B2C_CLIENT.into(),
-        redirect_uris: vec![REDIRECT.into()],
-        client_secret: None,
-        name: Some("Fabrikam web store".into()),
-    }];
-    let mock = MockB2c::start(settings)
-        .await
-        .unwrap_or_else(|e| panic!("the mock B2C does not start: {e:#}"));
-    mock.set_service_url(service);
-    mock
+    settings.applications = vec![web_store(vec![REDIRECT.into()])];
+    start_mock(settings, service).await
 }
 
 /// A social account written to the directory without autolink (signed up before it was

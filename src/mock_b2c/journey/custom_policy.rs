@@ -40,16 +40,21 @@ fn directory_attributes(user: &User) -> Bag {
     if let Some(email) = &user.sign_in_email {
         attributes.insert("signInNames.emailAddress".into(), json!(email));
     }
+    insert_names(&mut attributes, user);
+    attributes
+}
+
+/// The user's names, as the directory and the pages hold them.
+fn insert_names(bag: &mut Bag, user: &User) {
     if let Some(g) = &user.given_name {
-        attributes.insert("givenName".into(), json!(g));
+        bag.insert("givenName".into(), json!(g));
     }
     if let Some(s) = &user.surname {
-        attributes.insert("surname".into(), json!(s));
+        bag.insert("surname".into(), json!(s));
     }
     if let Some(n) = user.display_name() {
-        attributes.insert("displayName".into(), json!(n));
+        bag.insert("displayName".into(), json!(n));
     }
-    attributes
 }
 
 impl Journey<'_> {
@@ -57,15 +62,7 @@ impl Journey<'_> {
     pub(super) fn page_bag(&self, user: &User) -> Bag {
         let mut bag = Bag::new();
         bag.insert("email".into(), json!(user.email));
-        if let Some(g) = &user.given_name {
-            bag.insert("givenName".into(), json!(g));
-        }
-        if let Some(s) = &user.surname {
-            bag.insert("surname".into(), json!(s));
-        }
-        if let Some(n) = user.display_name() {
-            bag.insert("displayName".into(), json!(n));
-        }
+        insert_names(&mut bag, user);
         if let Some(p) = &user.provider {
             // What the provider's technical profile maps (see PolicySet::provider_claims).
             if let Some(policies) = &self.policies {
@@ -129,15 +126,7 @@ impl Journey<'_> {
                 bag.insert("otherMails".into(), json!([user.email]));
             }
         }
-        if let Some(g) = &user.given_name {
-            bag.insert("givenName".into(), json!(g));
-        }
-        if let Some(s) = &user.surname {
-            bag.insert("surname".into(), json!(s));
-        }
-        if let Some(n) = user.display_name() {
-            bag.insert("displayName".into(), json!(n));
-        }
+        insert_names(&mut bag, user);
         bag
     }
 

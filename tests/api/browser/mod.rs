@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autolink::config::RelyingPartySettings;
-use autolink::mock_b2c::{Application, MockB2c, MockSettings};
+use autolink::mock_b2c::{MockB2c, MockSettings};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Map};
 
@@ -60,20 +60,7 @@ fn browser_settings(port: u16) -> MockSettings {
     settings.bind = format!("127.0.0.1:{port}");
     settings.custom_policy_id = None;
     settings.custom_policy = None;
-    settings.applications = vec![
-        Application {
-            client_id: B2C_CLIENT.into(),
-            redirect_uris: vec![format!("{base}/demo/callback")],
-            client_secret: None,
-            name: Some("Fabrikam web store".into()),
-        },
-        Application {
-            client_id: B2B_CLIENT.into(),
-            redirect_uris: vec![format!("{base}/demo-business/callback")],
-            client_secret: None,
-            name: Some("Fabrikam business store".into()),
-        },
-    ];
+    settings.applications = demo_stores(&base);
     settings
 }
 
