@@ -1387,13 +1387,7 @@ async fn relying_party_links_with_the_id_token_from_the_code_exchange(mode: Mode
     assert_eq!(claims.issuer().as_str(), pair.mock.issuer(), "[{mode}]");
     // The claim naming the policy, as B2C issues it: `tfp` from a user flow, `acr` (lower case)
     // from a custom policy; `/v1/link` below accepts either.
-    let payload = id_token.to_string();
-    let payload = payload.split('.').nth(1).unwrap();
-    let payload: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let payload = jwt_payload(&id_token.to_string());
     let (named, other, policy) = match mode {
         Mode::UserFlow => ("tfp", "acr", USER_FLOW.to_string()),
         Mode::CustomPolicy => ("acr", "tfp", CUSTOM_POLICY.to_lowercase()),

@@ -95,3 +95,13 @@ pub async fn start_mock(settings: MockSettings, service: &str) -> MockB2c {
     mock.set_service_url(service);
     mock
 }
+
+/// The claims of a JWT, unverified (the tests that verify use the crate's verifier first).
+pub fn jwt_payload(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("the payload is base64url");
+    serde_json::from_slice(&bytes).expect("the payload is JSON")
+}

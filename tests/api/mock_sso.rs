@@ -251,14 +251,7 @@ async fn redeem(client: &reqwest::Client, mock: &MockB2c, policy: &str, location
     let token = answer["id_token"]
         .as_str()
         .unwrap_or_else(|| panic!("no id_token: {answer}"));
-    let payload = token.split('.').nth(1).unwrap();
-    use base64::Engine;
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
+    jwt_payload(token)
 }
 
 fn location(response: &reqwest::Response) -> String {
