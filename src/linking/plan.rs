@@ -1,13 +1,13 @@
 //! Deciding many requests at once.
 //!
-//! The facts of every request of a group are read in a few set-based queries (the active links
-//! of all identities, the candidates of all emails, the emails under which those candidates'
-//! identities were linked), then [`rules::decide`], the only place a rule is written, is applied
+//! The facts of every request of a group are read in two set-based queries (the active links
+//! of all identities; the candidates of all emails, each with whether its identities were linked
+//! under another email), then [`rules::decide`], the only place a rule is written, is applied
 //! to each request in order, as if the requests had come one after another: a request sees the
 //! links and customers that the earlier requests of its group would write. Nothing is written
 //! here; [`Plan`] says what to write ([`super::executor`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::{Answer, Decider, LinkRequest, Outcome, Prepared, Resolution};
 use crate::domain::rules::{self, Candidate, Decision, ExistingLink, Facts};
@@ -147,19 +147,7 @@ pub(crate) fn plan<'d>(
     } else {
         customers::find_candidate_rows(conn, &legal_entities, &email_keys)?
     };
-    // 3. The emails under which the candidates' identities are linked.
-    let mut linked_under: HashMap<i64, HashSet<String>> = HashMap::new();
-    if !rows.is_empty() {
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        for (customer_id, email_key) in links::active_email_keys(conn, &ids)? {
-            linked_under
-                .entry(customer_id)
-                .or_default()
-                .insert(email_key);
-        }
-    }
-
-    // 4. The rules, request by request, over the facts and what the earlier requests do.
+    // 3. The rules, request by request, over the facts and what the earlier requests do.
     let mut group = Group::default();
     let mut plan = Plan::default();
     for (i, (pending, (request, kind))) in pending.into_iter().zip(requests).enumerate() {
@@ -171,7 +159,6 @@ pub(crate) fn plan<'d>(
             pending,
             &existing,
             &rows,
-            &linked_under,
             &mut group,
             &mut plan.customers,
         );
@@ -227,7 +214,6 @@ fn decide_one<'d>(
     pending: Pending<'d>,
     existing: &HashMap<(String, String), ExistingLink>,
     rows: &[CandidateRow],
-    linked_under: &HashMap<i64, HashSet<String>>,
     group: &mut Group,
     customers_to_create: &mut Vec<CustomerWrite>,
 ) -> Planned<'d> {
@@ -290,9 +276,8 @@ fn decide_one<'d>(
         .map(|row| Candidate {
             customer_id: row.id,
             account_number: row.account_number.clone(),
-            has_links_under_other_email: linked_under
-                .get(&row.id)
-                .is_some_and(|keys| keys.iter().any(|k| k != key)),
+            // The row's email key is `key`: "under another email" is under another than its own.
+            has_links_under_other_email: row.has_links_under_other_email,
         })
         .collect();
     // A customer an earlier request of the group creates is a person record of the legal entity

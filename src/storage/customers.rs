@@ -391,11 +391,15 @@ pub struct CandidateRow {
     pub email_key: String,
     /// Whether the record is a B2B customer.
     pub is_b2b: bool,
+    /// Whether the customer holds active identities linked under another email than its own.
+    pub has_links_under_other_email: bool,
 }
 
 /// The active person records whose email key is one of `email_keys` in one of `legal_entities`,
-/// in one query, ordered by id. The caller picks each request's candidates among them (legal
-/// entity, and `is_b2b` on a B2B channel), as [`find_candidates`] does for one.
+/// in one query, ordered by id, each with whether it holds active identities linked under
+/// another email than its own (a correlated `EXISTS` on `identity_links (customer_id)`: no second
+/// round trip). The caller picks each request's candidates among them (legal entity, and
+/// `is_b2b` on a B2B channel), as [`find_candidates`] does for one.
 pub fn find_candidate_rows(
     conn: &mut DbConn,
     legal_entities: &[&str],
@@ -403,6 +407,16 @@ pub fn find_candidate_rows(
 ) -> Result<Vec<CandidateRow>, StorageError> {
     let mut found = Vec::new();
     for chunk in email_keys.chunks(500) {
+        let linked_under_other_email = diesel::dsl::exists(
+            identity_links::table
+                .filter(identity_links::customer_id.eq(customers::id))
+                .filter(identity_links::active.eq(true))
+                .filter(
+                    identity_links::email_key
+                        .nullable()
+                        .ne(customers::email_key),
+                ),
+        );
         let query = customers::table
             .filter(customers::email_key.eq_any(chunk))
             .filter(customers::legal_entity.eq_any(legal_entities))
@@ -414,18 +428,20 @@ pub fn find_candidate_rows(
                 customers::legal_entity,
                 customers::email_key,
                 customers::is_b2b,
+                linked_under_other_email,
             ))
             .order(customers::id);
-        let rows: Vec<(i64, String, String, Option<String>, bool)> =
+        let rows: Vec<(i64, String, String, Option<String>, bool, bool)> =
             crate::on_backend!(conn, c => query.load(c))?;
         found.extend(rows.into_iter().filter_map(
-            |(id, account_number, legal_entity, email_key, is_b2b)| {
+            |(id, account_number, legal_entity, email_key, is_b2b, other)| {
                 Some(CandidateRow {
                     id,
                     account_number,
                     legal_entity,
                     email_key: email_key?,
                     is_b2b,
+                    has_links_under_other_email: other,
                 })
             },
         ));

@@ -254,22 +254,3 @@ pub fn insert_skipping_taken(
     }
     Ok(inserted)
 }
-
-/// The distinct `(customer, email key)` pairs of the active links of these customers: whether a
-/// customer holds identities linked under another email than the one matching now.
-pub fn active_email_keys(
-    conn: &mut DbConn,
-    customer_ids: &[i64],
-) -> Result<Vec<(i64, String)>, StorageError> {
-    let mut found = Vec::new();
-    for chunk in customer_ids.chunks(500) {
-        let query = identity_links::table
-            .filter(identity_links::customer_id.eq_any(chunk))
-            .filter(identity_links::active.eq(true))
-            .select((identity_links::customer_id, identity_links::email_key))
-            .distinct();
-        let rows: Vec<(i64, String)> = crate::on_backend!(conn, c => query.load(c))?;
-        found.extend(rows);
-    }
-    Ok(found)
-}
