@@ -281,3 +281,33 @@ async fn link_with_graph(
     request.evidence = evidence;
     link_within(state, request, budget).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Outcome, Resolution};
+
+    #[test]
+    fn the_largest_claims_stay_far_below_entras_3_kb_and_carry_only_strings() {
+        // The longest account number: 64 characters of four bytes each.
+        let longest = "\u{1F600}".repeat(64);
+        let answer: Answer = Ok(Resolution {
+            outcome: Outcome::AlreadyLinked,
+            account_number: Some(longest),
+            channel: "web".into(),
+        });
+        let claims = serde_json::to_value(claims(&answer)).unwrap();
+        let size: usize = claims
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().unwrap().len())
+            .sum();
+        assert!(size < 3 * 1024, "{size}");
+        let refused: Answer = Err(Refusal::EmailNotVerified);
+        assert_eq!(
+            serde_json::to_value(claims(&refused)).unwrap(),
+            serde_json::json!({ CLAIM_ERROR: "EmailNotVerified" })
+        );
+    }
+}
