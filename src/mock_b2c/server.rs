@@ -36,6 +36,7 @@ pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix
             .route("/", web::get().to(pages::home))
             .route("/mock/journeys", web::post().to(run_journey))
             .route("/mock/users", web::get().to(users))
+            .configure(super::external_id::routes)
             .configure(|cfg| {
                 for demo in &demos {
                     cfg.service(demo::scope(demo.clone()));
@@ -110,7 +111,7 @@ fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
     demos
 }
 
-fn error(status: actix_web::http::StatusCode, error: &str, description: &str) -> HttpResponse {
+pub(in crate::mock_b2c) fn error(status: actix_web::http::StatusCode, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error, "error_description": description }))
 }
 
@@ -177,18 +178,18 @@ async fn keys(state: State, path: web::Path<(String, String)>) -> HttpResponse {
 
 /// The token request's form fields.
 #[derive(Deserialize)]
-struct TokenForm {
-    grant_type: Option<String>,
-    code: Option<String>,
-    redirect_uri: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    code_verifier: Option<String>,
-    scope: Option<String>,
+pub(in crate::mock_b2c) struct TokenForm {
+    pub(in crate::mock_b2c) grant_type: Option<String>,
+    pub(in crate::mock_b2c) code: Option<String>,
+    pub(in crate::mock_b2c) redirect_uri: Option<String>,
+    pub(in crate::mock_b2c) client_id: Option<String>,
+    pub(in crate::mock_b2c) client_secret: Option<String>,
+    pub(in crate::mock_b2c) code_verifier: Option<String>,
+    pub(in crate::mock_b2c) scope: Option<String>,
 }
 
 /// Client credentials from HTTP Basic, else from the form.
-fn client_credentials(req: &HttpRequest, form: &TokenForm) -> (Option<String>, Option<String>) {
+pub(in crate::mock_b2c) fn client_credentials(req: &HttpRequest, form: &TokenForm) -> (Option<String>, Option<String>) {
     let basic = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -237,7 +238,19 @@ async fn token(
             "only authorization_code is supported",
         );
     }
-    let (client_id, secret) = client_credentials(&req, &form);
+    redeem_code(&state, &req, &form, &policy)
+}
+
+/// Redeems an authorization code issued for `policy` (a B2C policy, or the External ID tenant's
+/// marker): the ID token, and an access token when the authorize request asked for one.
+pub(in crate::mock_b2c) fn redeem_code(
+    state: &Tenant,
+    req: &HttpRequest,
+    form: &TokenForm,
+    policy: &str,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let (client_id, secret) = client_credentials(req, form);
     let Some(code) = form.code.as_deref().and_then(|c| state.take_code(c)) else {
         return error(
             StatusCode::BAD_REQUEST,

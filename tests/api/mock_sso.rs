@@ -31,6 +31,7 @@ fn existing_social_user(mock: &MockB2c, provider: &str, subject: &str, email: &s
         email_verified: None,
         given_name: Some("Rita".into()),
         surname: Some("Return".into()),
+        external_tenant: None,
     };
     mock.tenant()
         .directory
