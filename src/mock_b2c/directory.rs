@@ -190,13 +190,13 @@ impl Directory {
             let clash = users.iter().find(|u| {
                 u.external_tenant == user.external_tenant
                     && ((user.sign_in_email.is_some()
-                    && u.sign_in_email
-                        .as_deref()
-                        .zip(user.sign_in_email.as_deref())
-                        .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b)))
-                    || (user.provider.is_some()
-                        && u.provider == user.provider
-                        && u.provider_subject == user.provider_subject))
+                        && u.sign_in_email
+                            .as_deref()
+                            .zip(user.sign_in_email.as_deref())
+                            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b)))
+                        || (user.provider.is_some()
+                            && u.provider == user.provider
+                            && u.provider_subject == user.provider_subject))
             });
             if clash.is_some() {
                 return Ok(None);

@@ -388,6 +388,8 @@ fn journey_request(
         redirect_uri: None,
         state: None,
         single_sign_on: false,
+        external_id: false,
+        payload: None,
     };
     change(&mut request);
     request

@@ -111,7 +111,11 @@ fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
     demos
 }
 
-pub(in crate::mock_b2c) fn error(status: actix_web::http::StatusCode, error: &str, description: &str) -> HttpResponse {
+pub(in crate::mock_b2c) fn error(
+    status: actix_web::http::StatusCode,
+    error: &str,
+    description: &str,
+) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error, "error_description": description }))
 }
 
@@ -189,7 +193,10 @@ pub(in crate::mock_b2c) struct TokenForm {
 }
 
 /// Client credentials from HTTP Basic, else from the form.
-pub(in crate::mock_b2c) fn client_credentials(req: &HttpRequest, form: &TokenForm) -> (Option<String>, Option<String>) {
+pub(in crate::mock_b2c) fn client_credentials(
+    req: &HttpRequest,
+    form: &TokenForm,
+) -> (Option<String>, Option<String>) {
     let basic = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)

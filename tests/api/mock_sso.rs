@@ -59,6 +59,8 @@ fn social_sign_in(provider: &str, subject: &str, email: &str, sso: bool) -> Jour
         redirect_uri: None,
         state: None,
         single_sign_on: sso,
+        external_id: false,
+        payload: None,
     }
 }
 

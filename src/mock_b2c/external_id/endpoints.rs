@@ -102,7 +102,9 @@ async fn token(
                         "ext_expires_in": 3599,
                         "access_token": token,
                     })),
-                Err(("invalid_client", why)) => error(StatusCode::UNAUTHORIZED, "invalid_client", why),
+                Err(("invalid_client", why)) => {
+                    error(StatusCode::UNAUTHORIZED, "invalid_client", why)
+                }
                 Err((kind, why)) => error(StatusCode::BAD_REQUEST, kind, why),
             }
         }
@@ -144,7 +146,9 @@ async fn graph_user(
         return unauthorized("Access token is empty.");
     };
     if !ext.accepts_graph_token(&state.key, token.trim()) {
-        return unauthorized("Access token validation failure. Invalid audience, issuer, signature or expiry.");
+        return unauthorized(
+            "Access token validation failure. Invalid audience, issuer, signature or expiry.",
+        );
     }
     let select = graph::parse_select(query.select.as_deref());
     if let Some(name) = select.as_deref().and_then(graph::unknown_property) {

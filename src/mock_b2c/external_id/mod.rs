@@ -11,9 +11,15 @@
 //!   sign-up flow (the relying party's ID token);
 //! - `GET /graph/v1.0/users/{id}?$select=identities,mail`: the tenant's users as Microsoft Graph
 //!   shows them, with a Graph token from the token endpoint.
+//!
+//! Sign-up journeys (`POST /mock/journeys` with `external_id: true`) call autolink's custom
+//! authentication extensions as Entra does: see [`extension`] and [`journey`].
 
+pub mod answers;
 mod endpoints;
+pub mod extension;
 pub mod graph;
+pub mod journey;
 pub mod settings;
 
 use std::time::Duration;
