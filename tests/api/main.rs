@@ -29,6 +29,7 @@ mod layers;
 mod mock_b2c;
 mod mock_directory;
 mod mock_external_id;
+mod mock_external_id_e2e;
 mod mock_external_id_journeys;
 mod mock_external_id_support;
 mod mock_issuer;
