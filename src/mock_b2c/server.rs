@@ -79,9 +79,14 @@ pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix
     Ok(server)
 }
 
+/// The External ID demo's one "policy": the name of the tenant's sign-up-or-sign-in user flow.
+const EXTERNAL_ID_FLOW: &str = "SignUpSignIn (External ID)";
+
 /// The demo relying parties: the consumer store at `/demo` (the application with the redirect
-/// URI `{base}/demo/callback`, else the first one), and the business store at `/demo-business`
-/// when an application has the redirect URI `{base}/demo-business/callback`.
+/// URI `{base}/demo/callback`, else the first one), the business store at `/demo-business`
+/// when an application has the redirect URI `{base}/demo-business/callback`, and the External ID
+/// tenant's store at `/demo-external-id` when the tenant is configured and an application has
+/// the redirect URI `{base}/demo-external-id/callback`.
 fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
     let with_callback = |path: &str| {
         let callback = format!("{}/{path}/callback", tenant.base_url());
@@ -91,8 +96,8 @@ fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
             .iter()
             .find(|a| a.redirect_uris.iter().any(|r| r == &callback))
     };
-    let demo = |path: &str, name: &str, app: Option<&crate::mock_b2c::Application>| {
-        demo::Demo::new(demo::DemoSettings {
+    let demo =
+        |path: &str, name: &str, app: Option<&crate::mock_b2c::Application>| demo::DemoSettings {
             base_url: tenant.base_url().to_string(),
             path: path.into(),
             name: name.into(),
@@ -101,14 +106,24 @@ fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
             client_secret: app.and_then(|a| a.client_secret.clone()),
             policies: tenant.policies(),
             service_url: tenant.service_url.clone(),
-        })
-    };
+            external_id: None,
+        };
     let consumer = with_callback("demo").or_else(|| tenant.settings.applications.first());
     let mut demos = vec![demo("demo", "Demo store", consumer)];
     if let Some(business) = with_callback("demo-business") {
         demos.push(demo("demo-business", "Demo business store", Some(business)));
     }
-    demos
+    if let (Some(ext), Some(app)) = (&tenant.external_id, with_callback("demo-external-id")) {
+        let mut store = demo("demo-external-id", "Demo store (External ID)", Some(app));
+        store.policies = vec![EXTERNAL_ID_FLOW.into()];
+        store.external_id = Some(format!(
+            "{}/ciam/{}/v2.0/.well-known/openid-configuration",
+            tenant.base_url(),
+            ext.settings.tenant_id
+        ));
+        demos.push(store);
+    }
+    demos.into_iter().map(demo::Demo::new).collect()
 }
 
 pub(in crate::mock_b2c) fn error(

@@ -31,6 +31,7 @@ mod mock_directory;
 mod mock_external_id;
 mod mock_external_id_e2e;
 mod mock_external_id_journeys;
+mod mock_external_id_pages;
 mod mock_external_id_support;
 mod mock_issuer;
 mod mock_pages;

@@ -10,7 +10,8 @@
 //!   client, scope `https://graph.microsoft.com/.default`) and authorization codes of the
 //!   sign-up flow (the relying party's ID token);
 //! - `GET /graph/v1.0/users/{id}?$select=identities,mail`: the tenant's users as Microsoft Graph
-//!   shows them, with a Graph token from the token endpoint.
+//!   shows them, with a Graph token from the token endpoint;
+//! - `GET /ciam/{tid}/oauth2/v2.0/authorize`: the user flow's pages (see [`pages`]).
 //!
 //! Sign-up journeys (`POST /mock/journeys` with `external_id: true`) call autolink's custom
 //! authentication extensions as Entra does: see [`extension`] and [`journey`].
@@ -20,13 +21,13 @@ mod endpoints;
 pub mod extension;
 pub mod graph;
 pub mod journey;
+mod pages;
 pub mod settings;
 
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-pub use endpoints::routes;
 pub use settings::{
     EmailAttribute, ExternalIdSettings, LocalIdentity, PayloadVariant, EVENTS_SERVICE_APP_ID,
 };
@@ -40,10 +41,18 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// How long the tokens the tenant issues live.
 const TOKEN_LIFETIME_S: i64 = 3600;
 
-/// The External ID tenant: its settings and the HTTP side of its extension calls.
+/// The tenant's routes: its endpoints and the user flow's pages.
+pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+    endpoints::routes(cfg);
+    pages::routes(cfg);
+}
+
+/// The External ID tenant: its settings, the HTTP side of its extension calls, and the page flows
+/// in progress.
 pub struct ExternalId {
     pub settings: ExternalIdSettings,
     caller: Caller,
+    interactions: pages::Interactions,
 }
 
 impl ExternalId {
@@ -59,7 +68,11 @@ impl ExternalId {
             settings.retries,
             ca_file,
         )?;
-        Ok(ExternalId { settings, caller })
+        Ok(ExternalId {
+            settings,
+            caller,
+            interactions: pages::Interactions::default(),
+        })
     }
 
     /// `https://{tid}.ciamlogin.com/{tid}/v2.0`, in every token the tenant signs.
