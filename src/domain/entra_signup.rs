@@ -193,7 +193,7 @@ mod tests {
             identity("federated", "mail", "a@example.com"),
         ] {
             let found = sign_up_email(
-                Some(&[local.clone()]),
+                Some(std::slice::from_ref(&local)),
                 &[attribute("email", "b@example.com")],
             );
             assert_eq!(found.email.as_deref(), Some("a@example.com"), "{local:?}");

@@ -228,7 +228,7 @@ pub async fn read_event<T: DeserializeOwned + Envelope>(
             log::info!("request_id={request_id} entra: {why}");
             let answer = HttpResponse::BadRequest().json(ErrorBody::new(
                 "invalid_request",
-                &format!("the body is not a {expected} event: {why}"),
+                format!("the body is not a {expected} event: {why}"),
             ));
             return Err(noted(answer, "unreadable request"));
         }
@@ -254,7 +254,7 @@ pub async fn read_event<T: DeserializeOwned + Envelope>(
         );
         let answer = HttpResponse::BadRequest().json(ErrorBody::new(
             "unknown_event_type",
-            &format!(
+            format!(
                 "this endpoint handles {expected} events only; attach the custom authentication \
                  extension to that event (README, \"Microsoft Entra External ID\")"
             ),
