@@ -43,8 +43,13 @@ fn the_qa_configuration_files_load() {
     let settings = autolink::config::Settings::load(Some(&qa("autolink.toml"))).unwrap();
     let entra = settings.entra.as_ref().expect("[entra]");
     assert_eq!(entra.tenant_id, ext.tenant_id);
-    assert_eq!(entra.audiences, [ext.extension_app_id.clone()]);
-    assert!(entra.metadata_url().contains(&format!("/ciam/{}/", ext.tenant_id)));
+    assert_eq!(
+        entra.audiences.as_slice(),
+        std::slice::from_ref(&ext.extension_app_id)
+    );
+    assert!(entra
+        .metadata_url()
+        .contains(&format!("/ciam/{}/", ext.tenant_id)));
     let graph = entra.graph.as_ref().expect("[entra.graph]");
     assert_eq!(
         (&graph.client_id, &graph.client_secret),

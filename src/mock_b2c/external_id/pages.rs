@@ -95,14 +95,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/mock/ciam/{id}/attributes", web::post().to(attributes));
 }
 
-/// The tenant and the page's interaction, or the page to show instead.
-fn open<'a>(state: &'a Tenant, id: &str) -> Result<(&'a ExternalId, Interaction), HttpResponse> {
+/// The tenant and the page's interaction, or the page to show instead (boxed: a response is
+/// large beside them).
+fn open<'a>(
+    state: &'a Tenant,
+    id: &str,
+) -> Result<(&'a ExternalId, Interaction), Box<HttpResponse>> {
     let ext = state
         .external_id
         .as_ref()
-        .ok_or_else(|| error_page("The mock has no External ID tenant."))?;
+        .ok_or_else(|| Box::new(error_page("The mock has no External ID tenant.")))?;
     let i = ext.interactions.get(id).ok_or_else(|| {
-        error_page("AADSTS50058: the page expired or was used; start again from the application.")
+        Box::new(error_page(
+            "AADSTS50058: the page expired or was used; start again from the application.",
+        ))
     })?;
     Ok((ext, i))
 }
@@ -230,7 +236,7 @@ async fn send_code(
     form: web::Form<PageForm>,
 ) -> HttpResponse {
     if let Err(page) = open(&state, &path) {
-        return page;
+        return *page;
     }
     let email = form.email.clone().unwrap_or_default().trim().to_string();
     if !email.contains('@') || email.len() > MAX_EMAIL_LEN {
@@ -247,7 +253,7 @@ async fn check_code(
 ) -> HttpResponse {
     let (ext, mut i) = match open(&state, &path) {
         Ok(found) => found,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let email = form.email.clone().unwrap_or_default().trim().to_string();
     let given = form.code.as_deref().unwrap_or_default();
@@ -265,7 +271,7 @@ async fn check_code(
 
 async fn google_page(state: State, path: web::Path<String>) -> HttpResponse {
     if let Err(page) = open(&state, &path) {
-        return page;
+        return *page;
     }
     page(
         "Sign in with Google (simulated)",
@@ -287,7 +293,7 @@ async fn google_continue(
 ) -> HttpResponse {
     let (ext, mut i) = match open(&state, &path) {
         Ok(found) => found,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let email = form.email.clone().unwrap_or_default().trim().to_string();
     if !email.contains('@') || email.len() > MAX_EMAIL_LEN {
@@ -454,7 +460,7 @@ async fn attributes(
 ) -> HttpResponse {
     let (ext, i) = match open(&state, &path) {
         Ok(found) => found,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let Some(proven) = &i.proven else {
         return error_page("Sign in first.");
