@@ -1,16 +1,16 @@
 -- wrk script for bench/entra.sh: Microsoft Entra External ID's custom authentication extension
 -- calls, with the bearer token Entra sends, and a check of every answer.
 --
--- wrk -t2 -c32 -d15s --latency -s bench/entra.lua URL -- MODE TOKEN TENANT CLIENT_ID SIGNIN
+-- wrk -t2 -c32 -d15s --latency -s bench/entra.lua URL -- MODE TOKEN TENANT CLIENT_ID SIGNIN THREADS
 --
---   MODE     prelink : for users i of the thread's share of 0..SIGNIN-1, in turn
+--   MODE     prelink : for users i of the thread's share of 0..SIGNIN-1, one after the other
 --                      attributeCollectionSubmit (email one-time-code identity
 --                      customer<i>@example.com, correlation id corr-<i>) to
 --                      /entra/attribute-collection-submit, then tokenIssuanceStart of user
 --                      entra-<i> with the same correlation id and mail to
 --                      /entra/token-issuance-start; expects continueWithDefaultBehavior, then
---                      Linked or AlreadyLinked. Run it with one connection per thread, so that
---                      each token issuance follows its own submit.
+--                      Linked or AlreadyLinked. Run it with one connection per thread (THREADS
+--                      = wrk's -t), so that each token issuance follows its own submit.
 --            signin  : tokenIssuanceStart of users entra-<i> linked already (the measured call),
 --                      a new correlation id each; expects AlreadyLinked with an account number.
 --   URL      the server's base URL (http://127.0.0.1:PORT).
@@ -31,6 +31,7 @@ function init(args)
    tenant = args[3] or ""
    client_id = args[4] or "93fd07aa-333c-409d-955d-96008fd08dd9"
    signin_count = tonumber(args[5] or "10000")
+   stride = tonumber(args[6] or "2")
    n = 0
    responses = 0
    bad_status = 0
@@ -40,7 +41,11 @@ function init(args)
    created = 0
    continue_plain = 0
    first_bad = ""
-   expect = {}
+   -- prelink: thread tid walks users tid, tid + STRIDE, ... (STRIDE = wrk's threads, each with
+   -- one connection: every user once); set at
+   -- the first request, once setup() has given the thread its tid.
+   user = nil
+   phase = "submit"
    wrk.method = "POST"
    headers = {
       ["Content-Type"] = "application/json",
@@ -84,23 +89,25 @@ local function token_issuance(i, correlation)
       .. '","userPrincipalName":"' .. email .. '","userType":"Member"}}')
 end
 
+-- prelink: a user's token issuance is sent only once its submit was answered, and the next user
+-- only once that token issuance was answered (wrk calls request() once more than it sends, on
+-- the first thread, to inspect the script: that call must not move the walk on).
 function request()
-   local path, b, kind
+   local path, b
+   if user == nil then
+      user = tid
+   end
    if mode == "prelink" then
-      -- Thread tid takes users tid, tid + T, ... (T = 2 threads by default: every user once).
-      local i = (tid + 2 * math.floor(n / 2)) % signin_count
-      if n % 2 == 0 then
-         path, b, kind = "/entra/attribute-collection-submit", submit(i), "submit"
+      if phase == "token" then
+         path, b = "/entra/token-issuance-start", token_issuance(user, "corr-" .. user)
       else
-         path, b, kind = "/entra/token-issuance-start", token_issuance(i, "corr-" .. i), "token"
+         path, b = "/entra/attribute-collection-submit", submit(user)
       end
    else
       local i = (tid * 5003 + n) % signin_count
       path = "/entra/token-issuance-start"
       b = token_issuance(i, "signin-" .. tid .. "-" .. n)
-      kind = "token"
    end
-   table.insert(expect, kind)
    n = n + 1
    return wrk.format(nil, path, headers, b)
 end
@@ -114,7 +121,15 @@ end
 
 function response(status, hdrs, resp)
    responses = responses + 1
-   local kind = table.remove(expect, 1) or "token"
+   local submit_answer = string.find(resp or "", "onAttributeCollectionSubmitResponseData", 1, true)
+   if mode == "prelink" then
+      if submit_answer then
+         phase = "token"
+      else
+         phase = "submit"
+         user = (user + stride) % signin_count
+      end
+   end
    if status ~= 200 then
       bad_status = bad_status + 1
       if first_bad == "" then
@@ -122,8 +137,9 @@ function response(status, hdrs, resp)
       end
       return
    end
-   if kind == "submit" then
-      if string.find(resp, "attributeCollectionSubmit.continueWithDefaultBehavior", 1, true) then
+   if submit_answer then
+      if mode == "prelink"
+         and string.find(resp, "attributeCollectionSubmit.continueWithDefaultBehavior", 1, true) then
          continue_plain = continue_plain + 1
       else
          bad("no continueWithDefaultBehavior: " .. string.sub(resp, 1, 300))

@@ -13,7 +13,7 @@
 #   - `autolink serve` with `[entra]` pointing at the issuer;
 #   - the sign-in set entra-0..SIGNIN-1 linked through the two endpoints, as Entra does at a
 #     sign-up: attributeCollectionSubmit (email one-time-code identity) then tokenIssuanceStart
-#     with the same correlation id (bench/entra.lua prelink, one connection per thread);
+#     with the same correlation id (bench/entra.lua prelink, 8 threads of one connection each);
 #   - BENCH_REPS measured runs of tokenIssuanceStart for those users (bench/entra.lua signin:
 #     every answer must be provideClaimsForToken with AlreadyLinked and an account number), wrk
 #     with BENCH_CONNECTIONS connections; the median of the runs' p99 and requests/s reported.
@@ -23,7 +23,7 @@
 # Knobs: BENCH_DATABASE (both), BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/postgres),
 # BENCH_REPS (3), BENCH_DURATION (15s), BENCH_WARMUP (3s), BENCH_THREADS (2), BENCH_CONNECTIONS
 # (32), BENCH_CUSTOMERS (100000), BENCH_SIGNIN_IDENTITIES (10000), BENCH_BINARIES (a folder with
-# autolink and bench_issuer built earlier), BENCH_KEEP=1.
+# autolink and bench_issuer built earlier; BENCH_CODE then says which code they are), BENCH_KEEP=1.
 # Needs: cargo, awk, curl, wrk, and sqlite3 or psql.
 set -euo pipefail
 
@@ -61,7 +61,7 @@ case $DATABASES in
     sqlite | postgres) BACKENDS=("$DATABASES") ;;
     *) die "BENCH_DATABASE is sqlite, postgres or both, not $DATABASES" ;;
 esac
-((THREADS == 2)) || die "bench/entra.lua's prelink walks the users in two shares: BENCH_THREADS must be 2"
+PRELINK_THREADS=8
 for tool in wrk awk curl; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 for backend in "${BACKENDS[@]}"; do
     need=$("${backend}_tools")
@@ -80,7 +80,7 @@ else
     ISSUER=$TARGET/release/examples/bench_issuer
 fi
 [[ -x $AUTOLINK && -x $ISSUER ]] || die "binaries not found"
-BUILD_TREE="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' with uncommitted changes in src/Cargo/migrations')"
+BUILD_TREE=${BENCH_CODE:-"commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' with uncommitted changes in src/Cargo/migrations')"}
 
 WORK=$(mktemp -d /tmp/autolink-entra-bench.XXXXXX)
 SERVER_PID=
@@ -148,10 +148,10 @@ EOF
 wrk_run() {
     local label=$1 url=$2 mode=$3 duration=$4 threads=${5:-$THREADS} conns=${6:-$CONNS} out result
     out=$(wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$LUA" "$url" -- \
-        "$mode" "$TOKEN" "$TENANT" "$CLIENT_ID" "$SIGNIN")
+        "$mode" "$TOKEN" "$TENANT" "$CLIENT_ID" "$SIGNIN" "$threads")
     {
         echo "===== $BACKEND $label ($mode, $duration) $(date -Is) load $(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "\$ wrk -t$threads -c$conns -d$duration --latency -s bench/entra.lua $url -- $mode <token> $TENANT $CLIENT_ID $SIGNIN"
+        echo "\$ wrk -t$threads -c$conns -d$duration --latency -s bench/entra.lua $url -- $mode <token> $TENANT $CLIENT_ID $SIGNIN $threads"
         echo "$out"
     } >>"$LOG"
     result=$(grep '^RESULT ' <<<"$out") || die "$BACKEND $label: no RESULT line (see $LOG)"
@@ -190,8 +190,8 @@ for backend in "${BACKENDS[@]}"; do
     url=$(wait_listening "$dir/server.out" "$SERVER_PID") || { cat "$dir/server.err" >&2; die "$backend: autolink did not start"; }
     say "$backend: autolink $url; linking entra-0..$((SIGNIN - 1)) through submit + token issuance"
     linked=0
-    for attempt in 1 2 3 4 5 6; do
-        result=$(wrk_run "prelink$attempt" "$url" prelink 15s 2 2)
+    for attempt in 1 2 3 4 5 6 7 8; do
+        result=$(wrk_run "prelink$attempt" "$url" prelink 20s "$PRELINK_THREADS" "$PRELINK_THREADS")
         (($(bad_count "$result") == 0)) || { grep '^FIRST_BAD' "$LOG" | tail -n1 >&2; die "$backend: bad answers while linking: $result"; }
         linked=$(db query "SELECT count(*) FROM identity_links WHERE subject LIKE 'entra-%'")
         say "$backend: $linked of $SIGNIN linked"
