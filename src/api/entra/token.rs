@@ -296,8 +296,8 @@ mod tests {
             account_number: Some(longest),
             channel: "web".into(),
         });
-        let claims = serde_json::to_value(claims(&answer)).unwrap();
-        let size: usize = claims
+        let largest = serde_json::to_value(claims(&answer)).unwrap();
+        let size: usize = largest
             .as_object()
             .unwrap()
             .iter()
