@@ -15,7 +15,10 @@
 //!
 //! The token is an RS256 client-credentials access token for tenant TENANT: `aud`
 //! `api://autolink-bench`, `roles` `["Connector.Call"]`, `azp`, `sub`, `iss`, `iat`, `nbf`, and
-//! `exp` two hours from now. Every request is logged on stderr (so the benchmark can show how
+//! `exp` two hours from now. A second line, `ENTRA_TOKEN <jwt>`, is the bearer token Microsoft
+//! Entra External ID sends to custom authentication extensions (`bench/entra.sh`): `aud`
+//! [`EXTENSION_APP`], `azp` the authentication events service, `tid`, `ver` 2.0, no roles. Every
+//! request is logged on stderr (so the benchmark can show how
 //! often the service fetched the document and the keys).
 //!
 //! Usage: `bench_issuer PORT [TENANT]` (PORT 0: an ephemeral port).
@@ -41,6 +44,10 @@ const AUDIENCE: &str = "api://autolink-bench";
 const ROLE: &str = "Connector.Call";
 /// The calling application (B2C's client-credentials app registration).
 const CALLER_CLIENT_ID: &str = "4b9c6f0e-2f4c-4d1e-8b1a-3c2d1e0f9a8b";
+/// The Entra External ID extension's application id (`aud` of `ENTRA_TOKEN`).
+const EXTENSION_APP: &str = "a13d0fc1-04ab-4ede-b215-63de0174cbb4";
+/// Entra's authentication events service (`azp` of `ENTRA_TOKEN`).
+const EVENTS_APP: &str = "99045fe1-7639-4a75-9d4a-577b6ca3810f";
 /// Key id of the one signing key.
 const KID: &str = "bench-key-1";
 /// Token lifetime.
@@ -153,6 +160,20 @@ fn main() -> std::io::Result<()> {
         "ver": "2.0"
     });
     let token = sign(&key, &claims);
+    let entra_claims = json!({
+        "aud": EXTENSION_APP,
+        "iss": format!("{base}/{tenant}/v2.0"),
+        "iat": now,
+        "nbf": now,
+        "exp": now + TOKEN_LIFETIME_S,
+        "azp": EVENTS_APP,
+        "azpacr": "2",
+        "oid": "1b8a4c7e-0f5d-4f6a-9e3b-2c1d0e9f8a7b",
+        "sub": "1b8a4c7e-0f5d-4f6a-9e3b-2c1d0e9f8a7b",
+        "tid": tenant,
+        "ver": "2.0"
+    });
+    let entra_token = sign(&key, &entra_claims);
 
     let state = Arc::new(State {
         base: base.clone(),
@@ -176,6 +197,7 @@ fn main() -> std::io::Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "bench_issuer listening on {base}")?;
             writeln!(out, "TOKEN {token}")?;
+            writeln!(out, "ENTRA_TOKEN {entra_token}")?;
             out.flush()?;
         }
         server.await

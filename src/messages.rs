@@ -88,6 +88,17 @@ pub fn language(locales: Option<&str>) -> &'static str {
     "en"
 }
 
+/// The title of a block page (Entra External ID's `showBlockPage` has one), in a language
+/// (English when the language has no catalogue).
+pub fn block_page_title(language: &str) -> &'static str {
+    match language {
+        "fr" => "Inscription impossible",
+        "de" => "Registrierung nicht möglich",
+        "es" => "No es posible registrarse",
+        _ => "We cannot sign you up",
+    }
+}
+
 /// The message for a refusal in a language (English when the language has no catalogue).
 pub fn message(refusal: Refusal, language: &str) -> &'static str {
     match language {

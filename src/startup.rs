@@ -184,6 +184,14 @@ impl Application {
             }
             None => None,
         };
+        let entra = match &settings.entra {
+            Some(entra) => Some(Arc::new(entra_state(
+                entra,
+                fetcher.clone(),
+                &settings.linking,
+            )?)),
+            None => None,
+        };
         let client_ip_header = match &settings.limits.credentials.client_ip_header {
             Some(name) => Some(
                 actix_web::http::header::HeaderName::from_bytes(
@@ -219,6 +227,7 @@ impl Application {
             admin_token: credentials.admin_token,
             credential_gate: crate::auth::gate::Gate::new(&settings.limits.credentials),
             client_ip_header,
+            entra,
         });
         let listener = TcpListener::bind(&settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
@@ -306,4 +315,27 @@ impl Application {
         }
         result
     }
+}
+
+/// What the Entra External ID endpoints need, from `[entra]`.
+fn entra_state(
+    settings: &crate::config::EntraSettings,
+    fetcher: Arc<Fetcher>,
+    linking: &crate::config::LinkingSettings,
+) -> anyhow::Result<api::entra::EntraState> {
+    let graph = match &settings.graph {
+        Some(graph) => Some(crate::auth::graph::GraphClient::new(
+            graph,
+            &settings.tenant_id,
+        )?),
+        None => None,
+    };
+    Ok(api::entra::EntraState {
+        verifier: crate::auth::oidc::EntraTokenVerifier::new(settings, fetcher)?,
+        deadline: Duration::from_millis(settings.deadline_ms),
+        identity_issuer: settings.identity_issuer(),
+        signups: crate::linking::verified_signups::VerifiedSignups::default(),
+        graph,
+        verification: linking.verification_policy(),
+    })
 }

@@ -201,6 +201,7 @@ fn link_request(
         identity,
         given_name: body.given_name,
         surname: body.surname,
+        time_limit: None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod authn;
 pub mod body;
 pub mod connector;
+pub mod entra;
 pub mod errors;
 pub mod health;
 pub mod metrics;
@@ -55,6 +56,9 @@ pub struct AppState {
     pub credential_gate: crate::auth::gate::Gate,
     /// The header naming the client's address behind a proxy, when configured.
     pub client_ip_header: Option<header::HeaderName>,
+    /// Microsoft Entra External ID's custom authentication extensions, when `[entra]` is
+    /// configured.
+    pub entra: Option<Arc<entra::EntraState>>,
 }
 
 /// The id of the current request, in request extensions.

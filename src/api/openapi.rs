@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::admin;
 use super::errors::ErrorBody;
-use super::{connector, health, metrics, relying_party, rest};
+use super::{connector, entra, health, metrics, relying_party, rest};
 use crate::admin::audit::OUTCOMES;
 use crate::admin::prospects::STATUSES;
 use crate::admin::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_CHARS};
@@ -39,6 +39,8 @@ use crate::domain::customer::MAX_NAME_CHARS;
         connector::api_connector,
         rest::precheck,
         rest::link,
+        entra::submit::attribute_collection_submit,
+        entra::token::token_issuance_start,
         relying_party::link,
         admin::create_customer,
         admin::search_customers,
@@ -61,6 +63,7 @@ use crate::domain::customer::MAX_NAME_CHARS;
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "b2c", description = "Called by Azure AD B2C (user-flow API connector, custom-policy REST technical profiles)"),
+        (name = "entra", description = "Called by Microsoft Entra External ID (custom authentication extensions)"),
         (name = "relying party", description = "Called by a site with the user's B2C ID token"),
     )
 )]
@@ -92,6 +95,13 @@ impl Modify for SecuritySchemes {
             http(
                 HttpAuthScheme::Bearer,
                 "An OAuth2 access token from the configured issuer ([auth.bearer])",
+            ),
+        );
+        components.add_security_scheme(
+            "entra_bearer",
+            http(
+                HttpAuthScheme::Bearer,
+                "The access token Microsoft Entra External ID sends to custom authentication extensions ([entra])",
             ),
         );
         components.add_security_scheme(

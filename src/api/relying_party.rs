@@ -137,6 +137,7 @@ pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         }),
         given_name: None,
         surname: None,
+        time_limit: None,
     };
     let email = request.email.clone();
     let answer = link_identity(&state, request, "v1-link").await;

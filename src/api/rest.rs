@@ -297,6 +297,7 @@ fn link_request(
         identity,
         given_name: trimmed(claims.given_name),
         surname: trimmed(claims.surname),
+        time_limit: None,
     }
 }
 

@@ -8,7 +8,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, Route};
 
 use super::errors::ErrorBody;
-use super::{admin, authn, connector, health, metrics, openapi, relying_party, rest};
+use super::{admin, authn, connector, entra, health, metrics, openapi, relying_party, rest};
 
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub enum Access {
     Public,
     /// B2C, with the connector's credentials (under [`B2C_SCOPE`]).
     B2c,
+    /// Microsoft Entra External ID, with its bearer token (under [`ENTRA_SCOPE`]).
+    Entra,
     /// Administrators, with the admin token.
     Admin,
 }
@@ -75,6 +77,8 @@ pub struct RouteSpec {
 
 /// Prefix of the B2C endpoints (one scope, behind the connector authentication).
 pub const B2C_SCOPE: &str = "/b2c";
+/// Prefix of Entra External ID's endpoints (one scope, behind the Entra bearer token).
+pub const ENTRA_SCOPE: &str = "/entra";
 /// Prefix of the admin API (one scope, behind the admin authentication).
 pub const ADMIN_SCOPE: &str = "/admin/v1";
 
@@ -98,6 +102,8 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(Post "/b2c/api-connector", B2c, connector::api_connector),
     route!(Post "/b2c/rest/precheck", B2c, rest::precheck),
     route!(Post "/b2c/rest/link", B2c, rest::link),
+    route!(Post "/entra/attribute-collection-submit", Entra, entra::submit::attribute_collection_submit),
+    route!(Post "/entra/token-issuance-start", Entra, entra::token::token_issuance_start),
     route!(Post "/v1/link", Public, relying_party::link),
     route!(Post "/admin/v1/customers", Admin, admin::create_customer),
     route!(Get "/admin/v1/customers", Admin, admin::search_customers),
@@ -135,6 +141,7 @@ pub fn endpoints() -> impl Iterator<Item = (&'static str, Method)> {
 /// refused without the right credentials too), the rest at the root.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut b2c = web::scope(B2C_SCOPE).wrap(from_fn(authn::require_b2c_caller));
+    let mut entra_scope = web::scope(ENTRA_SCOPE).wrap(from_fn(entra::require_entra_caller));
     let mut admin_scope = web::scope(ADMIN_SCOPE).wrap(from_fn(admin::authn::require_admin));
     let mut paths: Vec<&'static str> = Vec::new();
     for route in ROUTES {
@@ -147,6 +154,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         let access = routes.first().map(|r| r.access).unwrap_or(Access::Public);
         let (relative, in_scope) = match access {
             Access::B2c => (path.strip_prefix(B2C_SCOPE), true),
+            Access::Entra => (path.strip_prefix(ENTRA_SCOPE), true),
             Access::Admin => (path.strip_prefix(ADMIN_SCOPE), true),
             Access::Public => (None, false),
         };
@@ -160,21 +168,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }
         match (access, relative) {
             (Access::B2c, Some(_)) => b2c = b2c.service(resource),
+            (Access::Entra, Some(_)) => entra_scope = entra_scope.service(resource),
             (Access::Admin, Some(_)) => admin_scope = admin_scope.service(resource),
             (Access::Admin, None) => {
                 cfg.service(resource.wrap(from_fn(admin::authn::require_admin)));
             }
             // A B2C route outside the scope would be served without authentication: refuse to
             // register it rather than serve it open.
-            (Access::B2c, None) => {
-                log::error!("route {path} is not under {B2C_SCOPE}; not served");
+            (Access::B2c | Access::Entra, None) => {
+                log::error!("route {path} is not under its authenticated scope; not served");
             }
             (Access::Public, _) => {
                 cfg.service(resource);
             }
         }
     }
-    cfg.service(b2c).service(admin_scope);
+    cfg.service(b2c).service(entra_scope).service(admin_scope);
 }
 
 /// The methods served on a path, as the `Allow` header lists them (`GET, PATCH`).
@@ -222,13 +231,16 @@ mod tests {
             );
             match route.access {
                 Access::B2c => assert!(route.path.starts_with("/b2c/"), "{}", route.path),
+                Access::Entra => assert!(route.path.starts_with("/entra/"), "{}", route.path),
                 Access::Admin => assert!(
                     route.path.starts_with("/admin/v1/") || route.path == "/openapi.json",
                     "{}",
                     route.path
                 ),
                 Access::Public => assert!(
-                    !route.path.starts_with("/b2c") && !route.path.starts_with("/admin"),
+                    !route.path.starts_with("/b2c")
+                        && !route.path.starts_with("/admin")
+                        && !route.path.starts_with("/entra"),
                     "{}",
                     route.path
                 ),

@@ -12,6 +12,7 @@ pub mod argon2_pool;
 pub mod bootstrap;
 pub mod fetch;
 pub mod gate;
+pub mod graph;
 pub mod oidc;
 pub mod secret;
 

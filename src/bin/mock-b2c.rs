@@ -121,6 +121,7 @@ fn settings(args: &Args) -> anyhow::Result<MockSettings> {
         signing_key_file: None,
         directory_file: (!args.memory_directory).then(|| args.directory.clone()),
         verification_code_lifetime_s: None,
+        external_id: None,
     })
 }
 

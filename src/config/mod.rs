@@ -13,11 +13,13 @@ use crate::domain::channel::{Channel, ChannelDirectory, CustomerType};
 use crate::domain::verification::VerificationPolicy;
 
 mod auth;
+mod entra;
 
 pub use self::auth::{
     AdminSettings, ApiKeySettings, AuthSettings, BasicSettings, BearerSettings,
     ClientCertificateSettings, OidcFetchSettings, RelyingPartySettings, TlsSettings,
 };
+pub use self::entra::{EntraSettings, GraphSettings, ENTRA_AUTHENTICATION_EVENTS_APP};
 
 /// Id of the channel used when the configuration names none.
 pub const DEMO_CHANNEL_ID: &str = "web";
@@ -62,6 +64,8 @@ pub struct Settings {
     pub oidc: OidcFetchSettings,
     /// Replacement refusal messages.
     pub messages: MessageSettings,
+    /// Microsoft Entra External ID's custom authentication extensions (`/entra/...`).
+    pub entra: Option<EntraSettings>,
 }
 
 impl Default for Settings {
@@ -83,6 +87,7 @@ impl Default for Settings {
             relying_party: None,
             oidc: OidcFetchSettings::default(),
             messages: MessageSettings::default(),
+            entra: None,
         }
     }
 }
@@ -282,6 +287,7 @@ const ENV_KEYS: &[&str] = &[
     "database",
     "limits",
     "customers",
+    "entra",
 ];
 
 impl Settings {
@@ -389,6 +395,9 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "limits.body_timeout_ms must be between 100 and 60000".into(),
             ));
+        }
+        if let Some(entra) = &self.entra {
+            entra.check()?;
         }
         if self.tenant_issuer.trim().is_empty() {
             return Err(ConfigError::Invalid("tenant_issuer is empty".into()));

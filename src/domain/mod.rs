@@ -7,6 +7,7 @@ pub mod answer;
 pub mod channel;
 pub mod customer;
 pub mod email;
+pub mod entra_signup;
 pub mod identity;
 pub mod refusal;
 pub mod rules;

@@ -13,6 +13,7 @@
 mod executor;
 mod plan;
 mod signin_cache;
+pub mod verified_signups;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -65,6 +66,10 @@ pub struct LinkRequest {
     pub given_name: Option<String>,
     /// Surname, for a customer autolink creates.
     pub surname: Option<String>,
+    /// A time limit shorter than the service's own (`[database] request_timeout_ms`), for a
+    /// caller with a deadline of its own (Entra External ID). The answer comes within it, or
+    /// within twice it while the request's COMMIT is under way.
+    pub time_limit: Option<Duration>,
 }
 
 /// The linking service. Cheap to share behind an `Arc`.
@@ -246,6 +251,7 @@ impl LinkingService {
             identity: None,
             given_name: None,
             surname: None,
+            time_limit: None,
         };
         let mut conn = self.db.get()?;
         let kind = Kind::Preview(channel_id.to_string());

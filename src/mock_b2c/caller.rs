@@ -57,6 +57,10 @@ pub struct Answer {
     pub status: u16,
     /// The body as JSON, or `None` when it is not JSON.
     pub json: Option<Value>,
+    /// The `Content-Type` header, when there is one.
+    pub content_type: Option<String>,
+    /// The body's length in bytes.
+    pub body_len: usize,
 }
 
 /// No answer after every attempt.
@@ -189,19 +193,29 @@ impl Caller {
             let sent = async {
                 let response = request.send().await?;
                 let status = response.status().as_u16();
+                let content_type = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
                 let bytes = response.bytes().await?;
-                Ok::<_, reqwest::Error>((status, bytes))
+                Ok::<_, reqwest::Error>((status, content_type, bytes))
             }
             .await;
             match sent {
-                Ok((status, bytes)) => {
+                Ok((status, content_type, bytes)) => {
                     let json: Option<Value> = serde_json::from_slice(&bytes).ok();
                     record.status = Some(status);
                     record.response = Some(json.clone().unwrap_or_else(|| {
                         Value::String(String::from_utf8_lossy(&bytes).into_owned())
                     }));
                     records.push(record);
-                    return Ok(Answer { status, json });
+                    return Ok(Answer {
+                        status,
+                        json,
+                        content_type,
+                        body_len: bytes.len(),
+                    });
                 }
                 Err(e) => {
                     let timed_out = e.is_timeout();

@@ -154,6 +154,9 @@ pub struct MockSettings {
     /// The RSA signing key (PKCS#8 or PKCS#1 PEM); generated at start when absent.
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
+    /// An External ID tenant beside the B2C tenant (`[external_id]`), signing with the same key.
+    #[serde(default)]
+    pub external_id: Option<super::external_id::ExternalIdSettings>,
 }
 
 /// autolink's claims, as a user flow's "Application claims" would select them.

@@ -39,6 +39,10 @@ pub struct User {
     pub given_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub surname: Option<String>,
+    /// The External ID tenant the user belongs to; `None` for the B2C tenant's users. Each
+    /// tenant has its own sign-in names and social identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_tenant: Option<String>,
 }
 
 impl User {
@@ -132,15 +136,23 @@ impl Directory {
         f(&mut users)
     }
 
-    /// The local account signing in with this email (compared case-insensitively, as B2C does).
+    /// The B2C tenant's local account signing in with this email (compared case-insensitively,
+    /// as B2C does).
     pub fn local(&self, email: &str) -> Option<User> {
+        self.local_in(None, email)
+    }
+
+    /// The local account of a tenant (`None`: the B2C tenant; else an External ID tenant's id)
+    /// signing in with this email.
+    pub fn local_in(&self, tenant: Option<&str>, email: &str) -> Option<User> {
         self.with(|users| {
             users
                 .iter()
                 .find(|u| {
-                    u.sign_in_email
-                        .as_deref()
-                        .is_some_and(|e| e.eq_ignore_ascii_case(email.trim()))
+                    u.external_tenant.as_deref() == tenant
+                        && u.sign_in_email
+                            .as_deref()
+                            .is_some_and(|e| e.eq_ignore_ascii_case(email.trim()))
                 })
                 .cloned()
         })
@@ -151,13 +163,19 @@ impl Directory {
         self.with(|users| users.iter().find(|u| u.object_id == object_id).cloned())
     }
 
-    /// The social account of this provider and subject.
+    /// The B2C tenant's social account of this provider and subject.
     pub fn social(&self, provider: &str, subject: &str) -> Option<User> {
+        self.social_in(None, provider, subject)
+    }
+
+    /// A tenant's social account of this provider and subject (tenant as in [`Self::local_in`]).
+    pub fn social_in(&self, tenant: Option<&str>, provider: &str, subject: &str) -> Option<User> {
         self.with(|users| {
             users
                 .iter()
                 .find(|u| {
-                    u.provider.as_deref() == Some(provider)
+                    u.external_tenant.as_deref() == tenant
+                        && u.provider.as_deref() == Some(provider)
                         && u.provider_subject.as_deref() == Some(subject)
                 })
                 .cloned()
@@ -170,14 +188,15 @@ impl Directory {
     pub fn create(&self, user: User) -> Result<Option<User>, String> {
         self.with(|users| {
             let clash = users.iter().find(|u| {
-                (user.sign_in_email.is_some()
-                    && u.sign_in_email
-                        .as_deref()
-                        .zip(user.sign_in_email.as_deref())
-                        .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b)))
-                    || (user.provider.is_some()
-                        && u.provider == user.provider
-                        && u.provider_subject == user.provider_subject)
+                u.external_tenant == user.external_tenant
+                    && ((user.sign_in_email.is_some()
+                        && u.sign_in_email
+                            .as_deref()
+                            .zip(user.sign_in_email.as_deref())
+                            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b)))
+                        || (user.provider.is_some()
+                            && u.provider == user.provider
+                            && u.provider_subject == user.provider_subject))
             });
             if clash.is_some() {
                 return Ok(None);

@@ -6,7 +6,7 @@ use anyhow::Context;
 use base64::Engine;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
-use rsa::signature::{SignatureEncoding, Signer};
+use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 use serde_json::{json, Map, Value};
@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 pub struct SigningKey {
     kid: String,
     signer: rsa::pkcs1v15::SigningKey<Sha256>,
+    verifier: rsa::pkcs1v15::VerifyingKey<Sha256>,
     jwk: Value,
 }
 
@@ -53,6 +54,7 @@ impl SigningKey {
         });
         SigningKey {
             kid,
+            verifier: rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public),
             signer: rsa::pkcs1v15::SigningKey::<Sha256>::new(key),
             jwk,
         }
@@ -73,6 +75,24 @@ impl SigningKey {
         );
         let signature = self.signer.sign(input.as_bytes()).to_vec();
         format!("{input}.{}", b64(&signature))
+    }
+
+    /// The claims of a JWT this key signed (RS256, this key's id), or `None`.
+    pub fn verify(&self, token: &str) -> Option<Map<String, Value>> {
+        let decode = |part: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+        };
+        let (input, signature) = token.rsplit_once('.')?;
+        let (header, payload) = input.split_once('.')?;
+        let header: Value = serde_json::from_slice(&decode(header)?).ok()?;
+        if header.get("alg")? != "RS256" || header.get("kid")? != self.kid.as_str() {
+            return None;
+        }
+        let signature = rsa::pkcs1v15::Signature::try_from(decode(signature)?.as_slice()).ok()?;
+        self.verifier.verify(input.as_bytes(), &signature).ok()?;
+        serde_json::from_slice(&decode(payload)?).ok()
     }
 }
 

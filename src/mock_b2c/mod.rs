@@ -11,6 +11,8 @@
 //! - Entra ID for client credentials (the `Bearer` authentication type):
 //!   `GET /{tenant_id}/v2.0/.well-known/openid-configuration`, `GET /{tenant_id}/discovery/v2.0/keys`,
 //!   `POST /{tenant_id}/oauth2/v2.0/token`;
+//! - an External ID tenant under `/ciam/{tenant_id}/...` and Graph under `/graph` (see
+//!   [`external_id`]);
 //! - the driver: `POST /mock/journeys` (a [`JourneyRequest`], answers a [`JourneyResult`]),
 //!   `GET /mock/users`; the demo relying party under `/demo`.
 
@@ -18,6 +20,7 @@ pub mod caller;
 pub mod config;
 pub mod demo;
 pub mod directory;
+pub mod external_id;
 pub mod journey;
 pub mod keys;
 mod pages;
@@ -37,6 +40,7 @@ pub use config::{
     autolink_application_claims, default_providers, Application, CallerAuth, CustomPolicySettings,
     EntraClient, MockSettings, Provider,
 };
+pub use external_id::{EmailAttribute, ExternalIdSettings, LocalIdentity, PayloadVariant};
 pub use journey::Mode;
 pub use types::{AccountKind, CallRecord, JourneyKind, JourneyRequest, JourneyResult, Outcome};
 
@@ -67,6 +71,8 @@ pub struct Tenant {
     service_url: Arc<RwLock<String>>,
     key: SigningKey,
     pub directory: Directory,
+    /// The External ID tenant, when configured.
+    pub external_id: Option<external_id::ExternalId>,
     user_flow_caller: Caller,
     policy_caller: Caller,
     codes: Mutex<HashMap<String, IssuedCode>>,
@@ -102,7 +108,12 @@ impl Tenant {
                 .map_err(|e| anyhow::anyhow!("the directory file does not open: {e}"))?,
             None => Directory::default(),
         };
+        let external_id = match &settings.external_id {
+            Some(ext) => Some(external_id::ExternalId::new(ext.clone(), ca)?),
+            None => None,
+        };
         Ok(Tenant {
+            external_id,
             service_url: Arc::new(RwLock::new(settings.service_url.clone())),
             settings,
             base_url,
@@ -400,6 +411,40 @@ impl MockB2c {
             "{}/{}/v2.0/.well-known/openid-configuration",
             self.tenant.base_url, self.tenant.settings.tenant_id
         )
+    }
+
+    /// The External ID tenant's id, when there is one.
+    fn external_tenant_id(&self) -> Option<&str> {
+        self.tenant
+            .external_id
+            .as_ref()
+            .map(|e| e.settings.tenant_id.as_str())
+    }
+
+    /// The External ID tenant's issuer, `https://{tid}.ciamlogin.com/{tid}/v2.0`.
+    pub fn external_id_issuer(&self) -> Option<String> {
+        self.tenant.external_id.as_ref().map(|e| e.issuer())
+    }
+
+    /// The External ID tenant's discovery document (autolink's `[entra] metadata_url`).
+    pub fn external_id_discovery_url(&self) -> Option<String> {
+        self.external_tenant_id().map(|tid| {
+            format!(
+                "{}/ciam/{tid}/v2.0/.well-known/openid-configuration",
+                self.tenant.base_url
+            )
+        })
+    }
+
+    /// The External ID tenant's token endpoint (autolink's `[entra.graph] token_url`).
+    pub fn external_id_token_url(&self) -> Option<String> {
+        self.external_tenant_id()
+            .map(|tid| format!("{}/ciam/{tid}/oauth2/v2.0/token", self.tenant.base_url))
+    }
+
+    /// Graph's base URL in the mock (autolink's `[entra.graph] base_url`).
+    pub fn graph_base_url(&self) -> String {
+        format!("{}/graph", self.tenant.base_url)
     }
 
     /// Points the mock at the service (autolink's base URL).

@@ -36,6 +36,7 @@ pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix
             .route("/", web::get().to(pages::home))
             .route("/mock/journeys", web::post().to(run_journey))
             .route("/mock/users", web::get().to(users))
+            .configure(super::external_id::routes)
             .configure(|cfg| {
                 for demo in &demos {
                     cfg.service(demo::scope(demo.clone()));
@@ -78,9 +79,14 @@ pub fn serve(listener: TcpListener, tenant: Arc<Tenant>) -> anyhow::Result<actix
     Ok(server)
 }
 
+/// The External ID demo's one "policy": the name of the tenant's sign-up-or-sign-in user flow.
+const EXTERNAL_ID_FLOW: &str = "SignUpSignIn (External ID)";
+
 /// The demo relying parties: the consumer store at `/demo` (the application with the redirect
-/// URI `{base}/demo/callback`, else the first one), and the business store at `/demo-business`
-/// when an application has the redirect URI `{base}/demo-business/callback`.
+/// URI `{base}/demo/callback`, else the first one), the business store at `/demo-business`
+/// when an application has the redirect URI `{base}/demo-business/callback`, and the External ID
+/// tenant's store at `/demo-external-id` when the tenant is configured and an application has
+/// the redirect URI `{base}/demo-external-id/callback`.
 fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
     let with_callback = |path: &str| {
         let callback = format!("{}/{path}/callback", tenant.base_url());
@@ -90,8 +96,8 @@ fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
             .iter()
             .find(|a| a.redirect_uris.iter().any(|r| r == &callback))
     };
-    let demo = |path: &str, name: &str, app: Option<&crate::mock_b2c::Application>| {
-        demo::Demo::new(demo::DemoSettings {
+    let demo =
+        |path: &str, name: &str, app: Option<&crate::mock_b2c::Application>| demo::DemoSettings {
             base_url: tenant.base_url().to_string(),
             path: path.into(),
             name: name.into(),
@@ -100,17 +106,31 @@ fn demos_for(tenant: &Tenant) -> Vec<demo::Demo> {
             client_secret: app.and_then(|a| a.client_secret.clone()),
             policies: tenant.policies(),
             service_url: tenant.service_url.clone(),
-        })
-    };
+            external_id: None,
+        };
     let consumer = with_callback("demo").or_else(|| tenant.settings.applications.first());
     let mut demos = vec![demo("demo", "Demo store", consumer)];
     if let Some(business) = with_callback("demo-business") {
         demos.push(demo("demo-business", "Demo business store", Some(business)));
     }
-    demos
+    if let (Some(ext), Some(app)) = (&tenant.external_id, with_callback("demo-external-id")) {
+        let mut store = demo("demo-external-id", "Demo store (External ID)", Some(app));
+        store.policies = vec![EXTERNAL_ID_FLOW.into()];
+        store.external_id = Some(format!(
+            "{}/ciam/{}/v2.0/.well-known/openid-configuration",
+            tenant.base_url(),
+            ext.settings.tenant_id
+        ));
+        demos.push(store);
+    }
+    demos.into_iter().map(demo::Demo::new).collect()
 }
 
-fn error(status: actix_web::http::StatusCode, error: &str, description: &str) -> HttpResponse {
+pub(in crate::mock_b2c) fn error(
+    status: actix_web::http::StatusCode,
+    error: &str,
+    description: &str,
+) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error, "error_description": description }))
 }
 
@@ -177,18 +197,21 @@ async fn keys(state: State, path: web::Path<(String, String)>) -> HttpResponse {
 
 /// The token request's form fields.
 #[derive(Deserialize)]
-struct TokenForm {
-    grant_type: Option<String>,
-    code: Option<String>,
-    redirect_uri: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    code_verifier: Option<String>,
-    scope: Option<String>,
+pub(in crate::mock_b2c) struct TokenForm {
+    pub(in crate::mock_b2c) grant_type: Option<String>,
+    pub(in crate::mock_b2c) code: Option<String>,
+    pub(in crate::mock_b2c) redirect_uri: Option<String>,
+    pub(in crate::mock_b2c) client_id: Option<String>,
+    pub(in crate::mock_b2c) client_secret: Option<String>,
+    pub(in crate::mock_b2c) code_verifier: Option<String>,
+    pub(in crate::mock_b2c) scope: Option<String>,
 }
 
 /// Client credentials from HTTP Basic, else from the form.
-fn client_credentials(req: &HttpRequest, form: &TokenForm) -> (Option<String>, Option<String>) {
+pub(in crate::mock_b2c) fn client_credentials(
+    req: &HttpRequest,
+    form: &TokenForm,
+) -> (Option<String>, Option<String>) {
     let basic = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -237,7 +260,19 @@ async fn token(
             "only authorization_code is supported",
         );
     }
-    let (client_id, secret) = client_credentials(&req, &form);
+    redeem_code(&state, &req, &form, &policy)
+}
+
+/// Redeems an authorization code issued for `policy` (a B2C policy, or the External ID tenant's
+/// marker): the ID token, and an access token when the authorize request asked for one.
+pub(in crate::mock_b2c) fn redeem_code(
+    state: &Tenant,
+    req: &HttpRequest,
+    form: &TokenForm,
+    policy: &str,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let (client_id, secret) = client_credentials(req, form);
     let Some(code) = form.code.as_deref().and_then(|c| state.take_code(c)) else {
         return error(
             StatusCode::BAD_REQUEST,

@@ -74,6 +74,15 @@ pub struct JourneyRequest {
     /// `email`).
     #[serde(default)]
     pub single_sign_on: bool,
+    /// Run the External ID tenant's sign-up-or-sign-in user flow instead of a B2C policy
+    /// (`policy` is then not read): `local` is email with a one-time code, `social` a federated
+    /// provider; the custom authentication extensions are called as Entra calls them.
+    #[serde(default)]
+    pub external_id: bool,
+    /// External ID: the payload variant of this journey's extension calls (default: the
+    /// tenant's `payload` setting).
+    #[serde(default)]
+    pub payload: Option<crate::mock_b2c::external_id::PayloadVariant>,
 }
 
 fn yes() -> bool {
@@ -147,6 +156,16 @@ pub struct JourneyResult {
     pub redirect: Option<String>,
     /// Every call made to the service, in order.
     pub calls: Vec<CallRecord>,
+    /// External ID: the block page's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// External ID: the messages per attribute of a validation error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute_errors: Option<Map<String, Value>>,
+    /// External ID: why Entra failed the sign-in after an extension call (the code its
+    /// sign-in logs record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_error: Option<crate::mock_b2c::external_id::answers::ExtensionError>,
 }
 
 impl JourneyResult {
@@ -162,6 +181,9 @@ impl JourneyResult {
             code_grant: None,
             redirect: None,
             calls: Vec::new(),
+            title: None,
+            attribute_errors: None,
+            extension_error: None,
         }
     }
 

@@ -212,6 +212,8 @@ fn journey(
         redirect_uri: None,
         state: None,
         single_sign_on: false,
+        external_id: false,
+        payload: None,
     }
 }
 

@@ -77,6 +77,8 @@ fn sign_up(policy: &str, email: &str) -> JourneyRequest {
         redirect_uri: None,
         state: None,
         single_sign_on: false,
+        external_id: false,
+        payload: None,
     }
 }
 

@@ -30,6 +30,8 @@ fn local(kind: JourneyKind, email: &str, password: &str) -> JourneyRequest {
         redirect_uri: None,
         state: None,
         single_sign_on: false,
+        external_id: false,
+        payload: None,
     }
 }
 

@@ -60,6 +60,7 @@ pub fn mock_settings() -> MockSettings {
         ),
         directory_file: None,
         verification_code_lifetime_s: None,
+        external_id: None,
     }
 }
 

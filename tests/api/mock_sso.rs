@@ -31,6 +31,7 @@ fn existing_social_user(mock: &MockB2c, provider: &str, subject: &str, email: &s
         email_verified: None,
         given_name: Some("Rita".into()),
         surname: Some("Return".into()),
+        external_tenant: None,
     };
     mock.tenant()
         .directory
@@ -58,6 +59,8 @@ fn social_sign_in(provider: &str, subject: &str, email: &str, sso: bool) -> Jour
         redirect_uri: None,
         state: None,
         single_sign_on: sso,
+        external_id: false,
+        payload: None,
     }
 }
 

@@ -38,7 +38,23 @@ fn the_qa_configuration_files_load() {
             app.redirect_uris
         );
     }
+    // The External ID tenant, and autolink trusting it (its discovery document and Graph).
+    let ext = mock.external_id.as_ref().expect("the External ID tenant");
     let settings = autolink::config::Settings::load(Some(&qa("autolink.toml"))).unwrap();
+    let entra = settings.entra.as_ref().expect("[entra]");
+    assert_eq!(entra.tenant_id, ext.tenant_id);
+    assert_eq!(
+        entra.audiences.as_slice(),
+        std::slice::from_ref(&ext.extension_app_id)
+    );
+    assert!(entra
+        .metadata_url()
+        .contains(&format!("/ciam/{}/", ext.tenant_id)));
+    let graph = entra.graph.as_ref().expect("[entra.graph]");
+    assert_eq!(
+        (&graph.client_id, &graph.client_secret),
+        (&ext.graph_client_id, &ext.graph_client_secret)
+    );
     // The sample customers are written for the channels of the QA configuration.
     let entities: Vec<(&str, String)> = settings
         .channels

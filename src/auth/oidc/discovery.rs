@@ -35,8 +35,14 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    fn new(metadata: CoreProviderMetadata, keys: CoreJsonWebKeySet, fetched_at: Instant) -> Self {
-        let verifier = claims_verifier(metadata.issuer().clone(), keys.clone(), chrono::Utc::now);
+    fn new(
+        metadata: CoreProviderMetadata,
+        keys: CoreJsonWebKeySet,
+        fetched_at: Instant,
+        issuer_checked_by_caller: bool,
+    ) -> Self {
+        let verifier = claims_verifier(metadata.issuer().clone(), keys.clone(), chrono::Utc::now)
+            .require_issuer_match(!issuer_checked_by_caller);
         Snapshot {
             metadata,
             keys,
@@ -77,6 +83,9 @@ pub struct OidcProvider {
     fetcher: Arc<Fetcher>,
     ttl: Duration,
     min_refetch_interval: Duration,
+    /// The caller compares `iss` with a list of its own (Entra External ID), not with the
+    /// document's `issuer`.
+    issuer_checked_by_caller: bool,
     current: RwLock<Option<Arc<Snapshot>>>,
     fetching: Mutex<FetchBook>,
 }
@@ -100,9 +109,17 @@ impl OidcProvider {
             ttl: fetcher.cache_ttl(),
             min_refetch_interval: fetcher.min_refetch_interval(),
             fetcher,
+            issuer_checked_by_caller: false,
             current: RwLock::new(None),
             fetching: Mutex::new(FetchBook::default()),
         })
+    }
+
+    /// The same provider, whose tokens' `iss` the caller checks against a list of its own
+    /// instead of the document's `issuer` (Entra External ID: several issuer forms, v1 tokens).
+    pub(super) fn with_issuer_checked_by_caller(mut self) -> OidcProvider {
+        self.issuer_checked_by_caller = true;
+        self
     }
 
     /// The discovery URL.
@@ -207,7 +224,12 @@ impl OidcProvider {
             metadata.issuer().as_str(),
             keys.keys().len()
         );
-        Ok(Snapshot::new(metadata, keys, Instant::now()))
+        Ok(Snapshot::new(
+            metadata,
+            keys,
+            Instant::now(),
+            self.issuer_checked_by_caller,
+        ))
     }
 
     /// Refetches the key set because a token named `kid`, which the cached set does not hold.
@@ -253,6 +275,7 @@ impl OidcProvider {
             current.metadata.clone(),
             keys,
             current.fetched_at,
+            self.issuer_checked_by_caller,
         ));
         self.store(snapshot.clone());
         Ok(Some(snapshot))

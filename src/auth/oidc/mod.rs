@@ -118,11 +118,13 @@ use super::fetch::FetchError;
 
 mod access_token;
 mod discovery;
+mod entra_token;
 mod id_token;
 mod verification;
 
 pub use self::access_token::{AccessTokenInfo, AccessTokenVerifier};
 pub use self::discovery::OidcProvider;
+pub use self::entra_token::{EntraCaller, EntraTokenVerifier};
 pub use self::id_token::{policy_of_metadata_url, B2cIdTokenVerifier, B2cIdentity};
 
 /// Leeway on `exp` and `nbf`, in seconds.
@@ -154,6 +156,9 @@ pub enum TokenError {
     /// `iss` is not the issuer of the discovery document.
     #[error("the token was issued by another issuer")]
     WrongIssuer,
+    /// `tid` is not the configured tenant (Entra External ID).
+    #[error("the token was issued for another tenant")]
+    WrongTenant,
     /// No `aud` is an accepted audience.
     #[error("the token is meant for another audience")]
     WrongAudience,
@@ -194,6 +199,7 @@ impl TokenError {
             TokenError::UnknownKey => "unknown_key",
             TokenError::BadSignature => "bad_signature",
             TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::WrongTenant => "wrong_tenant",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",

@@ -59,6 +59,13 @@ pub(super) struct ExtraClaims {
     pub(super) emails: Option<OneOrMany>,
     #[serde(default)]
     pub(super) idp: Option<String>,
+    /// The tenant (Entra).
+    #[serde(default)]
+    pub(super) tid: Option<String>,
+    /// The token version (`"1.0"` or `"2.0"`, Entra); read loosely, since other issuers are not
+    /// bound to its type.
+    #[serde(default)]
+    pub(super) ver: Option<serde_json::Value>,
 }
 
 impl AdditionalClaims for ExtraClaims {}

@@ -184,6 +184,9 @@ impl Executor {
         use actix_web::rt::time::timeout;
         let request_id = request.request_id.clone();
         let source = request.source;
+        let limit = request
+            .time_limit
+            .map_or(self.shared.limit, |own| own.min(self.shared.limit));
         let ticket = Ticket::new();
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -198,14 +201,14 @@ impl Executor {
             return Err(Refusal::ServiceUnavailable);
         }
         let mut answer = std::pin::pin!(answer);
-        let reply = match timeout(self.shared.limit, &mut answer).await {
+        let reply = match timeout(limit, &mut answer).await {
             Ok(reply) => reply,
             Err(_) if ticket.abandon() => {
                 log::warn!("request_id={request_id} {source}: database did not answer in time");
                 return Err(Refusal::ServiceUnavailable);
             }
             // Its group is committing: that commit's outcome is the answer.
-            Err(_) => match timeout(self.shared.limit, &mut answer).await {
+            Err(_) => match timeout(limit, &mut answer).await {
                 Ok(reply) => reply,
                 Err(_) => {
                     log::error!("request_id={request_id} {source}: a COMMIT did not answer in time: its outcome is unknown");

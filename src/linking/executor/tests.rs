@@ -71,6 +71,7 @@ fn request(subject: &str, email: &str) -> LinkRequest {
         }),
         given_name: None,
         surname: None,
+        time_limit: None,
     }
 }
 

@@ -55,6 +55,9 @@ impl Demo {
     }
 
     fn discovery_url(&self, policy: &str) -> String {
+        if let Some(url) = &self.settings.external_id {
+            return url.clone();
+        }
         format!(
             "{}/{}/{}/v2.0/.well-known/openid-configuration",
             self.base(),

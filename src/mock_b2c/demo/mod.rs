@@ -42,12 +42,14 @@ mod views;
 
 pub use self::handlers::scope;
 
-/// The claim carrying the customer account number.
-const CLAIM_ACCOUNT_NUMBER: &str = "extension_CustomerAccountNumber";
-/// The claim carrying autolink's outcome (`Linked`, `Created`, `AlreadyLinked`).
-const CLAIM_OUTCOME: &str = "extension_AutoLinkOutcome";
-/// The claim carrying autolink's refusal code at the token step.
-const CLAIM_ERROR: &str = "extension_AutoLinkError";
+/// The claims carrying the customer account number, autolink's outcome (`Linked`, `Created`,
+/// `AlreadyLinked`) and its refusal code at the token step: B2C's, then External ID's.
+const B2C_CLAIMS: [&str; 3] = [
+    "extension_CustomerAccountNumber",
+    "extension_AutoLinkOutcome",
+    "extension_AutoLinkError",
+];
+const EXTERNAL_ID_CLAIMS: [&str; 3] = ["customerAccountNumber", "autoLinkOutcome", "autoLinkError"];
 
 /// How long a started sign-in may take before its state is forgotten.
 const LOGIN_TTL: Duration = Duration::from_secs(30 * 60);
@@ -82,6 +84,10 @@ pub struct DemoSettings {
     pub policies: Vec<String>,
     /// autolink's base URL, for `POST /v1/link`; changeable while running.
     pub service_url: Arc<RwLock<String>>,
+    /// An External ID tenant's discovery URL: the demo signs in there (its one policy is only
+    /// the user flow's name) and reads External ID's claims (`customerAccountNumber`,
+    /// `autoLinkOutcome`, `autoLinkError`) instead of B2C's `extension_*` ones.
+    pub external_id: Option<String>,
 }
 
 /// The demo relying party: its settings and what it remembers between pages.

@@ -201,6 +201,7 @@ fn demo(base: &str) -> Arc<Demo> {
         client_secret: Some(SECRET.into()),
         policies: vec![POLICY.into(), "B2C_1A_<other>".into()],
         service_url: Arc::new(RwLock::new(base.to_string())),
+        external_id: None,
     }))
 }
 

@@ -7,7 +7,7 @@ use crate::mock_b2c::pages::esc;
 
 use super::handlers::LinkResult;
 use super::support::claim_text;
-use super::{Demo, PageError, SignedIn, CLAIM_ACCOUNT_NUMBER, CLAIM_ERROR, CLAIM_OUTCOME};
+use super::{Demo, PageError, SignedIn, B2C_CLAIMS, EXTERNAL_ID_CLAIMS};
 
 /// The page after a sign-in: the store's name (so that QA sees which store came back), the
 /// account number, the outcome, the claims and the link button.
@@ -18,12 +18,16 @@ pub(super) fn result_page(
     link: Option<&LinkResult>,
 ) -> HttpResponse {
     let claims = &signed_in.claims;
+    let [claim_account_number, claim_outcome, claim_error] = match demo.settings.external_id {
+        Some(_) => EXTERNAL_ID_CLAIMS,
+        None => B2C_CLAIMS,
+    };
     let mount = demo.mount_path();
     let mut body = format!(
         "<h1>Signed in</h1>\n<p>Store: <span id=\"store\">{}</span></p>\n",
         esc(&demo.settings.name)
     );
-    match claims.get(CLAIM_ACCOUNT_NUMBER).map(claim_text) {
+    match claims.get(claim_account_number).map(claim_text) {
         Some(number) if !number.is_empty() => body.push_str(&format!(
             "<p>Customer account number: <span id=\"account-number\">{}</span></p>\n",
             esc(&number)
@@ -32,7 +36,7 @@ pub(super) fn result_page(
             "<p id=\"no-account-number\">The token carries no customer account number.</p>\n",
         ),
     }
-    if let Some(error) = claims.get(CLAIM_ERROR).map(claim_text) {
+    if let Some(error) = claims.get(claim_error).map(claim_text) {
         body.push_str(&format!(
             "<p>autolink refused: <span id=\"autolink-error\">{}</span></p>\n",
             esc(&error)
@@ -41,7 +45,7 @@ pub(super) fn result_page(
     body.push_str(&format!(
         "<p>Outcome: <span id=\"outcome\">{}</span></p>\n",
         esc(&claims
-            .get(CLAIM_OUTCOME)
+            .get(claim_outcome)
             .map(claim_text)
             .unwrap_or_default())
     ));

@@ -33,6 +33,7 @@ impl Journey<'_> {
             email_verified: None,
             given_name: self.request.given_name.clone(),
             surname: self.request.surname.clone(),
+            external_tenant: None,
         };
         let user = match self.before_local_write(user).await {
             Step::Go(user) => user,
@@ -117,6 +118,7 @@ impl Journey<'_> {
             email_verified: verified,
             given_name: self.request.given_name.clone(),
             surname: self.request.surname.clone(),
+            external_tenant: None,
         };
         match self.mode() {
             Mode::UserFlow => {

@@ -69,6 +69,14 @@ struct ProviderAnswer {
 
 /// Runs one journey.
 pub async fn run(tenant: &Tenant, request: JourneyRequest) -> Result<JourneyResult, BadJourney> {
+    if request.external_id {
+        return super::external_id::journey::run(tenant, request).await;
+    }
+    if request.payload.is_some() {
+        return Err(BadJourney(
+            "payload is for External ID journeys (external_id: true)".into(),
+        ));
+    }
     let policy = match &request.policy {
         Some(p) => p.clone(),
         None => tenant
@@ -145,7 +153,7 @@ pub async fn run(tenant: &Tenant, request: JourneyRequest) -> Result<JourneyResu
 }
 
 /// The provider's subject when the request names none: stable per provider and address.
-fn derived_subject(provider: &str, email: &str) -> String {
+pub(crate) fn derived_subject(provider: &str, email: &str) -> String {
     let digest = Sha256::digest(format!("{provider}\n{}", email.trim().to_lowercase()));
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }

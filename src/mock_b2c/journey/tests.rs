@@ -7,6 +7,8 @@ fn answer(status: u16, body: Value) -> Result<Answer, NoAnswer> {
     Ok(Answer {
         status,
         json: Some(body),
+        content_type: Some("application/json".into()),
+        body_len: 1,
     })
 }
 
@@ -108,7 +110,9 @@ fn missing_versions_nulls_and_non_json_are_invalid() {
             "PreTokenIssuance",
             Ok(Answer {
                 status: 200,
-                json: None
+                json: None,
+                content_type: None,
+                body_len: 0,
             })
         ),
         ConnectorAnswer::Invalid(_)

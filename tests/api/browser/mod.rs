@@ -8,6 +8,9 @@
 //! - `business`: the business store at `/demo-business` (the B2B channel): a buyer the store
 //!   registered is linked to that customer; an address without a business account is refused on
 //!   B2C's pages, and "Change e-mail" leads on to the registered one.
+//! - `external_id`: the store at `/demo-external-id` on the mock's External ID tenant: a known
+//!   shopper signs up with an email one-time code and is linked through autolink's `/entra/...`
+//!   endpoints.
 //!
 //! This file holds what they share: the mock with both demo applications, the service trusting
 //! it, chromedriver and the browser, and the steps of the pages.
@@ -18,6 +21,7 @@
 
 mod business;
 mod consumer;
+mod external_id;
 
 use std::net::TcpListener;
 use std::path::Path;
