@@ -1149,8 +1149,8 @@ async fn a_timed_out_link_call_is_sent_again_and_links_once(mode: Mode) {
 /// the connection. A request on another connection that arrives while the held call is still
 /// being processed waits until the service has answered it, so the retry always finds what the
 /// first attempt wrote.
-struct HoldBackProxy {
-    url: String,
+pub(crate) struct HoldBackProxy {
+    pub(crate) url: String,
     state: Arc<ProxyState>,
 }
 
@@ -1167,7 +1167,7 @@ struct ProxyState {
 const PROXY_PATIENCE: Duration = Duration::from_secs(30);
 
 impl HoldBackProxy {
-    async fn start(service_url: &str, marker: &[u8]) -> HoldBackProxy {
+    pub(crate) async fn start(service_url: &str, marker: &[u8]) -> HoldBackProxy {
         let target: SocketAddr = service_url
             .trim_start_matches("http://")
             .parse()
@@ -1189,7 +1189,7 @@ impl HoldBackProxy {
         HoldBackProxy { url, state }
     }
 
-    fn service_answered_held_call(&self) -> bool {
+    pub(crate) fn service_answered_held_call(&self) -> bool {
         *self.state.answered.borrow()
     }
 }

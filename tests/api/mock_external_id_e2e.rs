@@ -246,3 +246,36 @@ async fn e2e_a_returning_user_resolves_the_same_customer() {
     pair.assert_token(&again, "POS-R", "AlreadyLinked");
     assert_eq!(pair.app.links_of("POS-R").len(), 1);
 }
+
+#[tokio::test]
+async fn e2e_a_timed_out_token_issuance_is_sent_again_and_links_once() {
+    let pair = start(false).await;
+    pair.app.import_csv(&csv(&[
+        "POS-T,USRT,person,false,patient@example.com,Pa,Tient",
+    ]));
+    // autolink's answer to the first token-issuance call is held back past the mock's 1 s.
+    let proxy =
+        crate::journeys::HoldBackProxy::start(&pair.app.address, b"/entra/token-issuance-start")
+            .await;
+    pair.mock.set_service_url(&proxy.url);
+    let result = pair
+        .run(ext_journey(AccountKind::Local, "patient@example.com"))
+        .await;
+    assert!(
+        proxy.service_answered_held_call(),
+        "autolink answered the call the mock gave up on"
+    );
+    let calls: Vec<_> = result
+        .calls
+        .iter()
+        .filter(|c| c.name == "tokenIssuanceStart")
+        .collect();
+    assert_eq!(calls.len(), 2, "{result:#?}");
+    assert_eq!((calls[0].attempt, calls[0].status), (1, None));
+    assert_eq!((calls[1].attempt, calls[1].status), (2, Some(200)));
+    assert_eq!(calls[0].request, calls[1].request, "the same event again");
+    // The retry found what the first attempt wrote.
+    pair.assert_token(&result, "POS-T", "AlreadyLinked");
+    assert_eq!(pair.app.links_of("POS-T").len(), 1);
+    assert_eq!(pair.app.active_links(), 1);
+}
