@@ -81,6 +81,18 @@ pub struct LinkingService {
     executor: Executor,
     /// The links the sign-in path resolved ([`signin_cache`]).
     signins: SigninCache,
+    /// The time limit of a request (`[database] request_timeout_ms`).
+    limit: Duration,
+}
+
+/// What the sign-in hot path found without waiting.
+enum Fast {
+    /// Answered, its event queued.
+    Answered(Answer),
+    /// Resolved, but the audit queue had no room for its event.
+    AuditQueueFull(Answer, AuditEvent),
+    /// For the executor.
+    NotResolved,
 }
 
 /// The rules and their settings, shared by the service and its executor.
@@ -122,6 +134,7 @@ impl LinkingService {
             audit,
             executor,
             signins,
+            limit: request_timeout,
         }
     }
 
@@ -148,8 +161,28 @@ impl LinkingService {
     /// Links the identity (or resolves its existing link) and answers with the account number,
     /// once the link is committed. Storage failures and time-outs are `ServiceUnavailable`.
     pub async fn link(&self, request: LinkRequest) -> Answer {
-        if let Some(answer) = self.resolve_linked_without_waiting(&request) {
-            return answer;
+        match self.resolve_linked_without_waiting(&request) {
+            Fast::Answered(answer) => return answer,
+            // Resolved from memory but the audit queue is full: its database stalls. Waiting
+            // for room costs no database work, where the executor would read from the same
+            // stalled database; at the time limit the answer fails closed, as the executor's.
+            Fast::AuditQueueFull(answer, event) => {
+                let limit = request
+                    .time_limit
+                    .map_or(self.limit, |own| own.min(self.limit));
+                if self.audit.record_within(event, limit).await.is_err() {
+                    log::warn!(
+                        "request_id={} {}: no room in the audit queue within {} ms",
+                        request.request_id,
+                        request.source,
+                        limit.as_millis()
+                    );
+                    return Err(Refusal::ServiceUnavailable);
+                }
+                self.decider.count(&request, &answer);
+                return answer;
+            }
+            Fast::NotResolved => {}
         }
         // Taken before the executor reads the link: the account number it answers is kept
         // under it, and the next sign-in of the identity is answered from memory.
@@ -187,9 +220,7 @@ impl LinkingService {
         drop(conn);
         let planned = plan.planned.into_iter().next()?;
         let event = decider.event(request, &planned.answer, planned.channel);
-        if !self.audit.try_record(event) {
-            return None;
-        }
+        self.audit.try_record(event).ok()?;
         decider.count(request, &planned.answer);
         Some(planned.answer)
     }
@@ -197,35 +228,43 @@ impl LinkingService {
     /// The sign-in hot path without leaving the calling (async) thread: when the identity is
     /// linked already and its kept link is known to be current without a read ([`SigninCache`]),
     /// on either database, or (SQLite) an idle connection is at hand, answer at once; PostgreSQL
-    /// never reads here (a round trip). The audit event is queued only if the queue has room;
-    /// anything else returns `None` and the executor decides.
-    fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Option<Answer> {
+    /// never reads here (a round trip). The audit event is queued only if the queue has room
+    /// ([`Fast::AuditQueueFull`] otherwise); anything else is for the executor.
+    fn resolve_linked_without_waiting(&self, request: &LinkRequest) -> Fast {
         let decider = &self.decider;
-        let channel = decider
-            .channels
-            .resolve(request.client_id.as_deref())
-            .ok()?;
-        let identity = request.identity.as_ref()?;
+        let Ok(channel) = decider.channels.resolve(request.client_id.as_deref()) else {
+            return Fast::NotResolved;
+        };
+        let Some(identity) = request.identity.as_ref() else {
+            return Fast::NotResolved;
+        };
         let account_number = match self.signins.without_reading(identity) {
-            Some(number) => number,
-            None if self.db.backend() == storage::BackendKind::Sqlite => {
-                let mut conn = self.db.try_get()?;
-                self.signins.find_active(&mut conn, identity).ok()??
-            }
-            None => return None,
+            Some(number) => Some(number),
+            None if self.db.backend() == storage::BackendKind::Sqlite => self
+                .db
+                .try_get()
+                .and_then(|mut conn| self.signins.find_active(&mut conn, identity).ok())
+                .flatten(),
+            None => None,
+        };
+        let Some(account_number) = account_number else {
+            return Fast::NotResolved;
         };
         let answer = Ok(Resolution {
             outcome: Outcome::AlreadyLinked,
             account_number: Some(account_number),
             channel: channel.id.clone(),
         });
-        let queued = self
+        match self
             .audit
-            .try_record(decider.event(request, &answer, Some(channel)));
-        if queued {
-            decider.metrics.decision(Some(&channel.id), &answer);
+            .try_record(decider.event(request, &answer, Some(channel)))
+        {
+            Ok(()) => {
+                decider.metrics.decision(Some(&channel.id), &answer);
+                Fast::Answered(answer)
+            }
+            Err(event) => Fast::AuditQueueFull(answer, event),
         }
-        queued.then_some(answer)
     }
 
     /// What would happen for this email on this channel, assuming a verified email and a new

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::AuditEvent;
 use crate::storage::postgres::audit::PgAuditAppender;
@@ -27,6 +27,8 @@ pub const APPEND_LIMIT: Duration = Duration::from_secs(5);
 /// sign-ins at 50,000 per second, about 3 MB. 16,384 cost 9 MB more of resident memory and
 /// gained nothing measurable.
 const QUEUE_CAPACITY: usize = 4 * 1024;
+/// How often [`AuditWriter::record_within`] looks for room in a full queue.
+const ROOM_POLL: Duration = Duration::from_millis(2);
 
 /// The queue between requests and the writer. Requests append under a mutex and wake nobody:
 /// the writer takes everything every [`FLUSH_INTERVAL`]. (With a channel, the writer woke for
@@ -117,15 +119,38 @@ impl AuditWriter {
         (AuditWriter { queue }, AuditWriterHandle { thread, merger })
     }
 
-    /// Queues an event without waiting; false when the queue is full (the caller then takes a
-    /// path that may wait).
-    pub fn try_record(&self, event: AuditEvent) -> bool {
+    /// Queues an event without waiting; gives it back when the queue is full (the caller then
+    /// takes a path that may wait).
+    pub fn try_record(&self, event: AuditEvent) -> Result<(), AuditEvent> {
         let mut events = self.queue.events();
         if events.len() >= QUEUE_CAPACITY {
-            return false;
+            return Err(event);
         }
         events.push(event);
-        true
+        Ok(())
+    }
+
+    /// Queues an event from async code, waiting at most `limit` for room without holding a
+    /// thread: the writer empties the queue every [`FLUSH_INTERVAL`], so the queue stays full
+    /// only while its database does not take a batch (a stall). Gives the event back when there
+    /// was no room in time.
+    pub async fn record_within(
+        &self,
+        mut event: AuditEvent,
+        limit: Duration,
+    ) -> Result<(), AuditEvent> {
+        let until = Instant::now() + limit;
+        loop {
+            event = match self.try_record(event) {
+                Ok(()) => return Ok(()),
+                Err(event) => event,
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(event);
+            }
+            tokio::time::sleep(left.min(ROOM_POLL)).await;
+        }
     }
 
     /// Queues an event. Blocks while the queue is full; call from blocking code only.
@@ -292,21 +317,26 @@ mod tests {
     use super::*;
     use crate::storage::audit::tests::event;
 
-    #[test]
-    fn a_full_queue_refuses_at_once_and_makes_record_wait_for_room() {
+    /// A full queue and a writer over it, with no writer thread: the test takes the events.
+    fn full_queue() -> (Arc<Queue>, AuditWriter) {
         let queue = Arc::new(Queue {
             events: Mutex::new(Vec::new()),
             room: Condvar::new(),
             senders: AtomicUsize::new(1),
         });
-        // No writer thread: the test takes the events itself.
         let writer = AuditWriter {
             queue: queue.clone(),
         };
         for n in 0..QUEUE_CAPACITY {
-            assert!(writer.try_record(event(n, "f@x.com", "s")));
+            assert!(writer.try_record(event(n, "f@x.com", "s")).is_ok());
         }
-        assert!(!writer.try_record(event(0, "f@x.com", "s")), "full");
+        (queue, writer)
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_makes_record_wait_for_room() {
+        let (queue, writer) = full_queue();
+        assert!(writer.try_record(event(0, "f@x.com", "s")).is_err(), "full");
         let waiting = writer.clone();
         let blocked = std::thread::spawn(move || waiting.record(event(1, "f@x.com", "s")));
         std::thread::sleep(Duration::from_millis(100));
@@ -319,5 +349,33 @@ mod tests {
         blocked.join().unwrap();
         assert_eq!(taken.len(), QUEUE_CAPACITY);
         assert_eq!(queue.events().len(), 1, "the waiting event went in");
+    }
+
+    #[tokio::test]
+    async fn record_within_waits_for_room_and_gives_the_event_back_at_its_limit() {
+        let (queue, writer) = full_queue();
+        // Nobody empties the queue: the event comes back once the limit has passed.
+        let started = Instant::now();
+        let back = writer
+            .record_within(event(7, "g@x.com", "s"), Duration::from_millis(60))
+            .await
+            .expect_err("no room");
+        assert!(started.elapsed() >= Duration::from_millis(60));
+        assert_eq!(back.email_key.as_deref(), Some("g@x.com"));
+
+        // The writer takes the queue while the event waits: it goes in.
+        let taker = queue.clone();
+        let emptied = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            std::mem::take(&mut *taker.events()).len()
+        });
+        writer
+            .record_within(back, Duration::from_secs(5))
+            .await
+            .expect("room once the queue was taken");
+        assert_eq!(emptied.join().unwrap(), QUEUE_CAPACITY);
+        let queued = queue.events();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].email_key.as_deref(), Some("g@x.com"));
     }
 }
