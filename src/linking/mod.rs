@@ -90,7 +90,7 @@ enum Fast {
     /// Answered, its event queued.
     Answered(Answer),
     /// Resolved, but the audit queue had no room for its event.
-    AuditQueueFull(Answer, AuditEvent),
+    AuditQueueFull(Answer, Box<AuditEvent>),
     /// For the executor.
     NotResolved,
 }

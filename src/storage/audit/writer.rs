@@ -121,10 +121,10 @@ impl AuditWriter {
 
     /// Queues an event without waiting; gives it back when the queue is full (the caller then
     /// takes a path that may wait).
-    pub fn try_record(&self, event: AuditEvent) -> Result<(), AuditEvent> {
+    pub fn try_record(&self, event: AuditEvent) -> Result<(), Box<AuditEvent>> {
         let mut events = self.queue.events();
         if events.len() >= QUEUE_CAPACITY {
-            return Err(event);
+            return Err(Box::new(event));
         }
         events.push(event);
         Ok(())
@@ -136,12 +136,12 @@ impl AuditWriter {
     /// was no room in time.
     pub async fn record_within(
         &self,
-        mut event: AuditEvent,
+        mut event: Box<AuditEvent>,
         limit: Duration,
-    ) -> Result<(), AuditEvent> {
+    ) -> Result<(), Box<AuditEvent>> {
         let until = Instant::now() + limit;
         loop {
-            event = match self.try_record(event) {
+            event = match self.try_record(*event) {
                 Ok(()) => return Ok(()),
                 Err(event) => event,
             };
@@ -357,7 +357,10 @@ mod tests {
         // Nobody empties the queue: the event comes back once the limit has passed.
         let started = Instant::now();
         let back = writer
-            .record_within(event(7, "g@x.com", "s"), Duration::from_millis(60))
+            .record_within(
+                Box::new(event(7, "g@x.com", "s")),
+                Duration::from_millis(60),
+            )
             .await
             .expect_err("no room");
         assert!(started.elapsed() >= Duration::from_millis(60));
