@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use autolink::config::EntraSettings;
 use autolink::domain::Refusal;
 use autolink::messages;
 use diesel::connection::SimpleConnection;
@@ -44,7 +45,10 @@ async fn with_postgresql_stalled_both_events_fail_closed_within_the_deadline_and
     let issuer = MockIssuer::start().await;
     let app = spawn_on(db, |s| {
         s.database_url = proxied.clone();
-        s.entra = Some(entra_settings(&issuer));
+        s.entra = Some(EntraSettings {
+            deadline_ms: DEADLINE.as_millis() as u64,
+            ..entra_settings(&issuer)
+        });
     })
     .await;
     let entra = EntraApp { app, issuer };
@@ -107,9 +111,15 @@ async fn with_sqlite_write_locked_token_issuance_fails_closed_within_the_deadlin
 ) {
     if postgres_base_url().is_some() {
         // The PostgreSQL pass runs the stalled-database test above instead.
+        needs_sqlite("with_sqlite_write_locked_token_issuance_fails_closed_within_the_deadline_and_the_retry_links_once");
         return;
     }
-    let entra = spawn_entra(|_, _| {}).await;
+    let entra = spawn_entra(|settings, _| {
+        if let Some(entra) = settings.entra.as_mut() {
+            entra.deadline_ms = DEADLINE.as_millis() as u64;
+        }
+    })
+    .await;
     entra.app.import_csv(&csv(&[
         "C-1,USRT,person,false,casey@example.com,Casey,Jensen",
     ]));

@@ -204,9 +204,18 @@ async fn token_issuance_bodies_of_another_shape_or_event_are_400() {
 // ---------------------------------------------------------------------------------------------
 
 async fn app_with_graph() -> (EntraApp, GraphStub) {
+    app_with_graph_within(None).await
+}
+
+/// As [`app_with_graph`], with this `[entra] deadline_ms` when given.
+async fn app_with_graph_within(deadline_ms: Option<u64>) -> (EntraApp, GraphStub) {
     let graph = GraphStub::start().await;
     let entra = spawn_entra(|settings, _| {
-        settings.entra.as_mut().unwrap().graph = Some(GraphSettings {
+        let entra = settings.entra.as_mut().unwrap();
+        if let Some(deadline_ms) = deadline_ms {
+            entra.deadline_ms = deadline_ms;
+        }
+        entra.graph = Some(GraphSettings {
             client_id: GRAPH_CLIENT_ID.into(),
             client_secret: GRAPH_CLIENT_SECRET.into(),
             token_url: Some(graph.token_url()),
@@ -343,7 +352,7 @@ async fn a_remembered_submit_links_without_reading_graph() {
 
 #[tokio::test]
 async fn a_slow_graph_fails_closed_within_the_deadline() {
-    let (entra, graph) = app_with_graph().await;
+    let (entra, graph) = app_with_graph_within(Some(800)).await;
     let user = "11111111-0000-4000-8000-000000000001";
     graph.add_user(
         user,

@@ -370,6 +370,17 @@ pub fn needs_postgres(test: &str) {
     );
 }
 
+/// Says loudly that a SQLite-only test did not run in this pass (the PostgreSQL pass); the
+/// SQLite pass of `.ci/run` runs it.
+pub fn needs_sqlite(test: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** TEST DID NOT RUN IN THIS PASS: {test}: it needs the embedded SQLite database; \
+         the SQLite pass of .ci/run runs it ***\n"
+    );
+}
+
 /// Says loudly that a test could not run here; fails instead when `CI=true`.
 pub fn cannot_run(test: &str, why: &str) {
     let message = format!("TEST DID NOT RUN: {test}: {why}");
