@@ -13,6 +13,7 @@ use super::endpoints::code_policy;
 use super::extension::{self, Context, Event, SignUpInfo};
 use super::{ExternalId, PayloadVariant};
 use crate::mock_b2c::directory::User;
+use crate::mock_b2c::journey::token::issue_id_token;
 use crate::mock_b2c::journey::{
     derived_subject, urlencode, BadJourney, DIRECTORY_DOWN, USER_EXISTS, VERIFY_FIRST,
 };
@@ -328,29 +329,8 @@ impl Journey<'_> {
     }
 
     fn issue(&mut self, claims: Map<String, Value>) {
-        let token = self.tenant.key.sign(&claims);
-        if let Some(uri) = &self.request.redirect_uri {
-            let code = self.tenant.remember_code(
-                &self.request.client_id,
-                uri,
-                &code_policy(self.tenant_id()),
-                &token,
-                None,
-                false,
-            );
-            let mut redirect = format!(
-                "{uri}{}code={}",
-                if uri.contains('?') { '&' } else { '?' },
-                urlencode(&code)
-            );
-            if let Some(state) = &self.request.state {
-                redirect.push_str(&format!("&state={}", urlencode(state)));
-            }
-            self.result.code_grant = Some(code);
-            self.result.redirect = Some(redirect);
-        }
-        self.result.outcome = Outcome::Token;
-        self.result.id_token = Some(token);
-        self.result.claims = Some(claims);
+        let policy = code_policy(self.tenant_id());
+        let (tenant, request) = (self.tenant, self.request);
+        issue_id_token(tenant, request, &mut self.result, &policy, false, claims);
     }
 }

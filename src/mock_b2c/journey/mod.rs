@@ -22,7 +22,7 @@ use super::Tenant;
 mod accounts;
 mod connector;
 mod custom_policy;
-mod token;
+pub(crate) mod token;
 
 pub use self::connector::{read_connector_answer, ConnectorAnswer};
 

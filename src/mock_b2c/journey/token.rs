@@ -3,7 +3,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::mock_b2c::directory::User;
-use crate::mock_b2c::types::Outcome;
+use crate::mock_b2c::types::{JourneyRequest, JourneyResult, Outcome};
+use crate::mock_b2c::Tenant;
 
 use super::{urlencode, Journey, Mode, Step};
 
@@ -107,31 +108,46 @@ impl Journey<'_> {
     }
 
     fn issue(&mut self, claims: Map<String, Value>) {
-        let token = self.tenant.key.sign(&claims);
-        if let Some(uri) = &self.request.redirect_uri {
-            // A driver journey's code is redeemed as if the application had asked for its own
-            // scope too: the token response carries an access token.
-            let code = self.tenant.remember_code(
-                &self.request.client_id,
-                uri,
-                self.policy,
-                &token,
-                None,
-                true,
-            );
-            let mut redirect = format!(
-                "{uri}{}code={}",
-                if uri.contains('?') { '&' } else { '?' },
-                urlencode(&code)
-            );
-            if let Some(state) = &self.request.state {
-                redirect.push_str(&format!("&state={}", urlencode(state)));
-            }
-            self.result.code_grant = Some(code);
-            self.result.redirect = Some(redirect);
-        }
-        self.result.outcome = Outcome::Token;
-        self.result.id_token = Some(token);
-        self.result.claims = Some(claims);
+        // A driver journey's code is redeemed as if the application had asked for its own
+        // scope too: the token response carries an access token.
+        let (tenant, request, policy) = (self.tenant, self.request, self.policy);
+        issue_id_token(tenant, request, &mut self.result, policy, true, claims);
     }
+}
+
+/// Ends a journey with an ID token: signs `claims` and, when the request has a redirect URI,
+/// keeps an authorization code for `policy` and builds the redirect to the application. Used by
+/// the B2C journeys and the External ID journeys alike.
+pub(crate) fn issue_id_token(
+    tenant: &Tenant,
+    request: &JourneyRequest,
+    result: &mut JourneyResult,
+    policy: &str,
+    with_access_token: bool,
+    claims: Map<String, Value>,
+) {
+    let token = tenant.key.sign(&claims);
+    if let Some(uri) = &request.redirect_uri {
+        let code = tenant.remember_code(
+            &request.client_id,
+            uri,
+            policy,
+            &token,
+            None,
+            with_access_token,
+        );
+        let mut redirect = format!(
+            "{uri}{}code={}",
+            if uri.contains('?') { '&' } else { '?' },
+            urlencode(&code)
+        );
+        if let Some(state) = &request.state {
+            redirect.push_str(&format!("&state={}", urlencode(state)));
+        }
+        result.code_grant = Some(code);
+        result.redirect = Some(redirect);
+    }
+    result.outcome = Outcome::Token;
+    result.id_token = Some(token);
+    result.claims = Some(claims);
 }
