@@ -15,7 +15,7 @@ use super::{ExternalId, PayloadVariant};
 use crate::mock_b2c::directory::User;
 use crate::mock_b2c::journey::token::issue_id_token;
 use crate::mock_b2c::journey::{
-    derived_subject, urlencode, BadJourney, DIRECTORY_DOWN, USER_EXISTS, VERIFY_FIRST,
+    derived_subject, BadJourney, DIRECTORY_DOWN, USER_EXISTS, VERIFY_FIRST,
 };
 use crate::mock_b2c::keys::b64;
 use crate::mock_b2c::types::{AccountKind, JourneyRequest, JourneyResult, Outcome};
