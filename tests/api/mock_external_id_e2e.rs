@@ -64,7 +64,7 @@ impl Pair {
         let claims = result.claims.as_ref().unwrap();
         assert_eq!(claims["customerAccountNumber"], account, "{result:#?}");
         assert_eq!(claims["autoLinkOutcome"], outcome, "{result:#?}");
-        // The link is the identity (tenant issuer, object id) autolink's /v1/link keys too.
+        // The link is the identity (the tenant's ciamlogin issuer, the user's object id).
         let links = self.app.links_of(account);
         let object_id = result.object_id.as_deref().unwrap();
         assert!(
