@@ -169,19 +169,18 @@ impl Application {
             Some(certs) => Some(ClientCertPolicy::from_settings(certs)?),
             None => None,
         };
+        // The channels' client ids: the audiences of the store's ID tokens (`POST /v1/link`).
+        let client_ids: Vec<String> = settings
+            .channels
+            .iter()
+            .flat_map(|c| c.client_ids.clone())
+            .collect();
         let id_tokens = match &settings.relying_party {
-            Some(rp) => {
-                let audiences = settings
-                    .channels
-                    .iter()
-                    .flat_map(|c| c.client_ids.clone())
-                    .collect();
-                Some(Arc::new(B2cIdTokenVerifier::new(
-                    rp,
-                    audiences,
-                    fetcher.clone(),
-                )?))
-            }
+            Some(rp) => Some(Arc::new(B2cIdTokenVerifier::new(
+                rp,
+                client_ids.clone(),
+                fetcher.clone(),
+            )?)),
             None => None,
         };
         let entra = match &settings.entra {
@@ -189,6 +188,7 @@ impl Application {
                 entra,
                 fetcher.clone(),
                 &settings.linking,
+                client_ids,
             )?)),
             None => None,
         };
@@ -322,6 +322,7 @@ fn entra_state(
     settings: &crate::config::EntraSettings,
     fetcher: Arc<Fetcher>,
     linking: &crate::config::LinkingSettings,
+    client_ids: Vec<String>,
 ) -> anyhow::Result<api::entra::EntraState> {
     let graph = match &settings.graph {
         Some(graph) => Some(crate::auth::graph::GraphClient::new(
@@ -337,5 +338,6 @@ fn entra_state(
         signups: crate::linking::verified_signups::VerifiedSignups::default(),
         graph,
         verification: linking.verification_policy(),
+        client_ids,
     })
 }

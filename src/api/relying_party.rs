@@ -3,7 +3,10 @@
 //! A site that links on the return call sends the B2C ID token as `Authorization: Bearer`. The
 //! token is verified against the configured B2C policies' discovery documents and keys; the
 //! identity is (`iss`, `sub`), the email `emails[0]` or `email`, the provider `idp`. The token is
-//! the caller's authentication: no connector credentials are involved.
+//! the caller's authentication: no connector credentials are involved. With `[entra]`, an ID
+//! token of the External ID tenant (its `iss` one of `[entra] issuers`) is verified against that
+//! tenant instead, and its identity is (`[entra] identity_issuer`, `oid`), the identity token
+//! issuance links (External ID's `sub` is pairwise per application).
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,6 +16,7 @@ use utoipa::ToSchema;
 use super::authn::token_refusal;
 use super::errors::ErrorBody;
 use super::{decision_note, link_identity, noted, request_id, unauthorized, AppState};
+use crate::auth::oidc::TokenError;
 use crate::domain::{Identity, Refusal, SignInEvidence};
 use crate::linking::LinkRequest;
 
@@ -74,14 +78,14 @@ pub fn status_of(refusal: Refusal) -> StatusCode {
 )]
 pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let request_id = request_id(&req);
-    let Some(verifier) = state.id_tokens.clone() else {
+    if state.id_tokens.is_none() && state.entra.is_none() {
         return HttpResponse::NotFound().json(RelyingPartyRefusal {
             code: "not_configured",
             error: "not_configured",
-            message: "this deployment does not accept relying-party calls ([relying_party] is not configured)",
+            message: "this deployment does not accept relying-party calls ([relying_party] and [entra] are not configured)",
             request_id: &request_id,
         });
-    };
+    }
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -90,19 +94,32 @@ pub async fn link(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_string());
     let Some(token) = token else {
-        return unauthorized(
-            "a B2C ID token is required as Authorization: Bearer",
-            "Bearer",
-        );
+        return unauthorized("an ID token is required as Authorization: Bearer", "Bearer");
     };
-    let identity = match verifier.verify(&token).await {
+    // A token naming the External ID tenant's issuer is verified against that tenant; any other
+    // against the configured B2C policies.
+    let entra = state
+        .entra
+        .as_ref()
+        .filter(|entra| entra.verifier.names_issuer(&token));
+    let verified = match (entra, &state.id_tokens) {
+        (Some(entra), _) => {
+            entra
+                .verifier
+                .verify_id_token(&token, &entra.client_ids, &entra.identity_issuer)
+                .await
+        }
+        (None, Some(verifier)) => verifier.verify(&token).await,
+        (None, None) => Err(TokenError::WrongIssuer),
+    };
+    let identity = match verified {
         Ok(identity) => identity,
         Err(error) if error.is_provider_unavailable() => {
             log::warn!("request_id={request_id} /v1/link: {error}");
             return HttpResponse::ServiceUnavailable().json(RelyingPartyRefusal {
                 code: Refusal::ServiceUnavailable.code(),
                 error: "issuer_unavailable",
-                message: "the B2C policy's keys could not be fetched; try again later",
+                message: "the issuer's keys could not be fetched; try again later",
                 request_id: &request_id,
             });
         }

@@ -279,3 +279,45 @@ async fn e2e_a_timed_out_token_issuance_is_sent_again_and_links_once() {
     assert_eq!(pair.app.links_of("POS-T").len(), 1);
     assert_eq!(pair.app.active_links(), 1);
 }
+
+/// `POST /v1/link` with the ID token the store got at the end of the journey: answered by
+/// status and body.
+async fn v1_link(pair: &Pair, id_token: &str) -> (u16, serde_json::Value) {
+    let response = pair
+        .app
+        .client
+        .post(format!("{}/v1/link", pair.app.address))
+        .bearer_auth(id_token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn e2e_v1_link_with_the_external_id_token_resolves_the_identity_token_issuance_linked() {
+    // No [relying_party]: the External ID tenant of [entra] verifies its own ID tokens.
+    let pair = start(false).await;
+    pair.app
+        .import_csv(&csv(&["POS-V,USRT,person,false,vera@example.com,Vera,V"]));
+    let result = pair
+        .run(ext_journey(AccountKind::Local, "vera@example.com"))
+        .await;
+    pair.assert_token(&result, "POS-V", "Linked");
+    let id_token = result.id_token.as_deref().unwrap();
+
+    // The token's `sub` is pairwise, its `oid` the object id token issuance linked: resolved,
+    // not linked a second time.
+    let (status, body) = v1_link(&pair, id_token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "AlreadyLinked", "{body}");
+    assert_eq!(body["customerAccountNumber"], "POS-V", "{body}");
+    assert_eq!(pair.app.links_of("POS-V").len(), 1);
+
+    // The same token with its signature broken is refused, and nothing changes.
+    let (head, _) = id_token.rsplit_once('.').unwrap();
+    let (status, body) = v1_link(&pair, &format!("{head}.AAAA")).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(pair.app.links_of("POS-V").len(), 1);
+}

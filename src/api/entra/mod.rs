@@ -49,6 +49,8 @@ pub struct EntraState {
     pub graph: Option<GraphClient>,
     /// What counts as a verified email (`[linking]`), for reading a Graph user.
     pub verification: VerificationPolicy,
+    /// The channels' client ids: the audiences of the store's ID tokens (`POST /v1/link`).
+    pub client_ids: Vec<String>,
 }
 
 /// When the call arrived and what its token said (request extensions).

@@ -22,8 +22,14 @@ use crate::auth::fetch::Fetcher;
 use crate::config::{ConfigError, EntraSettings};
 
 use super::discovery::OidcProvider;
-use super::verification::{accepted_audience, check_not_before, non_empty, now, read};
+use super::id_token::B2cIdentity;
+use super::verification::{
+    accepted_audience, check_not_before, non_empty, now, read, unverified_claims, Claims,
+};
 use super::TokenError;
+
+/// What `POST /v1/link` reports as the "policy" of an External ID token (its note and audit).
+pub const EXTERNAL_ID_POLICY: &str = "external-id";
 
 /// What a verified Entra token says about the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,19 +71,74 @@ impl EntraTokenVerifier {
         &self.provider
     }
 
-    /// Verifies a bearer token (the value after `Bearer `).
-    pub async fn verify(&self, token: &str) -> Result<EntraCaller, TokenError> {
-        let (header, token) = read(token)?;
-        let (_, claims) = self.provider.verify(&header, &token).await?;
+    /// Whether the token, not yet verified, names one of the tenant's issuers: which verifier
+    /// `POST /v1/link` hands it to. Never a reason to trust it.
+    pub fn names_issuer(&self, token: &str) -> bool {
+        read(token)
+            .ok()
+            .and_then(|(_, token)| {
+                unverified_claims(&token)
+                    .ok()
+                    .map(|claims| self.issuers.iter().any(|i| i == claims.issuer().as_str()))
+            })
+            .unwrap_or(false)
+    }
+
+    /// The signature, `iss` in the list and `tid` the tenant: what every token of the tenant
+    /// must show. Returns the verified claims' tenant.
+    fn tenant_of<'c>(&self, claims: &'c Claims) -> Result<&'c str, TokenError> {
         let issuer = claims.issuer().as_str();
         if !self.issuers.iter().any(|accepted| accepted == issuer) {
             return Err(TokenError::WrongIssuer);
         }
-        let extra = claims.additional_claims();
-        let tenant = non_empty(extra.tid.as_deref()).ok_or(TokenError::WrongTenant)?;
+        let tenant =
+            non_empty(claims.additional_claims().tid.as_deref()).ok_or(TokenError::WrongTenant)?;
         if !tenant.eq_ignore_ascii_case(&self.tenant_id) {
             return Err(TokenError::WrongTenant);
         }
+        Ok(tenant)
+    }
+
+    /// Verifies an ID token the tenant issued to one of the store's applications (`POST
+    /// /v1/link`): signature, `iss` and `tid` as for the extensions' tokens, `aud` one of
+    /// `audiences` (the channels' client ids), no access-token claims. The identity is
+    /// (`identity_issuer`, `oid`), the identity token issuance links: External ID's `sub` is
+    /// pairwise per application, `oid` is the user's object id.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+        identity_issuer: &str,
+    ) -> Result<B2cIdentity, TokenError> {
+        let (header, token) = read(token)?;
+        let (_, claims) = self.provider.verify(&header, &token).await?;
+        self.tenant_of(claims)?;
+        let extra = claims.additional_claims();
+        if non_empty(extra.scp.as_deref()).is_some() || extra.roles.is_some() {
+            return Err(TokenError::NotAnIdToken);
+        }
+        let audience = accepted_audience(claims, audiences)?.to_string();
+        check_not_before(claims, now())?;
+        let subject = non_empty(extra.oid.as_deref())
+            .ok_or(TokenError::Malformed("missing oid"))?
+            .to_string();
+        Ok(B2cIdentity {
+            issuer: identity_issuer.to_string(),
+            subject,
+            audience,
+            email: non_empty(claims.email().map(|email| email.as_str())).map(str::to_string),
+            identity_provider: non_empty(extra.idp.as_deref()).map(str::to_string),
+            email_verified: claims.email_verified(),
+            policy: EXTERNAL_ID_POLICY.to_string(),
+        })
+    }
+
+    /// Verifies a bearer token (the value after `Bearer `).
+    pub async fn verify(&self, token: &str) -> Result<EntraCaller, TokenError> {
+        let (header, token) = read(token)?;
+        let (_, claims) = self.provider.verify(&header, &token).await?;
+        let tenant = self.tenant_of(claims)?;
+        let extra = claims.additional_claims();
         accepted_audience(claims, &self.audiences)?;
         check_not_before(claims, now())?;
         let v1 = extra.ver.as_ref().and_then(|v| v.as_str()) == Some("1.0");

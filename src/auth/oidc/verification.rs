@@ -39,7 +39,7 @@ pub(super) enum OneOrMany {
 }
 
 /// The claims `openidconnect`'s [`IdTokenClaims`] does not have: `nbf`, the access-token claims
-/// (`roles`, `scp`, `appid`) and B2C's (`tfp`, `emails`, `idp`). `iss`, `aud`, `exp`, `iat`,
+/// (`roles`, `scp`, `appid`), B2C's (`tfp`, `emails`, `idp`) and Entra's (`tid`, `oid`, `ver`). `iss`, `aud`, `exp`, `iat`,
 /// `sub`, `acr`, `azp`, `email` and `email_verified` are the crate's own. Unknown claims are
 /// ignored.
 #[derive(Debug, Deserialize, Serialize)]
@@ -62,6 +62,9 @@ pub(super) struct ExtraClaims {
     /// The tenant (Entra).
     #[serde(default)]
     pub(super) tid: Option<String>,
+    /// The user's object id (Entra; External ID's `sub` is pairwise per application).
+    #[serde(default)]
+    pub(super) oid: Option<String>,
     /// The token version (`"1.0"` or `"2.0"`, Entra); read loosely, since other issuers are not
     /// bound to its type.
     #[serde(default)]
