@@ -32,7 +32,8 @@
 # BENCH_SIGNIN_IDENTITIES (10000), BENCH_AUDIT_EVENTS (0: events of earlier sign-ins appended
 # in SQL before the server starts, spread over every customer; on SQLite the run then waits, at
 # most BENCH_LOOKUP_WAIT seconds (900), for the audit lookup merge to catch up before measuring),
-# BENCH_BINARIES (a folder holding autolink and bare_json built earlier: used instead of
+# BENCH_WEBHOOK (none; compare: each backend is measured twice, the second time with a webhook
+# whose endpoint is down, and the results compare the two), BENCH_BINARIES (a folder holding autolink and bare_json built earlier: used instead of
 # building; say which code with BENCH_CODE), BENCH_AUDIT_SAMPLES (15: customers whose audit is queried by email and identity through the
 # admin API after the measurements), BENCH_KEEP=1 keeps the temporary folder and the PostgreSQL
 # database, BENCH_CODE labels the code measured in the results, BENCH_EXPERIMENT_SQL (diagnostic
@@ -156,6 +157,13 @@ PASSWORD_HASH=$(printf '%s\n' "$PASSWORD" | "$AUTOLINK" hash-secret)
 ADMIN_TOKEN_HASH=$(printf '%s\n' bench-admin-token | "$AUTOLINK" hash-secret)
 AUTH=$(printf '%s:%s' "$USER_NAME" "$PASSWORD" | base64 | tr -d '\n')
 
+# BENCH_WEBHOOK=compare: a port on which nothing listens, for the webhook that is down.
+if [[ ${BENCH_WEBHOOK:-none} == compare ]]; then
+    DEAD_PORT=9
+    while (echo >"/dev/tcp/127.0.0.1/$DEAD_PORT") 2>/dev/null; do DEAD_PORT=$((DEAD_PORT + 1)); done
+    say "webhook endpoint down: http://127.0.0.1:$DEAD_PORT/ (nothing listens there)"
+fi
+
 # --- the bare endpoint, for the whole run ------------------------------------------------------
 "$BARE" 0 >"$WORK/bare.out" 2>"$WORK/bare.err" &
 BARE_PID=$!
@@ -168,7 +176,7 @@ SERVER_ENV=$( (env | grep '^AUTOLINK_' || true) | sort | sed -E '/^[^=]*(URL|PAS
 {
     echo "# autolink connector benchmark, $STAMP"
     echo
-    echo "Command: \`bash bench/run.sh\` (DATABASE=$DATABASES REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNECTIONS=$CONNS CUSTOMERS=$CUSTOMERS SIGNIN=$SIGNIN AUDIT_EVENTS=${BENCH_AUDIT_EVENTS:-0})"
+    echo "Command: \`bash bench/run.sh\` (DATABASE=$DATABASES WEBHOOK=${BENCH_WEBHOOK:-none} REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNECTIONS=$CONNS CUSTOMERS=$CUSTOMERS SIGNIN=$SIGNIN AUDIT_EVENTS=${BENCH_AUDIT_EVENTS:-0})"
     echo
     echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load before: $(cut -d' ' -f1-3 /proc/loadavg); wrk runs on the same cores as the servers."
     echo "Code measured: $BUILD_TREE (binary sha256 $BUILD_SHA); $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2); $(rustc --version)"
@@ -183,7 +191,16 @@ SERVER_ENV=$( (env | grep '^AUTOLINK_' || true) | sort | sed -E '/^[^=]*(URL|PAS
 SUMMARY=()
 RUN_INVALID=0
 for backend in "${BACKENDS[@]}"; do
+    VARIANT=
+    WEBHOOK_URL=
     measure_backend "$backend"
+    if [[ ${BENCH_WEBHOOK:-none} == compare ]]; then
+        VARIANT="webhook endpoint down"
+        WEBHOOK_URL=http://127.0.0.1:$DEAD_PORT/hooks/autolink
+        measure_backend "$backend"
+        VARIANT=
+        WEBHOOK_URL=
+    fi
 done
 BACKEND=-
 
@@ -196,6 +213,13 @@ BACKEND=-
     printf '%s\n' "${SUMMARY[@]}"
     echo
     echo "Raw wrk output: bench/out/$(basename "$LOG")"
+    if [[ ${BENCH_WEBHOOK:-none} == compare ]]; then
+        echo
+        echo "Each backend was measured twice in this run: without a webhook, then with a webhook"
+        echo "whose endpoint is down (http://127.0.0.1:$DEAD_PORT/: nothing listens; every attempt fails"
+        echo "at once and is retried on the default schedule). Compare the sign-in's share of bare"
+        echo "and p99 of the two lines of each backend."
+    fi
 } | tee -a "$RESULTS"
 
 say "results: $RESULTS"

@@ -68,6 +68,12 @@ pub enum Command {
     },
     /// Query the audit log, newest first (JSON).
     Audit(admin::AuditArgs),
+    /// Webhook deliveries (list, retry) and the feed of events.
+    Webhooks {
+        /// What to do.
+        #[command(subcommand)]
+        command: admin::WebhooksCommand,
+    },
     /// The sample custom policies in `policies/`.
     Policies {
         /// What to do with the policies.
@@ -230,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Links { command } => admin::links(&settings, command),
         Command::Prospects { command } => admin::prospects(&settings, command),
         Command::Audit(args) => admin::audit(&settings, args),
+        Command::Webhooks { command } => admin::webhooks(&settings, command),
         Command::HashSecret | Command::GenerateSecret => Ok(ExitCode::SUCCESS),
         Command::Policies { .. } => Ok(ExitCode::SUCCESS),
     }

@@ -30,3 +30,4 @@ pub mod policies;
 pub mod startup;
 pub mod storage;
 pub mod tls;
+pub mod webhooks;

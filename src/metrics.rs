@@ -53,7 +53,13 @@ pub struct Metrics {
     pool_idle: IntGauge,
     pool_in_use: IntGauge,
     pool_max: IntGauge,
+    /// Webhook attempts by outcome ([`DELIVERY_OUTCOMES`]).
+    deliveries: [IntCounter; DELIVERY_OUTCOMES.len()],
+    oldest_pending_delivery: IntGauge,
 }
+
+/// The outcomes of a webhook attempt: delivered, to be tried again, failed for good.
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retry", "failed"];
 
 impl Metrics {
     /// Registers every metric and the label sets of decisions (for each configured channel) and
@@ -120,8 +126,23 @@ impl Metrics {
             "autolink_db_pool_max_connections",
             "Most database connections the pool opens.",
         )?;
+        let deliveries_vec = IntCounterVec::new(
+            Opts::new(
+                "autolink_webhook_attempts_total",
+                "Webhook delivery attempts, by outcome: delivered, retry (failed, tried again later), failed (the last attempt of its schedule failed).",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(deliveries_vec.clone()))?;
+        let deliveries = DELIVERY_OUTCOMES.map(|o| deliveries_vec.with_label_values(&[o]));
+        let oldest_pending_delivery = gauge(
+            "autolink_webhook_oldest_pending_seconds",
+            "Age of the oldest pending webhook delivery, in seconds (0: none), as this instance's dispatcher last read it.",
+        )?;
         Ok(Metrics {
             registry,
+            deliveries,
+            oldest_pending_delivery,
             decisions,
             decisions_without_channel,
             refusals,
@@ -149,6 +170,18 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Counts a webhook attempt's outcome (one of [`DELIVERY_OUTCOMES`]).
+    pub fn delivery(&self, outcome: &str) {
+        if let Some(index) = DELIVERY_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.deliveries[index].inc();
+        }
+    }
+
+    /// Sets the age of the oldest pending webhook delivery.
+    pub fn oldest_pending_delivery(&self, seconds: i64) {
+        self.oldest_pending_delivery.set(seconds.max(0));
     }
 
     /// Registers a latency histogram for each endpoint (route pattern and method). Only the first

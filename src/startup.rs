@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 use crate::storage::audit::{AuditWriter, AuditWriterHandle};
 use crate::storage::{Db, PoolOptions, StorageError};
 use crate::tls::ClientCertPolicy;
+use crate::webhooks::dispatcher::Dispatcher;
+use crate::webhooks::Outbox;
 
 /// Longest wait, once the server has stopped, for the audit writer to write what is queued.
 const AUDIT_AT_STOP: Duration = Duration::from_secs(5);
@@ -33,6 +35,8 @@ pub struct Application {
     server: Server,
     audit: AuditWriterHandle,
     generated: Generated,
+    /// The webhook dispatcher, when `[[webhooks]]` are configured.
+    dispatcher: Option<Dispatcher>,
 }
 
 /// Opens the database (applying migrations) with the pool settings of `settings`, for a command:
@@ -95,6 +99,7 @@ pub fn build_linking(
             linking_settings,
             audit,
             metrics,
+            Outbox::new(&settings.webhooks),
             Duration::from_millis(settings.database.request_timeout_ms),
         ),
         audit_handle,
@@ -210,6 +215,21 @@ impl Application {
             client_certificate,
         };
         let linking = Arc::new(linking);
+        let dispatcher = Dispatcher::start(
+            linking.db().other_pool(&PoolOptions {
+                max_size: 2,
+                checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
+                open_at_start: false,
+                durable_commits: settings.database.sqlite_durable_commits,
+                statement_timeout: Some(Duration::from_millis(
+                    settings.database.request_timeout_ms,
+                )),
+            })?,
+            &settings.webhooks,
+            &settings.webhook_delivery,
+            linking.outbox(),
+            linking.metrics().clone(),
+        )?;
         let admin = Arc::new(Admin::new(
             linking.clone(),
             settings.customers.account_number_prefix.clone(),
@@ -261,6 +281,7 @@ impl Application {
             server,
             audit,
             generated,
+            dispatcher,
         })
     }
 
@@ -290,8 +311,16 @@ impl Application {
 
     /// Serves until stopped, then flushes the audit log.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Application { server, audit, .. } = self;
+        let Application {
+            server,
+            audit,
+            dispatcher,
+            ..
+        } = self;
         let result = server.await;
+        // Attempts under way end by their own time limits; a delivery not recorded is attempted
+        // again once its claim lapses (by this instance's next start or another instance).
+        drop(dispatcher);
         // The server and its state are gone; the writer flushes what is queued and stops once
         // the last request's work has ended. On a thread of its own, waited for at most
         // AUDIT_AT_STOP: work that waits for a database that does not answer must not keep the

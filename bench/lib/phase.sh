@@ -28,6 +28,17 @@ password_hash = "$PASSWORD_HASH"
 [admin]
 token_hash = "$ADMIN_TOKEN_HASH"
 EOF
+    # BENCH_WEBHOOK=compare: the second measurement of each backend has a webhook whose
+    # endpoint is down (nothing listens on its port: every attempt fails at once and is
+    # scheduled again, the most work a dead endpoint can make the dispatcher do).
+    if [[ -n ${WEBHOOK_URL:-} ]]; then
+        cat <<EOF
+
+[[webhooks]]
+url = "$WEBHOOK_URL"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+EOF
+    fi
 }
 
 seconds_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -41,8 +52,8 @@ measure_backend() {
     INVALID=()
     LINKED_REPORTED=0
     local title dir t0 load_line load_s prepare_line= prepare_s= settle_line= settle_s= plan describe experiment=${BENCH_EXPERIMENT_SQL:-}
-    title=$(db title)
-    dir=$WORK/$BACKEND
+    title=$(db title)${VARIANT:+, $VARIANT}
+    dir=$WORK/$BACKEND${VARIANT:+-webhook}
     mkdir -p "$dir"
     say "== $title"
     db create

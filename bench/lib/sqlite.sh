@@ -72,5 +72,9 @@ sqlite_after_measure() {
 
 sqlite_size() { echo "file $(du -k "$SQLITE_DB" | cut -f1) kB"; }
 
-# The file goes with the temporary folder.
-sqlite_drop() { :; }
+# The file (and its companions) goes, so that a second measurement of the backend in one run
+# starts from an empty database too; the rest goes with the temporary folder.
+sqlite_drop() {
+    [[ -n ${SQLITE_DB:-} && ${BENCH_KEEP:-0} != 1 ]] || return 0
+    rm -f "$SQLITE_DB" "$SQLITE_DB"-wal "$SQLITE_DB"-shm "$SQLITE_DB".audit-lookup*
+}

@@ -17,6 +17,7 @@ use crate::domain::customer::parse_name;
 use crate::domain::{AccountNumber, EmailAddress, PartyType};
 use crate::storage::customers::{self, Customer, CustomerChanges, NewCustomer};
 use crate::storage::{self, DbConn};
+use crate::webhooks::Event;
 
 /// A customer to create.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -187,10 +188,23 @@ impl Admin {
                     new.legal_entity
                 ));
                 storage::audit::insert(conn, &[event])?;
+                self.tell(
+                    conn,
+                    vec![Event::customer_created(
+                        number.as_str(),
+                        legal_entity.as_str(),
+                        "admin",
+                        None,
+                        new.primary_email,
+                    )],
+                )?;
                 Ok(id)
             });
             match result {
-                Ok(id) => return self.customer_view_by_id(&mut conn, id),
+                Ok(id) => {
+                    self.told();
+                    return self.customer_view_by_id(&mut conn, id);
+                }
                 // A concurrent create took the number between the check and the insert.
                 Err(AdminError::Storage(e)) if e.is_unique_violation() => {
                     if given_number.is_some() {

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::storage::links::{self, Link, NewLink};
 use crate::storage::{self, DbConn};
+use crate::webhooks::{Event, LinkFacts};
 
 /// Longest issuer or subject accepted in a query, in characters.
 const MAX_IDENTITY_PART: usize = 1024;
@@ -150,8 +151,16 @@ impl Admin {
                 None => format!("link {} removed", link.id),
             });
             storage::audit::insert(conn, &[event])?;
+            self.tell(
+                conn,
+                vec![Event::identity_unlinked(
+                    &facts(&link, &number, link.id),
+                    why.as_deref(),
+                )],
+            )?;
             Ok::<_, AdminError>(())
         })?;
+        self.told();
         let (link, number) = find_link(&mut conn, link_id)?;
         Ok(view(link, number))
     }
@@ -212,8 +221,18 @@ impl Admin {
                 link.id, target.account_number
             ));
             storage::audit::insert(conn, &[event])?;
+            self.tell(
+                conn,
+                vec![Event::identity_moved(
+                    &from_number,
+                    link.id,
+                    &facts(&link, &target.account_number, new_id),
+                    &why,
+                )],
+            )?;
             Ok(new_id)
         })?;
+        self.told();
         let (link, number) = find_link(&mut conn, new_id)?;
         Ok(view(link, number))
     }
@@ -257,6 +276,17 @@ fn link_event(
     event.email_key = Some(link.email_key.clone());
     event.account_number = Some(account_number.to_string());
     event
+}
+
+/// The identity of `link`, with a customer's account number and a link id (the new link's, for
+/// a move).
+fn facts<'a>(link: &'a Link, account_number: &'a str, link_id: i64) -> LinkFacts<'a> {
+    LinkFacts {
+        account_number,
+        issuer: &link.issuer,
+        subject: &link.subject,
+        link_id,
+    }
 }
 
 fn view(link: Link, account_number: String) -> LinkView {

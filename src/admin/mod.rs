@@ -13,6 +13,7 @@ pub mod customers;
 pub mod duplicates;
 pub mod links;
 pub mod prospects;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::domain::{EmailAddress, LegalEntity};
 use crate::linking::LinkingService;
 use crate::storage::audit::AuditEvent;
 use crate::storage::{self, Db, StorageError};
+use crate::webhooks::Event;
 
 /// Default page size of lists.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -185,6 +187,16 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Writes the events of a change, in its transaction (last: see [`crate::webhooks::Outbox::write`]).
+    fn tell(&self, conn: &mut storage::DbConn, events: Vec<Event>) -> AdminResult<()> {
+        Ok(self.linking.outbox().write(conn, events)?)
+    }
+
+    /// After the commit of a change that wrote events: the first attempt is made at once.
+    fn told(&self) {
+        self.linking.outbox().committed();
+    }
+
     /// Builds the operations over the linking service's database and channels.
     pub fn new(linking: Arc<LinkingService>, account_number_prefix: String) -> Admin {
         Admin {

@@ -20,6 +20,7 @@ use crate::domain::AccountNumber;
 use crate::storage::customers::{self, NewCustomer};
 use crate::storage::prospects::{self, NewProspect, Prospect, ProspectDecision};
 use crate::storage::{self, DbConn};
+use crate::webhooks::Event;
 
 /// The statuses of a prospect.
 pub const STATUSES: [&str; 3] = ["pending", "approved", "rejected"];
@@ -244,7 +245,10 @@ impl Admin {
                 )
             });
             match result {
-                Ok(()) => return self.prospect(id),
+                Ok(()) => {
+                    self.told();
+                    return self.prospect(id);
+                }
                 // A generated number was taken meanwhile: try again with new ones.
                 Err(AdminError::Storage(e)) if e.is_unique_violation() => {
                     if organization_number.is_some() && person_number.is_some() {
@@ -365,6 +369,26 @@ impl Admin {
             prospect.legal_entity
         ));
         storage::audit::insert(conn, &[event])?;
+        let legal_entity = prospect.legal_entity.as_str();
+        self.tell(
+            conn,
+            vec![
+                Event::customer_created(
+                    organization_number.as_str(),
+                    legal_entity,
+                    "prospect",
+                    None,
+                    None,
+                ),
+                Event::customer_created(
+                    person_number.as_str(),
+                    legal_entity,
+                    "prospect",
+                    None,
+                    Some(&prospect.email),
+                ),
+            ],
+        )?;
         Ok(())
     }
 

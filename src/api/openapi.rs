@@ -21,6 +21,7 @@ use crate::admin::audit::OUTCOMES;
 use crate::admin::prospects::STATUSES;
 use crate::admin::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_CHARS};
 use crate::domain::customer::MAX_NAME_CHARS;
+use crate::storage::webhooks::{DELIVERED, FAILED, PENDING};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
@@ -58,6 +59,9 @@ use crate::domain::customer::MAX_NAME_CHARS;
         admin::approve_prospect,
         admin::reject_prospect,
         admin::duplicates,
+        admin::list_webhook_deliveries,
+        admin::retry_webhook_delivery,
+        admin::list_events,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -221,6 +225,12 @@ fn refine(doc: &mut Value) {
                 "type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX,
             }),
             ("path", "accountNumber") => code(),
+            ("query", "status") if path == "/admin/v1/webhook-deliveries" => json!({
+                "type": "string", "enum": [PENDING, DELIVERED, FAILED], "default": PENDING,
+            }),
+            ("query", "after") => json!({
+                "type": "integer", "format": "int64", "minimum": 0, "maximum": i64::MAX,
+            }),
             ("query", "status") => {
                 json!({"type": "string", "enum": STATUSES, "default": "pending"})
             }

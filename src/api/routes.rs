@@ -121,6 +121,9 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(Post "/admin/v1/prospects/{id}/approve", Admin, admin::approve_prospect),
     route!(Post "/admin/v1/prospects/{id}/reject", Admin, admin::reject_prospect),
     route!(Get "/admin/v1/duplicates", Admin, admin::duplicates),
+    route!(Get "/admin/v1/webhook-deliveries", Admin, admin::list_webhook_deliveries),
+    route!(Post "/admin/v1/webhook-deliveries/{id}/retry", Admin, admin::retry_webhook_delivery),
+    route!(Get "/admin/v1/events", Admin, admin::list_events),
 ];
 
 /// Every (method, path) served, e.g. `("post", "/b2c/api-connector")`.

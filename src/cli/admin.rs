@@ -1,6 +1,6 @@
 //! The administrative commands of the `autolink` command line: `customers create|show|search|
 //! update|deactivate|duplicates`, `links list|unlink|move`, `prospects add|list|show|approve|
-//! reject` and `audit`. They call the same [`Admin`] operations as the admin API and print the
+//! reject`, `audit` and `webhooks deliveries|retry|events`. They call the same [`Admin`] operations as the admin API and print the
 //! same JSON; a refusal prints `field: message` on standard error and exits with status 2.
 
 use std::io::Write;
@@ -15,6 +15,7 @@ use crate::admin::links::{LinkQuery, MoveLinkRequest, UnlinkRequest};
 use crate::admin::prospects::{
     ApproveProspectRequest, NewProspectRequest, ProspectQuery, RejectProspectRequest,
 };
+use crate::admin::webhooks::{DeliveryQuery, EventQuery};
 use crate::admin::{id, Actor, Admin, AdminError, AdminResult, Context};
 use crate::config::Settings;
 use crate::startup;
@@ -460,6 +461,62 @@ pub fn audit(settings: &Settings, args: AuditArgs) -> anyhow::Result<ExitCode> {
 
 /// Opens the database, runs one operation, waits for the audit writer, and turns a refusal into
 /// exit status 2.
+/// The `webhooks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List deliveries (pending by default), oldest first.
+    Deliveries {
+        /// `pending`, `delivered` or `failed`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size (1 to 500).
+        #[arg(long)]
+        limit: Option<String>,
+        /// The nextCursor of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Retry a failed delivery (pending again, due now, its schedule from the start).
+    Retry {
+        /// The delivery's id.
+        id: String,
+        /// Who acts.
+        #[command(flatten)]
+        actor: ActorArg,
+    },
+    /// The feed of events after a cursor, in commit order.
+    Events {
+        /// The nextCursor of an earlier page; the beginning when absent.
+        #[arg(long)]
+        after: Option<String>,
+        /// Page size (1 to 500).
+        #[arg(long)]
+        limit: Option<String>,
+    },
+}
+
+/// `autolink webhooks ...`.
+pub fn webhooks(settings: &Settings, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
+    with_admin(settings, |admin| match command {
+        WebhooksCommand::Deliveries {
+            status,
+            limit,
+            cursor,
+        } => print(admin.webhook_deliveries(&DeliveryQuery {
+            status,
+            limit,
+            cursor,
+        })),
+        WebhooksCommand::Retry { id: raw, actor } => {
+            let ctx = context(&actor)?;
+            print(admin.retry_delivery(&ctx, id("id", &raw)?))
+        }
+        WebhooksCommand::Events { after, limit } => {
+            print(admin.events(&EventQuery { after, limit }))
+        }
+    })
+}
+
 fn with_admin(
     settings: &Settings,
     work: impl FnOnce(&Admin) -> AdminResult<()>,

@@ -14,12 +14,14 @@ use crate::domain::verification::VerificationPolicy;
 
 mod auth;
 mod entra;
+pub mod webhooks;
 
 pub use self::auth::{
     AdminSettings, ApiKeySettings, AuthSettings, BasicSettings, BearerSettings,
     ClientCertificateSettings, OidcFetchSettings, RelyingPartySettings, TlsSettings,
 };
 pub use self::entra::{EntraSettings, GraphSettings, ENTRA_AUTHENTICATION_EVENTS_APP};
+pub use self::webhooks::{WebhookDeliverySettings, WebhookSettings};
 
 /// Id of the channel used when the configuration names none.
 pub const DEMO_CHANNEL_ID: &str = "web";
@@ -66,6 +68,10 @@ pub struct Settings {
     pub messages: MessageSettings,
     /// Microsoft Entra External ID's custom authentication extensions (`/entra/...`).
     pub entra: Option<EntraSettings>,
+    /// The store's endpoints told of every change (signed webhooks).
+    pub webhooks: Vec<WebhookSettings>,
+    /// How this instance delivers them.
+    pub webhook_delivery: WebhookDeliverySettings,
 }
 
 impl Default for Settings {
@@ -88,6 +94,8 @@ impl Default for Settings {
             oidc: OidcFetchSettings::default(),
             messages: MessageSettings::default(),
             entra: None,
+            webhooks: Vec::new(),
+            webhook_delivery: WebhookDeliverySettings::default(),
         }
     }
 }
@@ -288,6 +296,8 @@ const ENV_KEYS: &[&str] = &[
     "limits",
     "customers",
     "entra",
+    "webhooks",
+    "webhook_delivery",
 ];
 
 impl Settings {
@@ -399,6 +409,7 @@ impl Settings {
         if let Some(entra) = &self.entra {
             entra.check()?;
         }
+        webhooks::check(&self.webhooks, &self.webhook_delivery)?;
         if self.tenant_issuer.trim().is_empty() {
             return Err(ConfigError::Invalid("tenant_issuer is empty".into()));
         }

@@ -25,6 +25,7 @@ use crate::domain::{Channel, ChannelDirectory, EmailAddress, Identity, Refusal, 
 use crate::metrics::Metrics;
 use crate::storage::audit::{AuditEvent, AuditWriter};
 use crate::storage::{self, Db, StorageError};
+use crate::webhooks::Outbox;
 
 use executor::Executor;
 use plan::Kind;
@@ -100,6 +101,8 @@ pub(crate) struct Decider {
     channels: ChannelDirectory,
     settings: LinkingSettings,
     metrics: Arc<Metrics>,
+    /// Where the events of the links written go, in the same transaction.
+    outbox: Outbox,
 }
 
 /// Everything learnt about a request before the decision.
@@ -111,20 +114,23 @@ struct Prepared<'a> {
 }
 
 impl LinkingService {
-    /// Builds the service and starts its executor. `metrics` counts its decisions; a request is
-    /// answered within `request_timeout` (more only while its COMMIT is under way).
+    /// Builds the service and starts its executor. `metrics` counts its decisions; the links it
+    /// writes tell `outbox`; a request is answered within `request_timeout` (more only while its
+    /// COMMIT is under way).
     pub fn new(
         db: Db,
         channels: ChannelDirectory,
         settings: LinkingSettings,
         audit: AuditWriter,
         metrics: Arc<Metrics>,
+        outbox: Outbox,
         request_timeout: Duration,
     ) -> Self {
         let decider = Arc::new(Decider {
             channels,
             settings,
             metrics,
+            outbox,
         });
         let executor = Executor::new(decider.clone(), db.clone(), audit.clone(), request_timeout);
         let signins = SigninCache::new(&db);
@@ -156,6 +162,11 @@ impl LinkingService {
     /// The service's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.decider.metrics
+    }
+
+    /// Where every change's events are written (the admin operations write theirs too).
+    pub fn outbox(&self) -> &Outbox {
+        &self.decider.outbox
     }
 
     /// Links the identity (or resolves its existing link) and answers with the account number,

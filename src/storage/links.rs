@@ -236,19 +236,19 @@ pub fn find_active_many(
 }
 
 /// Inserts links in one statement, skipping those that would be a second active link of their
-/// identity (another writer linked it first). Returns the `(issuer, subject)` of the links
+/// identity (another writer linked it first). Returns the `(id, issuer, subject)` of the links
 /// inserted.
 pub fn insert_skipping_taken(
     conn: &mut DbConn,
     rows: &[NewLink<'_>],
-) -> Result<Vec<(String, String)>, StorageError> {
+) -> Result<Vec<(i64, String, String)>, StorageError> {
     let mut inserted = Vec::with_capacity(rows.len());
     // 9 parameters per row.
     for chunk in rows.chunks(500) {
-        let returned: Vec<(String, String)> = crate::on_backend!(conn, c => diesel::insert_into(identity_links::table)
+        let returned: Vec<(i64, String, String)> = crate::on_backend!(conn, c => diesel::insert_into(identity_links::table)
             .values(chunk)
             .on_conflict_do_nothing()
-            .returning((identity_links::issuer, identity_links::subject))
+            .returning((identity_links::id, identity_links::issuer, identity_links::subject))
             .get_results(c))?;
         inserted.extend(returned);
     }

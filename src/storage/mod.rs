@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod prospects;
 pub mod schema;
 pub mod sqlite;
+pub mod webhooks;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -108,7 +108,42 @@ diesel::table! {
     }
 }
 
+// Migration 000008: the outbox of webhook events and their deliveries.
+diesel::table! {
+    event_sequence (singleton) {
+        singleton -> BigInt,
+        n -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_events (position) {
+        position -> BigInt,
+        event_id -> Text,
+        #[sql_name = "type"]
+        kind -> Text,
+        at -> Timestamp,
+        data -> Text,
+        email -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> BigInt,
+        event_position -> BigInt,
+        url -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(identity_links -> customers (customer_id));
+diesel::joinable!(webhook_deliveries -> webhook_events (event_position));
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     identity_links,
@@ -116,5 +151,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_keys,
     audit_lookup_state,
     service_credentials,
-    b2b_prospects
+    b2b_prospects,
+    webhook_events,
+    webhook_deliveries
 );

@@ -1325,6 +1325,17 @@ async fn nothing_a_caller_sends_to_the_admin_api_is_answered_with_a_server_error
         (Method::POST, "/admin/v1/prospects/-1/approve"),
         (Method::POST, "/admin/v1/prospects/1/reject"),
         (Method::GET, "/admin/v1/duplicates?legalEntity=%0A"),
+        (
+            Method::GET,
+            "/admin/v1/webhook-deliveries?status=%E2%80%AE&cursor=-5",
+        ),
+        (Method::POST, "/admin/v1/webhook-deliveries/1/retry"),
+        (
+            Method::POST,
+            "/admin/v1/webhook-deliveries/99999999999999999999/retry",
+        ),
+        (Method::GET, "/admin/v1/events?after=-1&limit=0"),
+        (Method::GET, "/admin/v1/events?after=99999999999999999999"),
         (Method::PUT, "/admin/v1/customers"),
         (Method::DELETE, "/admin/v1/customers/C-1"),
     ];

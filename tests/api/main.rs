@@ -47,3 +47,5 @@ mod relying_party;
 mod rest;
 mod slow_bodies;
 mod tokens;
+mod webhook_receiver;
+mod webhooks;

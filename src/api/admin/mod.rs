@@ -1,5 +1,5 @@
-//! The admin REST API under `/admin/v1/`: customers, links, audit, preview, B2B prospects and
-//! the duplicate report.
+//! The admin REST API under `/admin/v1/`: customers, links, audit, preview, B2B prospects, the
+//! duplicate report, webhook deliveries and the feed of events.
 //!
 //! Handlers read the request (JSON body, query, path), call [`crate::admin::Admin`] on a blocking
 //! thread, and render its answer or its error ([`error::ApiError`]); no rule lives here. The
@@ -22,6 +22,7 @@ use crate::admin::links::{LinkQuery, LinkView, MoveLinkRequest, UnlinkRequest};
 use crate::admin::prospects::{
     ApproveProspectRequest, NewProspectRequest, ProspectQuery, ProspectView, RejectProspectRequest,
 };
+use crate::admin::webhooks::{DeliveryQuery, DeliveryView, EventPage, EventQuery};
 use crate::admin::{self as ops, Admin, AdminResult, Page, PreviewRequest, PreviewView};
 
 /// Time limit of an admin operation (the duplicate report reads a whole legal entity).
@@ -531,4 +532,92 @@ pub async fn duplicates(
     })
     .await?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// List webhook deliveries of a status (pending by default), oldest first.
+#[utoipa::path(
+    get, path = "/admin/v1/webhook-deliveries", tag = "admin: webhooks",
+    params(
+        ("status" = Option<String>, Query, description = "pending (default), delivered or failed"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of deliveries", body = Page<DeliveryView>),
+        (status = 400, description = "A parameter is not acceptable", body = ErrorBody),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_webhook_deliveries(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    _caller: AdminCaller,
+) -> Result<HttpResponse, ApiError> {
+    let mut q = QueryParams::parse(&req)?;
+    let query = DeliveryQuery {
+        status: q.take("status"),
+        limit: q.take("limit"),
+        cursor: q.take("cursor"),
+    };
+    q.finish()?;
+    let page = run(&state, move |admin| admin.webhook_deliveries(&query)).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Retry a failed webhook delivery: pending again, due now, its retry schedule from the start.
+#[utoipa::path(
+    post, path = "/admin/v1/webhook-deliveries/{id}/retry", tag = "admin: webhooks",
+    params(
+        ("id" = i64, Path, description = "The delivery's id"),
+        ("X-Autolink-Actor" = Option<String>, Header, description = "Administrator name for the audit"),
+    ),
+    responses(
+        (status = 200, description = "The delivery, pending", body = DeliveryView),
+        (status = 400, description = "Not an id", body = ErrorBody),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 409, description = "The delivery is not failed", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn retry_webhook_delivery(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: AdminCaller,
+) -> Result<HttpResponse, ApiError> {
+    let id = ops::id("id", &path_param(&req, "id")?)?;
+    let ctx = caller.context(&req);
+    let view = run(&state, move |admin| admin.retry_delivery(&ctx, id)).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// The feed of events, in commit order, for stores that do not receive webhooks: resumable
+/// from any `nextCursor`.
+#[utoipa::path(
+    get, path = "/admin/v1/events", tag = "admin: webhooks",
+    params(
+        ("after" = Option<String>, Query, description = "nextCursor of an earlier page; the beginning when absent"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "The events after the cursor", body = EventPage),
+        (status = 400, description = "A parameter is not acceptable", body = ErrorBody),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_events(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    _caller: AdminCaller,
+) -> Result<HttpResponse, ApiError> {
+    let mut q = QueryParams::parse(&req)?;
+    let query = EventQuery {
+        after: q.take("after"),
+        limit: q.take("limit"),
+    };
+    q.finish()?;
+    let page = run(&state, move |admin| admin.events(&query)).await?;
+    Ok(HttpResponse::Ok().json(page))
 }

@@ -45,6 +45,7 @@ fn setup() -> Setup {
         channels,
         settings,
         metrics,
+        outbox: crate::webhooks::Outbox::default(),
     });
     let (audit, handle) = AuditWriter::start(db.clone());
     let executor = Executor::new(decider, db.clone(), audit, Duration::from_secs(5));

@@ -2,18 +2,19 @@
 //! written one at a time after a failed pass), multi-row inserts that skip what another writer
 //! wrote first (see the parent module).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use diesel::Connection;
 
 use super::{Job, Reply, Shared};
 use crate::linking::plan::{self, Kind, Plan, Target};
-use crate::linking::{Answer, Decider, LinkRequest};
+use crate::linking::{Answer, Decider, LinkRequest, Outcome};
 use crate::storage::audit::{self, AuditEvent};
 use crate::storage::customers::{self, NewCustomer};
 use crate::storage::links::{self, NewLink};
 use crate::storage::{self, DbConn, StorageError};
+use crate::webhooks::{Event, LinkFacts};
 
 pub(super) enum Written {
     /// Committed (or failed) and answered; these lost a race and go to the next group.
@@ -131,6 +132,12 @@ pub(super) fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -
             failed,
         }) => {
             lost.extend(lost_now);
+            let linked = answers.iter().any(|(_, answer, _)| {
+                matches!(answer, Ok(r) if matches!(r.outcome, Outcome::Linked | Outcome::Created))
+            });
+            if linked {
+                decider.outbox.committed();
+            }
             let mut replies: Vec<Option<Reply>> = (0..group.len()).map(|_| None).collect();
             for (i, answer, event) in answers {
                 if let Some(event) = event {
@@ -261,18 +268,23 @@ fn pass(
             },
         ));
     }
+    // The id of each request's new link, by its index in `planned`.
+    let mut link_ids: HashMap<usize, i64> = HashMap::with_capacity(rows.len());
     if !rows.is_empty() {
         let new: Vec<NewLink<'_>> = rows.iter().map(|(_, row)| row.clone()).collect();
-        let inserted: HashSet<(String, String)> = links::insert_skipping_taken(conn, &new)?
+        let inserted: HashMap<(String, String), i64> = links::insert_skipping_taken(conn, &new)?
             .into_iter()
+            .map(|(id, issuer, subject)| ((issuer, subject), id))
             .collect();
-        let lost: Vec<usize> = rows
-            .iter()
-            .filter(|(_, row)| {
-                !inserted.contains(&(row.issuer.to_string(), row.subject.to_string()))
-            })
-            .map(|(n, _)| live[*n])
-            .collect();
+        let mut lost = Vec::new();
+        for (n, row) in &rows {
+            match inserted.get(&(row.issuer.to_string(), row.subject.to_string())) {
+                Some(id) => {
+                    link_ids.insert(*n, *id);
+                }
+                None => lost.push(live[*n]),
+            }
+        }
         if !lost.is_empty() {
             return Err(Failure::Lost(lost));
         }
@@ -282,10 +294,13 @@ fn pass(
     // refused) go to the audit writer once the group is answered, as every read-only
     // decision's does: a group that wrote no link commits nothing (no sync).
     let mut written = Vec::new();
+    let mut told = Vec::new();
     let mut done = Vec::with_capacity(planned.len());
     for (n, p) in planned.into_iter().enumerate() {
-        let event = decider.event(&group[live[n]].request, &p.answer, p.channel);
-        if p.link.is_some() {
+        let request = &group[live[n]].request;
+        let event = decider.event(request, &p.answer, p.channel);
+        if let (Some(link), Some(&link_id)) = (&p.link, link_ids.get(&n)) {
+            told.extend(events_of(request, &p, link, link_id, &customers));
             written.push(event);
             done.push((live[n], p.answer, None));
         } else {
@@ -295,7 +310,58 @@ fn pass(
     if !written.is_empty() {
         audit::insert(conn, &written)?;
     }
+    // Last: on PostgreSQL the event sequence is held from here to the commit.
+    decider.outbox.write(conn, told)?;
     Ok(done)
+}
+
+/// What the store is told of a decision that linked: `identity.linked`, after `customer.created`
+/// when the decision created the customer.
+fn events_of(
+    request: &LinkRequest,
+    planned: &plan::Planned<'_>,
+    link: &plan::LinkWrite,
+    link_id: i64,
+    customers: &[plan::CustomerWrite],
+) -> Vec<Event> {
+    let (Ok(resolution), Some(identity), Some(channel)) =
+        (&planned.answer, &request.identity, planned.channel)
+    else {
+        return Vec::new();
+    };
+    let Some(account_number) = resolution.account_number.as_deref() else {
+        return Vec::new();
+    };
+    let mut events = Vec::with_capacity(2);
+    let created = match link.target {
+        Target::New(slot) => customers.get(slot),
+        Target::Existing(_) => None,
+    };
+    let email = created
+        .map(|c| c.email.as_str())
+        .or(request.email.as_deref().map(str::trim));
+    if let Some(customer) = created {
+        events.push(Event::customer_created(
+            &customer.account_number,
+            &customer.legal_entity,
+            "autolink",
+            Some(&channel.id),
+            email,
+        ));
+    }
+    events.push(Event::identity_linked(
+        &LinkFacts {
+            account_number,
+            issuer: &identity.issuer,
+            subject: &identity.subject,
+            link_id,
+        },
+        &channel.legal_entity,
+        &channel.id,
+        resolution.outcome.as_str(),
+        email,
+    ));
+    events
 }
 
 /// Whether an error means that the connection is gone or unusable.

@@ -30,6 +30,7 @@ pub mod start;
 pub mod audit;
 
 pub mod link_changes;
+pub mod webhooks;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};

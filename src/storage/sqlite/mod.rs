@@ -7,3 +7,4 @@ pub mod audit_lookup;
 pub mod audit_merge;
 pub mod bulk;
 pub mod change_watch;
+pub mod webhooks;
