@@ -129,7 +129,8 @@ impl Admin {
     /// Makes a failed delivery pending again, due now, with its schedule from the start.
     pub fn retry_delivery(&self, ctx: &Context, id: i64) -> AdminResult<DeliveryView> {
         let mut conn = self.conn()?;
-        crate::storage::write_transaction(&mut conn, |conn| {
+        // Read in the transaction: as the retry left it (the dispatcher may claim it at once).
+        let retried = crate::storage::write_transaction(&mut conn, |conn| {
             let Some(delivery) = store::delivery(conn, id)? else {
                 return Err(AdminError::not_found("id", format!("no delivery {id}")));
             };
@@ -146,12 +147,11 @@ impl Admin {
                 delivery.event_id, delivery.kind, delivery.url
             ));
             crate::storage::audit::insert(conn, &[event])?;
-            Ok(())
+            store::delivery(conn, id)?
+                .ok_or_else(|| AdminError::not_found("id", format!("no delivery {id}")))
         })?;
         self.told();
-        store::delivery(&mut conn, id)?
-            .map(DeliveryView::from)
-            .ok_or_else(|| AdminError::not_found("id", format!("no delivery {id}")))
+        Ok(DeliveryView::from(retried))
     }
 
     /// The feed: events after a cursor, in commit order.

@@ -153,6 +153,7 @@ async fn run(
 ) {
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let mut last_prune: Option<tokio::time::Instant> = None;
+    let mut last_gauge: Option<tokio::time::Instant> = None;
     let prune_every = keep.clamp(Duration::from_secs(1), PRUNE_EVERY);
     loop {
         if *stopped.borrow() {
@@ -178,9 +179,13 @@ async fn run(
                 Err(error) => log::warn!("webhooks: cannot prune delivered rows: {error}"),
             }
         }
-        if let Ok(oldest) = blocking(&context, |c, _| store::oldest_pending(c)).await {
-            let age = oldest.map_or(0, |at| (storage::now() - at).num_seconds());
-            context.metrics.oldest_pending_delivery(age);
+        // The gauge, once a poll interval (a wake per committed group would read it far more).
+        if last_gauge.is_none_or(|at| at.elapsed() >= poll) {
+            last_gauge = Some(tokio::time::Instant::now());
+            if let Ok(oldest) = blocking(&context, |c, _| store::oldest_pending(c)).await {
+                let age = oldest.map_or(0, |at| (storage::now() - at).num_seconds());
+                context.metrics.oldest_pending_delivery(age);
+            }
         }
         // Full: wait for an attempt to end; else for news, the poll, or an attempt's end.
         let full = in_flight.len() >= max_in_flight;

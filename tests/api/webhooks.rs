@@ -533,6 +533,16 @@ async fn two_instances_on_postgresql_deliver_each_event_once() {
 
 /// The deliveries an instance made, from its metrics.
 async fn delivered_by(client: &reqwest::Client, address: &str) -> usize {
+    metric(
+        client,
+        address,
+        "autolink_webhook_attempts_total{outcome=\"delivered\"}",
+    )
+    .await
+}
+
+/// A metric's value at `address`.
+async fn metric(client: &reqwest::Client, address: &str, name: &str) -> usize {
     let text = client
         .get(format!("{address}/metrics"))
         .send()
@@ -542,11 +552,38 @@ async fn delivered_by(client: &reqwest::Client, address: &str) -> usize {
         .await
         .unwrap();
     text.lines()
-        .find_map(|line| {
-            line.strip_prefix("autolink_webhook_attempts_total{outcome=\"delivered\"} ")
-        })
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no delivered count in the metrics of {address}"))
+        .unwrap_or_else(|| panic!("no {name} in the metrics of {address}"))
+}
+
+#[tokio::test]
+async fn metrics_count_attempts_by_outcome_and_show_the_age_of_the_oldest_pending() {
+    // Always 500: retried after a minute (pending meanwhile), after two failures failed.
+    let receiver = Receiver::start(vec![Answer::Status(500); 10]);
+    let app = spawn_with_webhooks(vec![webhook(&receiver.url, &[60])]).await;
+    app.import_csv(&csv(&["C-1,USRT,person,false,carol@example.com,Carol,One"]));
+    let oldest = "autolink_webhook_oldest_pending_seconds";
+    assert_eq!(metric(&app.client, &app.address, oldest).await, 0);
+    sign_up(&app, "carol@example.com", "oid-carol", B2C_CLIENT).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |r| !r.is_empty())
+        .await;
+    let started = std::time::Instant::now();
+    while metric(&app.client, &app.address, oldest).await < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the age does not grow"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retry = "autolink_webhook_attempts_total{outcome=\"retry\"}";
+    assert_eq!(metric(&app.client, &app.address, retry).await, 1);
+    let failed = "autolink_webhook_attempts_total{outcome=\"failed\"}";
+    assert_eq!(metric(&app.client, &app.address, failed).await, 0);
+    let pending = wait_for_status(&app, "pending", 1).await;
+    assert_eq!(pending[0]["lastError"], "HTTP 500", "{pending:?}");
+    assert!(pending[0]["nextAttemptAt"].is_string(), "{pending:?}");
 }
 
 #[tokio::test]
