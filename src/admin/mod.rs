@@ -318,6 +318,21 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// Which things of a list with a status to show (prospects, webhook deliveries): the CLI's
+/// `--status`, `--limit`, `--cursor` and the API's query parameters of the same names.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StatusQuery {
+    /// The status (each list has its own, and its default: see the command's help).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Page size (1 to 500).
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// The nextCursor of the previous page.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
 /// Parses a page size: absent means [`DEFAULT_PAGE_SIZE`]; 1 to [`MAX_PAGE_SIZE`] otherwise
 /// (an empty value is not a number).
 pub fn page_size(raw: Option<&str>) -> AdminResult<i64> {

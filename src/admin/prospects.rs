@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::customers::{account_number_exists, name};
 use super::{
     cursor, invalid_from, page_size, reason, required_email, rfc3339, Admin, AdminError,
-    AdminResult, Context, Page,
+    AdminResult, Context, Page, StatusQuery,
 };
 use crate::domain::customer::MAX_NAME_CHARS;
 use crate::domain::AccountNumber;
@@ -96,17 +96,6 @@ pub struct ProspectView {
     pub created_at: String,
 }
 
-/// Which prospects to list.
-#[derive(Debug, Clone, Default)]
-pub struct ProspectQuery {
-    /// `pending` (the default), `approved` or `rejected`.
-    pub status: Option<String>,
-    /// Page size.
-    pub limit: Option<String>,
-    /// Cursor of the previous page.
-    pub cursor: Option<String>,
-}
-
 impl Admin {
     /// Records a pending prospect. A pending request for the same email and legal entity, or an
     /// existing B2B person customer with that email there, is a conflict.
@@ -184,7 +173,7 @@ impl Admin {
     }
 
     /// Prospects of a status (pending by default), oldest first.
-    pub fn prospects(&self, query: &ProspectQuery) -> AdminResult<Page<ProspectView>> {
+    pub fn prospects(&self, query: &StatusQuery) -> AdminResult<Page<ProspectView>> {
         let status = query
             .status
             .as_deref()

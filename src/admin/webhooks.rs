@@ -3,7 +3,9 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{cursor, page_size, rfc3339, Admin, AdminError, AdminResult, Context, Page};
+use super::{
+    cursor, page_size, rfc3339, Admin, AdminError, AdminResult, Context, Page, StatusQuery,
+};
 use crate::storage::webhooks::{self as store, DeliveryRow, DELIVERED, FAILED, PENDING};
 
 /// A delivery of an event to one endpoint.
@@ -48,17 +50,6 @@ impl From<DeliveryRow> for DeliveryView {
     }
 }
 
-/// The query of the deliveries list.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryQuery {
-    /// `pending` (the default), `delivered` or `failed`.
-    pub status: Option<String>,
-    /// Page size.
-    pub limit: Option<String>,
-    /// Cursor of the previous page.
-    pub cursor: Option<String>,
-}
-
 /// An event of the feed: its id and the body every endpoint is sent (without the email).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventView {
@@ -97,7 +88,7 @@ pub struct EventQuery {
 
 impl Admin {
     /// Deliveries of a status (pending by default), oldest first.
-    pub fn webhook_deliveries(&self, query: &DeliveryQuery) -> AdminResult<Page<DeliveryView>> {
+    pub fn webhook_deliveries(&self, query: &StatusQuery) -> AdminResult<Page<DeliveryView>> {
         let status = query
             .status
             .as_deref()

@@ -12,11 +12,9 @@ use serde::Serialize;
 use crate::admin::audit::AuditQuery;
 use crate::admin::customers::{CustomerQuery, CustomerUpdate, NewCustomerRequest};
 use crate::admin::links::{LinkQuery, MoveLinkRequest, UnlinkRequest};
-use crate::admin::prospects::{
-    ApproveProspectRequest, NewProspectRequest, ProspectQuery, RejectProspectRequest,
-};
-use crate::admin::webhooks::{DeliveryQuery, EventQuery};
-use crate::admin::{id, Actor, Admin, AdminError, AdminResult, Context};
+use crate::admin::prospects::{ApproveProspectRequest, NewProspectRequest, RejectProspectRequest};
+use crate::admin::webhooks::EventQuery;
+use crate::admin::{id, Actor, Admin, AdminError, AdminResult, Context, StatusQuery};
 use crate::config::Settings;
 use crate::startup;
 
@@ -189,17 +187,11 @@ pub enum ProspectsCommand {
         #[command(flatten)]
         actor: ActorArg,
     },
-    /// List prospects (pending by default).
+    /// List prospects of a status: `pending` (the default), `approved` or `rejected`.
     List {
-        /// `pending`, `approved` or `rejected`.
-        #[arg(long)]
-        status: Option<String>,
-        /// Page size (1 to 500).
-        #[arg(long)]
-        limit: Option<String>,
-        /// The nextCursor of the previous page.
-        #[arg(long)]
-        cursor: Option<String>,
+        /// Status, page size, cursor.
+        #[command(flatten)]
+        query: StatusQuery,
     },
     /// Show a prospect.
     Show {
@@ -405,15 +397,7 @@ pub fn prospects(settings: &Settings, command: ProspectsCommand) -> anyhow::Resu
                 },
             ))
         }
-        ProspectsCommand::List {
-            status,
-            limit,
-            cursor,
-        } => print(admin.prospects(&ProspectQuery {
-            status,
-            limit,
-            cursor,
-        })),
+        ProspectsCommand::List { query } => print(admin.prospects(&query)),
         ProspectsCommand::Show { id: raw } => print(admin.prospect(id("id", &raw)?)),
         ProspectsCommand::Approve {
             id: raw,
@@ -464,17 +448,12 @@ pub fn audit(settings: &Settings, args: AuditArgs) -> anyhow::Result<ExitCode> {
 /// The `webhooks` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum WebhooksCommand {
-    /// List deliveries (pending by default), oldest first.
+    /// List deliveries of a status, oldest first: `pending` (the default), `delivered` or
+    /// `failed`.
     Deliveries {
-        /// `pending`, `delivered` or `failed`.
-        #[arg(long)]
-        status: Option<String>,
-        /// Page size (1 to 500).
-        #[arg(long)]
-        limit: Option<String>,
-        /// The nextCursor of the previous page.
-        #[arg(long)]
-        cursor: Option<String>,
+        /// Status, page size, cursor.
+        #[command(flatten)]
+        query: StatusQuery,
     },
     /// Retry a failed delivery (pending again, due now, its schedule from the start).
     Retry {
@@ -498,15 +477,7 @@ pub enum WebhooksCommand {
 /// `autolink webhooks ...`.
 pub fn webhooks(settings: &Settings, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
     with_admin(settings, |admin| match command {
-        WebhooksCommand::Deliveries {
-            status,
-            limit,
-            cursor,
-        } => print(admin.webhook_deliveries(&DeliveryQuery {
-            status,
-            limit,
-            cursor,
-        })),
+        WebhooksCommand::Deliveries { query } => print(admin.webhook_deliveries(&query)),
         WebhooksCommand::Retry { id: raw, actor } => {
             let ctx = context(&actor)?;
             print(admin.retry_delivery(&ctx, id("id", &raw)?))

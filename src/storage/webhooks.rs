@@ -235,13 +235,16 @@ pub fn finish(
 }
 
 /// A delivery as listed, with its event's id and type.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_deliveries)]
 pub struct DeliveryRow {
     /// The delivery's id.
     pub id: i64,
     /// The event's `webhook-id`.
+    #[diesel(select_expression = webhook_events::event_id)]
     pub event_id: String,
     /// The event's type.
+    #[diesel(select_expression = webhook_events::kind)]
     pub kind: String,
     /// The endpoint.
     pub url: String,
@@ -268,16 +271,7 @@ pub fn deliveries(
         .filter(webhook_deliveries::id.gt(after.unwrap_or(0)))
         .order(webhook_deliveries::id)
         .limit(limit)
-        .select((
-            webhook_deliveries::id,
-            webhook_events::event_id,
-            webhook_events::kind,
-            webhook_deliveries::url,
-            webhook_deliveries::status,
-            webhook_deliveries::attempts,
-            webhook_deliveries::last_error,
-            webhook_deliveries::next_attempt_at,
-        ))
+        .select(DeliveryRow::as_select())
         .load(conn)?)
 }
 
@@ -286,16 +280,7 @@ pub fn delivery(conn: &mut DbConn, id: i64) -> Result<Option<DeliveryRow>, Stora
     Ok(webhook_deliveries::table
         .inner_join(webhook_events::table)
         .filter(webhook_deliveries::id.eq(id))
-        .select((
-            webhook_deliveries::id,
-            webhook_events::event_id,
-            webhook_events::kind,
-            webhook_deliveries::url,
-            webhook_deliveries::status,
-            webhook_deliveries::attempts,
-            webhook_deliveries::last_error,
-            webhook_deliveries::next_attempt_at,
-        ))
+        .select(DeliveryRow::as_select())
         .first(conn)
         .optional()?)
 }

@@ -20,10 +20,12 @@ use crate::admin::customers::{CustomerQuery, CustomerUpdate, CustomerView, NewCu
 use crate::admin::duplicates::DuplicateReport;
 use crate::admin::links::{LinkQuery, LinkView, MoveLinkRequest, UnlinkRequest};
 use crate::admin::prospects::{
-    ApproveProspectRequest, NewProspectRequest, ProspectQuery, ProspectView, RejectProspectRequest,
+    ApproveProspectRequest, NewProspectRequest, ProspectView, RejectProspectRequest,
 };
-use crate::admin::webhooks::{DeliveryQuery, DeliveryView, EventPage, EventQuery};
-use crate::admin::{self as ops, Admin, AdminResult, Page, PreviewRequest, PreviewView};
+use crate::admin::webhooks::{DeliveryView, EventPage, EventQuery};
+use crate::admin::{
+    self as ops, Admin, AdminResult, Page, PreviewRequest, PreviewView, StatusQuery,
+};
 
 /// Time limit of an admin operation (the duplicate report reads a whole legal entity).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -414,7 +416,7 @@ pub async fn list_prospects(
     _caller: AdminCaller,
 ) -> Result<HttpResponse, ApiError> {
     let mut q = QueryParams::parse(&req)?;
-    let query = ProspectQuery {
+    let query = StatusQuery {
         status: q.take("status"),
         limit: q.take("limit"),
         cursor: q.take("cursor"),
@@ -555,7 +557,7 @@ pub async fn list_webhook_deliveries(
     _caller: AdminCaller,
 ) -> Result<HttpResponse, ApiError> {
     let mut q = QueryParams::parse(&req)?;
-    let query = DeliveryQuery {
+    let query = StatusQuery {
         status: q.take("status"),
         limit: q.take("limit"),
         cursor: q.take("cursor"),
