@@ -74,12 +74,40 @@ pub enum Command {
         #[command(subcommand)]
         command: admin::WebhooksCommand,
     },
+    /// Link the users a tenant already has, from a Microsoft Graph export (pages of
+    /// `GET /users` or JSON lines of user objects), by the rules of a sign-up. Exit status 0 when
+    /// the run completed (refusals are outcomes), 2 for bad input (nothing written).
+    Backfill(BackfillArgs),
     /// The sample custom policies in `policies/`.
     Policies {
         /// What to do with the policies.
         #[command(subcommand)]
         command: PoliciesCommand,
     },
+}
+
+/// `autolink backfill`.
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    /// The channel (configured id) the users belong to.
+    #[arg(long)]
+    pub channel: String,
+    /// The issuer of the identities (default: `tenant_issuer`); an External ID tenant's is its
+    /// `[entra] identity_issuer`.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Decide and report without writing anything (not even audit events).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write one JSON line per user: {"id","email","outcome","code","accountNumber"}.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Users per transaction.
+    #[arg(long, default_value_t = crate::backfill::DEFAULT_BATCH, hide = true)]
+    pub batch_size: usize,
+    /// The export's files, in order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 /// `policies` subcommands.
@@ -237,8 +265,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prospects { command } => admin::prospects(&settings, command),
         Command::Audit(args) => admin::audit(&settings, args),
         Command::Webhooks { command } => admin::webhooks(&settings, command),
+        Command::Backfill(args) => backfill(&settings, args),
         Command::HashSecret | Command::GenerateSecret => Ok(ExitCode::SUCCESS),
         Command::Policies { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `autolink backfill`: the summary on standard output; exit status 2 for bad input.
+fn backfill(settings: &Settings, args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    use crate::backfill::{self, BackfillError, Options};
+    // One line per unverified email is the linking service's log at info; a backfill would print
+    // one per user. Warnings only, unless RUST_LOG says otherwise.
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    let options = Options {
+        channel: args.channel,
+        issuer: args.issuer,
+        dry_run: args.dry_run,
+        report: args.report,
+        batch: args.batch_size,
+        files: args.files,
+    };
+    match backfill::run(settings, &options) {
+        Ok(summary) => {
+            let users = summary.report.users();
+            println!(
+                "{} of {users} users from {} files in {:.1} s ({:.0} users/s){}",
+                if summary.dry_run {
+                    "dry run"
+                } else {
+                    "backfill"
+                },
+                summary.files,
+                summary.seconds,
+                users as f64 / summary.seconds.max(0.001),
+                if summary.dry_run {
+                    ": nothing was written"
+                } else {
+                    ""
+                }
+            );
+            print!("{}", summary.report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(BackfillError::BadInput(message)) => {
+            eprintln!("autolink backfill: {message}");
+            Ok(ExitCode::from(2))
+        }
+        Err(BackfillError::Storage(message)) => {
+            eprintln!("autolink backfill: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(BackfillError::Other(error)) => Err(error),
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod domain;

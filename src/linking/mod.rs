@@ -10,6 +10,7 @@
 //! - [`signin_cache`] answers the sign-in of an identity linked already from memory while
 //!   nothing has changed.
 
+mod batch;
 mod executor;
 mod plan;
 mod signin_cache;
@@ -26,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::storage::audit::{AuditEvent, AuditWriter};
 use crate::storage::{self, Db, StorageError};
 use crate::webhooks::Outbox;
+pub use batch::DryRun;
 
 use executor::Executor;
 use plan::Kind;

@@ -93,6 +93,17 @@ pub(crate) fn plan<'d>(
     conn: &mut DbConn,
     requests: &[(&LinkRequest, Kind)],
 ) -> Result<Plan<'d>, StorageError> {
+    plan_over(decider, conn, requests, None)
+}
+
+/// [`plan`], over the database as it would be after the writes of earlier groups that were
+/// planned but not written ([`Overlay`], a dry run of many groups).
+pub(crate) fn plan_over<'d>(
+    decider: &'d Decider,
+    conn: &mut DbConn,
+    requests: &[(&LinkRequest, Kind)],
+    overlay: Option<&Overlay>,
+) -> Result<Plan<'d>, StorageError> {
     let pending: Vec<Pending<'d>> = requests
         .iter()
         .map(|(request, kind)| prepare(decider, request, kind))
@@ -113,6 +124,9 @@ pub(crate) fn plan<'d>(
         for (subject, link) in links::find_active_many(conn, issuer, subjects)? {
             existing.insert((issuer.to_string(), subject), link);
         }
+    }
+    if let Some(overlay) = overlay {
+        overlay.add_links(&subjects, &mut existing);
     }
 
     // 2. The candidates of every email that the rules may need, in one query.
@@ -142,11 +156,14 @@ pub(crate) fn plan<'d>(
     legal_entities.dedup();
     email_keys.sort_unstable();
     email_keys.dedup();
-    let rows = if email_keys.is_empty() {
+    let mut rows = if email_keys.is_empty() {
         Vec::new()
     } else {
         customers::find_candidate_rows(conn, &legal_entities, &email_keys)?
     };
+    if let Some(overlay) = overlay {
+        overlay.add_candidates(&legal_entities, &email_keys, &mut rows);
+    }
     // 3. The rules, request by request, over the facts and what the earlier requests do.
     let mut group = Group::default();
     let mut plan = Plan::default();
@@ -368,4 +385,103 @@ fn stand_in(slot: usize) -> i64 {
 
 fn slot_of(customer_id: i64) -> Option<usize> {
     (customer_id < 0).then(|| (-1 - customer_id) as usize)
+}
+
+/// What the earlier groups of a dry run would have written: the identities they would link
+/// and the customers they would create, as 128-bit hashes of their keys (a few tens of bytes per
+/// user, so that a dry run of millions stays small). A later group is planned as if those were
+/// in the database, so that the dry run decides each request as the real run, group after
+/// group, will.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    /// (issuer, subject) -> the account number, `None` for a customer that would be created.
+    links: HashMap<u128, Option<Box<str>>>,
+    /// (legal entity, email key) of the customers that would be created.
+    customers: std::collections::HashSet<u128>,
+}
+
+/// The stand-in id of a customer that a dry run would have created: no database id is 0, and it
+/// is not negative (a [`stand_in`] of the group).
+const OVERLAY_CUSTOMER: i64 = 0;
+
+impl Overlay {
+    fn key(a: &str, b: &str) -> u128 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(a.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(b.as_bytes());
+        hasher.digest128()
+    }
+
+    /// Adds what `plan` (planned over this overlay) would write.
+    pub(crate) fn record(&mut self, requests: &[(&LinkRequest, Kind)], plan: &Plan<'_>) {
+        for customer in &plan.customers {
+            self.customers
+                .insert(Self::key(&customer.legal_entity, &customer.email_key));
+        }
+        for ((request, _), planned) in requests.iter().zip(&plan.planned) {
+            let (Some(link), Some(identity)) = (&planned.link, &request.identity) else {
+                continue;
+            };
+            let number = match (link.target, &planned.answer) {
+                (Target::Existing(id), Ok(resolution)) if id != OVERLAY_CUSTOMER => {
+                    resolution.account_number.as_deref().map(Box::from)
+                }
+                _ => None,
+            };
+            self.links
+                .insert(Self::key(&identity.issuer, &identity.subject), number);
+        }
+    }
+
+    /// Whether the account number a dry run answers is one it made up (a customer it would
+    /// create, whose number the real run draws anew).
+    pub(crate) fn made_up(planned: &Planned<'_>) -> bool {
+        match planned.link.as_ref().map(|l| l.target) {
+            Some(Target::New(_)) | Some(Target::Existing(OVERLAY_CUSTOMER)) => true,
+            _ => matches!(&planned.answer, Ok(r) if r.account_number.as_deref() == Some("")),
+        }
+    }
+
+    fn add_links(
+        &self,
+        subjects: &HashMap<&str, Vec<&str>>,
+        existing: &mut HashMap<(String, String), ExistingLink>,
+    ) {
+        for (issuer, subjects) in subjects {
+            for subject in subjects {
+                let Some(number) = self.links.get(&Self::key(issuer, subject)) else {
+                    continue;
+                };
+                existing
+                    .entry((issuer.to_string(), subject.to_string()))
+                    .or_insert_with(|| ExistingLink {
+                        customer_id: OVERLAY_CUSTOMER,
+                        account_number: number.as_deref().unwrap_or_default().to_string(),
+                    });
+            }
+        }
+    }
+
+    fn add_candidates(
+        &self,
+        legal_entities: &[&str],
+        email_keys: &[&str],
+        rows: &mut Vec<CandidateRow>,
+    ) {
+        for legal_entity in legal_entities {
+            for email_key in email_keys {
+                if self.customers.contains(&Self::key(legal_entity, email_key)) {
+                    rows.push(CandidateRow {
+                        id: OVERLAY_CUSTOMER,
+                        account_number: String::new(),
+                        legal_entity: legal_entity.to_string(),
+                        email_key: email_key.to_string(),
+                        is_b2b: false,
+                        has_links_under_other_email: false,
+                    });
+                }
+            }
+        }
+    }
 }

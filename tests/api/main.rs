@@ -3,6 +3,7 @@
 
 mod admin;
 mod answer_keys;
+mod backfill;
 mod bad_input;
 mod browser;
 mod cli;

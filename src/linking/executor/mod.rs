@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+mod batch;
 mod write;
 
 use super::plan::{self, Kind};

@@ -1,0 +1,331 @@
+//! `autolink backfill`: links the users a tenant already has, from a Microsoft Graph export, through
+//! the linking service that decides B2C's sign-ups ([`crate::linking`]): the same rules, refusal
+//! codes and idempotency, with the identity (issuer, the user's `id`).
+//!
+//! Every file is read twice: a first pass checks them all (nothing is written when one is
+//! malformed), the second decides and writes the users in batches, each batch one transaction,
+//! so a run stopped at any point leaves whole users only and can be run again. A dry run decides
+//! the same batches without writing anything ([`crate::linking::DryRun`]).
+//!
+//! - [`graph`] reads the files (Graph pages or JSON lines), streamed;
+//! - [`proof`] says which email a user proved and how;
+//! - [`progress`] shows how far the run is;
+//! - [`report`] counts the outcomes and writes the JSON lines report.
+
+pub mod graph;
+pub mod progress;
+pub mod proof;
+pub mod report;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::config::Settings;
+use crate::domain::{Identity, Refusal};
+use crate::linking::{Answer, DryRun, LinkRequest, LinkingService};
+use crate::storage::{Db, DbConn, StorageError};
+use graph::{FileError, GraphUser};
+use progress::Progress;
+use report::Report;
+
+/// Users decided and written together (one transaction each).
+pub const DEFAULT_BATCH: usize = 1000;
+
+/// What to backfill.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The channel (its configured id) the users sign in to.
+    pub channel: String,
+    /// The issuer of the identities; default `tenant_issuer`.
+    pub issuer: Option<String>,
+    /// Decide without writing anything.
+    pub dry_run: bool,
+    /// Where to write the JSON lines report.
+    pub report: Option<PathBuf>,
+    /// Users per batch.
+    pub batch: usize,
+    /// The export's files, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Why a backfill did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// Bad input (exit status 2): an unknown channel or issuer, a missing or malformed file.
+    /// Nothing was written.
+    #[error("{0}")]
+    BadInput(String),
+    /// The database failed; the batches committed before stay (run again to finish).
+    #[error("{0}")]
+    Storage(String),
+    /// Anything else (the report file, the configuration).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// What a completed run did.
+#[derive(Debug)]
+pub struct Summary {
+    /// The counts, per outcome and per refusal code.
+    pub report: Report,
+    /// Files read.
+    pub files: usize,
+    /// How long the run took, both passes.
+    pub seconds: f64,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+}
+
+/// The channel and issuer of a run, checked against the configuration before any file is read.
+struct Target {
+    client_id: Option<String>,
+    issuer: String,
+}
+
+fn target(settings: &Settings, options: &Options) -> Result<Target, BackfillError> {
+    let channels = settings.channel_directory().map_err(anyhow::Error::from)?;
+    let Some(channel) = channels.by_id(&options.channel) else {
+        let known: Vec<&str> = channels.all().iter().map(|c| c.id.as_str()).collect();
+        return Err(BackfillError::BadInput(format!(
+            "unknown channel {:?} (configured: {})",
+            options.channel,
+            known.join(", ")
+        )));
+    };
+    // The linking service finds a request's channel by its client id.
+    let client_id = channel.client_ids.first().cloned();
+    let resolves = channels
+        .resolve(client_id.as_deref())
+        .is_ok_and(|c| c.id == channel.id);
+    if !resolves {
+        return Err(BackfillError::BadInput(format!(
+            "channel {:?} has no client id",
+            options.channel
+        )));
+    }
+    let mut known = Vec::new();
+    if settings.tenant_issuer_configured() {
+        known.push(settings.tenant_issuer.trim().to_string());
+    }
+    if let Some(entra) = &settings.entra {
+        known.push(entra.identity_issuer());
+    }
+    let issuer = match &options.issuer {
+        Some(issuer) => issuer.trim().to_string(),
+        None if settings.tenant_issuer_configured() => settings.tenant_issuer.trim().to_string(),
+        None => {
+            return Err(BackfillError::BadInput(
+                "tenant_issuer is not configured: set it, or name the issuer with --issuer".into(),
+            ))
+        }
+    };
+    if !known.contains(&issuer) {
+        return Err(BackfillError::BadInput(format!(
+            "unknown issuer {issuer:?}: the configured issuers are {} (tenant_issuer, [entra] identity_issuer)",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    Ok(Target { client_id, issuer })
+}
+
+/// Checks the channel, the issuer and every file, then opens the database and runs the backfill.
+pub fn run(settings: &Settings, options: &Options) -> Result<Summary, BackfillError> {
+    let started = Instant::now();
+    let target = target(settings, options)?;
+    let totals = check_files(&options.files)?;
+    let db = crate::startup::open_database(settings)?;
+    let (linking, audit) = crate::startup::build_linking(settings, db.clone())?;
+    let result = write(settings, options, &target, &totals, &db, &linking);
+    // The events of the decisions that wrote nothing are flushed before the summary.
+    drop(linking);
+    audit.join();
+    let report = result?;
+    Ok(Summary {
+        report,
+        files: options.files.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        dry_run: options.dry_run,
+    })
+}
+
+/// The users of each file, counted by the first pass.
+struct Totals {
+    users: Vec<u64>,
+}
+
+/// The first pass: every file is read to its end; the first malformed one stops the run.
+fn check_files(files: &[PathBuf]) -> Result<Totals, BackfillError> {
+    let mut users = Vec::with_capacity(files.len());
+    for file in files {
+        match graph::read_users(file, |_| true) {
+            Ok(count) => users.push(count),
+            Err(error) => {
+                return Err(BackfillError::BadInput(format!(
+                    "{}: {error}; nothing was written",
+                    file.display()
+                )))
+            }
+        }
+    }
+    Ok(Totals { users })
+}
+
+/// A batch of users as read: (file index, position in the file from 1, the user).
+type Batch = Vec<(usize, u64, GraphUser)>;
+
+/// The second pass: a reader thread parses the files into batches while this thread decides
+/// and writes them.
+fn write(
+    settings: &Settings,
+    options: &Options,
+    target: &Target,
+    totals: &Totals,
+    db: &Db,
+    linking: &LinkingService,
+) -> Result<Report, BackfillError> {
+    let mut report = Report::create(options.report.as_deref(), options.dry_run)?;
+    let total: u64 = totals.users.iter().sum();
+    let progress = Progress::start(options.files.len(), total, options.dry_run);
+    let (sender, batches) = mpsc::sync_channel::<(Batch, usize)>(4);
+    let files = options.files.clone();
+    let size = options.batch.max(1);
+    let reader = std::thread::Builder::new()
+        .name("autolink-backfill-read".into())
+        .spawn(move || read_batches(&files, size, &sender))
+        .map_err(anyhow::Error::from)?;
+
+    let idps = &settings.linking.email_verifying_idps;
+    let run_id = crate::api::new_request_id();
+    let mut sequence: u64 = 0;
+    let mut conn: Option<DbConn> = None;
+    let mut dry_run = DryRun::default();
+    let mut outcome = Ok(());
+    for (batch, files_done) in batches.iter() {
+        let mut requests = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len());
+        for (file, position, user) in batch {
+            let proof = proof::proof(&user, idps);
+            let id = user.id.filter(|id| !id.trim().is_empty());
+            let Some(id) = id else {
+                log::warn!(
+                    "{}: user {position} has no id: skipped",
+                    options.files[file].display()
+                );
+                report.skipped(proof.email.as_deref())?;
+                continue;
+            };
+            sequence += 1;
+            rows.push((id.clone(), proof.email.clone()));
+            requests.push(LinkRequest {
+                request_id: format!("{run_id}-{sequence}"),
+                source: "backfill",
+                step: None,
+                client_id: target.client_id.clone(),
+                email: proof.email,
+                evidence: proof.evidence,
+                email_verified: None,
+                identity: Some(Identity {
+                    issuer: target.issuer.clone(),
+                    subject: id,
+                }),
+                given_name: user.given_name,
+                surname: user.surname,
+                time_limit: None,
+            });
+        }
+        let answers = match decide(db, linking, &mut conn, &mut dry_run, options, requests) {
+            Ok(answers) => answers,
+            Err(error) => {
+                outcome = Err(BackfillError::Storage(format!(
+                    "the database failed after {} users: {error}; the batches before are written, run the backfill again to finish",
+                    report.users()
+                )));
+                break;
+            }
+        };
+        for ((id, email), answer) in rows.iter().zip(&answers) {
+            report.decided(id, email.as_deref(), answer)?;
+        }
+        progress.advance(report.users(), files_done);
+    }
+    // Stops the reader when the loop ended early.
+    drop(batches);
+    let read = reader
+        .join()
+        .unwrap_or_else(|_| Err("the reader thread failed".into()));
+    progress.finish();
+    outcome?;
+    read.map_err(BackfillError::Storage)?;
+    report.finish()?;
+    Ok(report)
+}
+
+/// Decides one batch: written (and answered after the commit), or planned only in a dry run.
+fn decide(
+    db: &Db,
+    linking: &LinkingService,
+    conn: &mut Option<DbConn>,
+    dry_run: &mut DryRun,
+    options: &Options,
+    requests: Vec<LinkRequest>,
+) -> Result<Vec<Answer>, StorageError> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    if options.dry_run {
+        let conn = match conn {
+            Some(conn) => conn,
+            None => conn.insert(db.connect_unpooled()?),
+        };
+        return linking.dry_run_batch(conn, dry_run, &requests);
+    }
+    linking.link_batch(conn, requests).into_iter().collect()
+}
+
+/// The reader thread: parses the files in order and hands over batches of `size` users, each
+/// with how many files were finished. Stops when the receiver is gone.
+fn read_batches(
+    files: &[PathBuf],
+    size: usize,
+    sender: &mpsc::SyncSender<(Batch, usize)>,
+) -> Result<(), String> {
+    let mut batch: Batch = Vec::with_capacity(size);
+    for (index, file) in files.iter().enumerate() {
+        let mut position = 0;
+        let read = graph::read_users(file, |user| {
+            position += 1;
+            batch.push((index, position, user));
+            if batch.len() < size {
+                return true;
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(size));
+            sender.send((full, index)).is_ok()
+        });
+        match read {
+            Ok(_) => {}
+            Err(FileError::Stopped) => return Ok(()),
+            // The first pass read the same file: it changed since.
+            Err(error) => {
+                return Err(format!(
+                    "{}: {error}: the file changed during the backfill; the batches before are written, run the backfill again",
+                    file.display()
+                ))
+            }
+        }
+    }
+    let _ = sender.send((batch, files.len()));
+    Ok(())
+}
+
+/// The refusal code of an answer, when refused.
+pub fn refusal_code(answer: &Answer) -> Option<&'static str> {
+    answer
+        .as_ref()
+        .err()
+        .map(|refusal: &Refusal| refusal.code())
+}

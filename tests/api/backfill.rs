@@ -1,0 +1,603 @@
+//! `autolink backfill`: the real binary on a Graph export, on SQLite, or on PostgreSQL when
+//! `AUTOLINK_TEST_POSTGRES_URL` is set. The dry run, the real run, the second run, a run killed
+//! with SIGKILL and run again, and sign-ups through the server during a backfill.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use autolink::storage::audit::AuditEvent;
+use autolink::storage::customers::Customer;
+use autolink::storage::links::Link;
+use autolink::storage::schema::{audit_events, customers, identity_links};
+use diesel::prelude::*;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const TENANT: &str = "fabrikam.onmicrosoft.com";
+
+/// The binary with the tests' channels (as the test server has them) on `database_url`.
+fn backfill(database_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_autolink"));
+    command
+        .arg("backfill")
+        .env_remove("AUTOLINK_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("AUTOLINK_DATABASE_URL", database_url)
+        .env("AUTOLINK_TENANT_ISSUER", TENANT_ISSUER)
+        .env(
+            "AUTOLINK_CHANNELS",
+            format!(
+                "[{{id=\"fabrikam-web\",legal_entity=\"USRT\",customer_type=\"B2C\",client_ids=[\"{B2C_CLIENT}\"]}},\
+                 {{id=\"fabrikam-b2b\",legal_entity=\"USRT\",customer_type=\"B2B\",client_ids=[\"{B2B_CLIENT}\"]}}]"
+            ),
+        )
+        .env("AUTOLINK_LINKING__EMAIL_VERIFYING_IDPS", "[\"google.com\"]");
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The report file's lines by user id (`None` for users without one).
+fn report_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn by_id(lines: &[Value]) -> BTreeMap<String, Value> {
+    lines
+        .iter()
+        .filter_map(|l| Some((l["id"].as_str()?.to_string(), l.clone())))
+        .collect()
+}
+
+fn local(id: &str, email: &str) -> Value {
+    json!({"id": id, "displayName": "L", "givenName": "Lou", "surname": "Cal", "mail": null,
+    "otherMails": [], "creationType": "LocalAccount",
+    "identities": [
+        {"signInType": "emailAddress", "issuer": TENANT, "issuerAssignedId": email},
+        {"signInType": "userPrincipalName", "issuer": TENANT, "issuerAssignedId": format!("{id}@{TENANT}")}
+    ]})
+}
+
+fn social(id: &str, provider: &str, mail: Option<&str>, other: &[&str]) -> Value {
+    json!({"id": id, "mail": mail, "otherMails": other, "creationType": null,
+    "identities": [
+        {"signInType": "federated", "issuer": provider, "issuerAssignedId": format!("idp-{id}")},
+        {"signInType": "userPrincipalName", "issuer": TENANT, "issuerAssignedId": format!("{id}@{TENANT}")}
+    ]})
+}
+
+fn page(users: &[Value], next: bool) -> Value {
+    let mut page = json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users(id,displayName,givenName,surname,mail,otherMails,identities,creationType)",
+        "value": users,
+    });
+    if next {
+        page["@odata.nextLink"] = json!("https://graph.microsoft.com/v1.0/users?$skiptoken=X");
+    }
+    page
+}
+
+/// Every kind of account, in two Graph pages and a JSON lines file, with what a sign-up decides.
+struct Export {
+    _dir: tempfile::TempDir,
+    files: Vec<PathBuf>,
+    /// id -> (outcome of the real run, code)
+    expected: Vec<(&'static str, &'static str, Option<&'static str>)>,
+}
+
+fn import_customers(app: &TestApp) {
+    app.import_csv(&csv(&[
+        "C-LOCAL,USRT,person,false,local@example.com,Lou,Cal",
+        "C-GOOGLE,USRT,person,false,google@example.com,Gus,Gle",
+        "C-FB,USRT,person,false,fb@example.com,Fay,Book",
+        "C-UPPER,USRT,person,false,upper@example.com,Up,Per",
+        "C-OTP,USRT,person,false,otp@example.com,O,Tp",
+        "C-TWIN1,USRT,person,false,twin@example.com,Tw,In",
+        "C-TWIN2,USRT,person,false,twin@example.com,Tw,In",
+        "C-NAME,USRT,person,false,named@example.com,Na,Me",
+    ]));
+}
+
+fn every_kind_of_account() -> Export {
+    let dir = tempfile::tempdir().unwrap();
+    let first = vec![
+        local("u-local", "local@example.com"),
+        social("u-google", "google.com", None, &["google@example.com"]),
+        social("u-facebook", "facebook.com", Some("fb@example.com"), &[]),
+        json!({"id": "u-username", "mail": "named@example.com", "otherMails": [],
+            "identities": [{"signInType": "userName", "issuer": TENANT, "issuerAssignedId": "named"}]}),
+        json!({"id": "u-otp", "mail": "otp@example.com", "otherMails": ["otp@example.com"],
+            "identities": [{"signInType": "federated", "issuer": "mail", "issuerAssignedId": "otp@example.com"}]}),
+    ];
+    let second = vec![
+        local("u-twin", "twin@example.com"),
+        local("u-upper", "UPPER@Example.COM"),
+        social("u-noemail", "google.com", None, &[]),
+        local("u-new", "new@example.com"),
+        // The same new address through Google: links to the customer u-new creates.
+        social("u-new-google", "google.com", Some("New@Example.com"), &[]),
+    ];
+    let lines = [
+        json!({"displayName": "no id", "mail": "nobody@example.com"}),
+        local("u-lines", "lines@example.com"),
+    ];
+    let a = dir.path().join("users-1.json");
+    let b = dir.path().join("users-2.json");
+    let c = dir.path().join("users-3.jsonl");
+    std::fs::write(&a, page(&first, true).to_string()).unwrap();
+    std::fs::write(
+        &b,
+        serde_json::to_string_pretty(&page(&second, false)).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &c,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    Export {
+        _dir: dir,
+        files: vec![a, b, c],
+        expected: vec![
+            ("u-local", "Linked", None),
+            ("u-google", "Linked", None),
+            ("u-facebook", "Refused", Some("EmailNotVerified")),
+            ("u-username", "Refused", Some("EmailNotVerified")),
+            ("u-otp", "Linked", None),
+            (
+                "u-twin",
+                "Refused",
+                Some("Microsoft_Dynamics_Commerce_Runtime_MultipleCustomerAccountsFoundWithSameEmailAddress"),
+            ),
+            ("u-upper", "Linked", None),
+            ("u-noemail", "Refused", Some("EmailMissing")),
+            ("u-new", "Created", None),
+            ("u-new-google", "Linked", None),
+            ("u-lines", "Created", None),
+        ],
+    }
+}
+
+/// Everything the backfill may write, for comparing the database before and after.
+#[derive(Debug, PartialEq)]
+struct Contents {
+    customers: Vec<Customer>,
+    links: Vec<Link>,
+    audit: Vec<AuditEvent>,
+}
+
+fn contents(app: &TestApp) -> Contents {
+    let mut conn = app.db().get().unwrap();
+    let customers = customers::table
+        .order(customers::id)
+        .select(Customer::as_select())
+        .load(&mut *conn)
+        .unwrap();
+    let links = identity_links::table
+        .order(identity_links::id)
+        .select(Link::as_select())
+        .load(&mut *conn)
+        .unwrap();
+    let audit = audit_events::table
+        .order(audit_events::id)
+        .select((
+            audit_events::at,
+            audit_events::request_id,
+            audit_events::actor,
+            audit_events::source,
+            audit_events::step,
+            audit_events::channel,
+            audit_events::outcome,
+            audit_events::code,
+            audit_events::email_key,
+            audit_events::issuer,
+            audit_events::subject,
+            audit_events::account_number,
+            audit_events::detail,
+        ))
+        .load::<AuditEvent>(&mut *conn)
+        .unwrap();
+    Contents {
+        customers,
+        links,
+        audit,
+    }
+}
+
+fn run(app: &TestApp, extra: &[&str], files: &[PathBuf]) -> (Output, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.jsonl");
+    let output = backfill(&app.db.url)
+        // Small batches: a user is decided after what the batches before it wrote (or, in a dry
+        // run, would have written).
+        .args(["--channel", "fabrikam-web", "--batch-size", "2", "--report"])
+        .arg(&report)
+        .args(extra)
+        .args(files)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let lines = report_lines(&report);
+    (output, lines)
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_and_the_real_run_then_does_what_it_said_and_a_second_run_nothing()
+{
+    let app = spawn_app().await;
+    import_customers(&app);
+    let export = every_kind_of_account();
+    let before = contents(&app);
+
+    // The dry run.
+    let (output, dry) = run(&app, &["--dry-run"], &export.files);
+    let summary = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(summary.contains("nothing was written"), "{summary}");
+    assert!(summary.contains("WouldLink: 5"), "{summary}");
+    assert!(summary.contains("WouldCreate: 2"), "{summary}");
+    assert!(summary.contains("EmailNotVerified: 2"), "{summary}");
+    assert!(summary.contains("Skipped (no id): 1"), "{summary}");
+    // Give the server's audit writer time to show anything the run might have queued.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(contents(&app), before, "the dry run changed the database");
+    assert_eq!(dry.len(), export.expected.len() + 1);
+    let skipped: Vec<&Value> = dry.iter().filter(|l| l["id"].is_null()).collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["outcome"], "Skipped");
+    assert_eq!(skipped[0]["code"], "ObjectIdMissing");
+
+    // The real run: user by user what the dry run said.
+    let (output, real) = run(&app, &[], &export.files);
+    let summary = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(summary.contains("Linked: 5"), "{summary}");
+    assert!(summary.contains("Created: 2"), "{summary}");
+    let dry = by_id(&dry);
+    let real = by_id(&real);
+    for (id, outcome, code) in &export.expected {
+        let line = &real[*id];
+        assert_eq!(line["outcome"], *outcome, "{id}: {line}");
+        assert_eq!(line["code"].as_str(), *code, "{id}: {line}");
+        let would = match *outcome {
+            "Linked" => "WouldLink",
+            "Created" => "WouldCreate",
+            other => other,
+        };
+        assert_eq!(dry[*id]["outcome"], would, "{id}: {}", dry[*id]);
+        assert_eq!(dry[*id]["code"], line["code"], "{id}");
+        if *outcome == "Linked" && !id.starts_with("u-new") {
+            assert_eq!(dry[*id]["accountNumber"], line["accountNumber"], "{id}");
+        }
+    }
+    assert_eq!(real["u-local"]["accountNumber"], "C-LOCAL");
+    assert_eq!(real["u-google"]["accountNumber"], "C-GOOGLE");
+    assert_eq!(real["u-otp"]["accountNumber"], "C-OTP");
+    assert_eq!(real["u-upper"]["accountNumber"], "C-UPPER");
+    assert_eq!(real["u-upper"]["email"], "UPPER@Example.COM");
+    // One customer for the new address, holding both identities.
+    let created = real["u-new"]["accountNumber"].as_str().unwrap();
+    assert_eq!(real["u-new-google"]["accountNumber"], created);
+    assert_eq!(app.customers_with_email("new@example.com").len(), 1);
+    let links = app.links_of(created);
+    assert_eq!(links.len(), 2);
+    assert!(links
+        .iter()
+        .all(|l| l.issuer == TENANT_ISSUER && l.subject.starts_with("u-new")));
+    // Every decision is audited in the name of the backfill.
+    let after = contents(&app);
+    let backfill_events: Vec<&AuditEvent> = after
+        .audit
+        .iter()
+        .filter(|e| e.source == "backfill")
+        .collect();
+    assert_eq!(backfill_events.len(), export.expected.len());
+    assert!(backfill_events
+        .iter()
+        .any(|e| e.subject.as_deref() == Some("u-facebook")
+            && e.code.as_deref() == Some("EmailNotVerified")));
+
+    // The second run: every linked user AlreadyLinked, nothing else written than its events.
+    let (_, second) = run(&app, &[], &export.files);
+    let second = by_id(&second);
+    for (id, outcome, code) in &export.expected {
+        let expected = if code.is_none() {
+            "AlreadyLinked"
+        } else {
+            outcome
+        };
+        assert_eq!(second[*id]["outcome"], expected, "{id}");
+        assert_eq!(
+            second[*id]["accountNumber"], real[*id]["accountNumber"],
+            "{id}"
+        );
+    }
+    let again = contents(&app);
+    assert_eq!(again.customers, after.customers);
+    assert_eq!(again.links, after.links);
+
+    // A sign-in of a backfilled identity resolves to the same customer.
+    let (status, body) = app
+        .connector(&token_step(
+            "local@example.com",
+            "u-local",
+            local_identity(),
+            B2C_CLIENT,
+        ))
+        .await;
+    assert_continue(status, &body);
+    assert_eq!(body["extension_CustomerAccountNumber"], "C-LOCAL");
+    assert_eq!(body["extension_AutoLinkOutcome"], "AlreadyLinked");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_status_2_and_nothing_written() {
+    let app = spawn_app().await;
+    import_customers(&app);
+    let export = every_kind_of_account();
+    let before = contents(&app);
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        "{\"value\": [\n  {\"id\": \"a\"},\n  {\"id\": \"b\",\n",
+    )
+    .unwrap();
+    let not_users = dir.path().join("array.json");
+    std::fs::write(&not_users, "[1, 2, 3]\n").unwrap();
+    let missing = dir.path().join("missing.json");
+
+    let cases: Vec<(Vec<String>, Vec<PathBuf>, &str)> = vec![
+        // The malformed file comes last: the good ones before it are not written either.
+        (
+            vec![],
+            vec![export.files[0].clone(), broken.clone()],
+            "broken.json: line 4, column 0",
+        ),
+        (
+            vec![],
+            vec![not_users.clone()],
+            "array.json: line 1, column 1",
+        ),
+        (vec![], vec![missing.clone()], "missing.json"),
+        (
+            vec!["--channel".into(), "nowhere".into()],
+            vec![missing.clone()],
+            "unknown channel \"nowhere\"",
+        ),
+        (
+            vec!["--issuer".into(), "https://evil.example/v2.0/".into()],
+            vec![missing.clone()],
+            "unknown issuer",
+        ),
+    ];
+    for (extra, files, message) in cases {
+        let mut command = backfill(&app.db.url);
+        if !extra.iter().any(|a| a == "--channel") {
+            command.args(["--channel", "fabrikam-web"]);
+        }
+        let output = command.args(&extra).args(&files).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+        assert!(stderr.contains(message), "{message}: {stderr}");
+        assert_eq!(contents(&app), before, "{message}");
+    }
+}
+
+/// `n` users in pages of 500: even ones match an imported customer, odd ones are new.
+fn large_export(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let users: Vec<Value> = (0..n)
+        .map(|i| local(&format!("big-{i:06}"), &format!("big{i}@example.com")))
+        .collect();
+    users
+        .chunks(500)
+        .enumerate()
+        .map(|(p, chunk)| {
+            let path = dir.join(format!("page-{p:04}.json"));
+            std::fs::write(&path, page(chunk, true).to_string()).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn import_even(app: &TestApp, n: usize) {
+    let rows: Vec<String> = (0..n)
+        .step_by(2)
+        .map(|i| format!("B-{i:06},USRT,person,false,big{i}@example.com,Big,User"))
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    app.import_csv(&csv(&rows));
+}
+
+#[tokio::test]
+async fn a_run_killed_in_the_middle_leaves_whole_users_and_a_rerun_finishes_it() {
+    let app = spawn_app().await;
+    let n = 40_000;
+    import_even(&app, n);
+    let dir = tempfile::tempdir().unwrap();
+    let files = large_export(dir.path(), n);
+    let mut child = backfill(&app.db.url)
+        .args(["--channel", "fabrikam-web", "--batch-size", "100"])
+        .args(&files)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some batches are committed and before it is done.
+    let started = Instant::now();
+    loop {
+        let linked = app.active_links();
+        if linked > 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backfill ended before it was killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "nothing was linked in 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL: nothing of the process runs after it.
+    let killed = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        None,
+        "the backfill was not killed but ended: {status:?}"
+    );
+    let linked = app.active_links() as usize;
+    assert!(
+        linked > 0 && linked < n,
+        "killed after {linked} of {n} links: not in the middle"
+    );
+
+    // Whole users: every customer the run created holds its link, every link its audit event.
+    let mut conn = app.db().get().unwrap();
+    let orphans: i64 = customers::table
+        .filter(customers::origin.eq("autolink"))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            identity_links::table.filter(identity_links::customer_id.eq(customers::id)),
+        )))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(orphans, 0, "customers created without their link");
+    let link_events: i64 = audit_events::table
+        .filter(audit_events::source.eq("backfill"))
+        .filter(audit_events::outcome.eq_any(["Linked", "Created"]))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(
+        link_events as usize, linked,
+        "links without their audit event"
+    );
+    let linked_before: Vec<String> = identity_links::table
+        .select(identity_links::subject)
+        .load(&mut *conn)
+        .unwrap();
+    drop(conn);
+
+    // The rerun finishes: what was linked is AlreadyLinked, the rest is linked now.
+    let (_, lines) = run(&app, &[], &files);
+    let lines = by_id(&lines);
+    assert_eq!(lines.len(), n);
+    for subject in &linked_before {
+        assert_eq!(lines[subject]["outcome"], "AlreadyLinked", "{subject}");
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for line in lines.values() {
+        *counts
+            .entry(line["outcome"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(counts.get("AlreadyLinked").copied().unwrap_or(0), linked);
+    assert_eq!(
+        counts.get("Linked").copied().unwrap_or(0) + counts.get("Created").copied().unwrap_or(0),
+        n - linked,
+        "{counts:?}"
+    );
+    assert_eq!(app.active_links() as usize, n);
+    assert_eq!(app.customer_count() as usize, n, "one customer per address");
+}
+
+#[tokio::test]
+async fn sign_ups_during_a_backfill_get_the_same_answers_as_without_it() {
+    let app = spawn_app().await;
+    let n = 6_000;
+    import_even(&app, n);
+    let dir = tempfile::tempdir().unwrap();
+    let files = large_export(dir.path(), n);
+    let report = dir.path().join("report.jsonl");
+    let child = backfill(&app.db.url)
+        .args([
+            "--channel",
+            "fabrikam-web",
+            "--batch-size",
+            "100",
+            "--report",
+        ])
+        .arg(&report)
+        .args(&files)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Meanwhile, users of the export sign in (every 7th, from the end, so that some come before
+    // the backfill reaches them and some after), and new users sign up.
+    let mut answers = Vec::new();
+    for i in (0..n).rev().step_by(7) {
+        let (status, body) = app
+            .connector(&token_step(
+                &format!("big{i}@example.com"),
+                &format!("big-{i:06}"),
+                local_identity(),
+                B2C_CLIENT,
+            ))
+            .await;
+        assert_continue(status, &body);
+        answers.push((format!("big-{i:06}"), body));
+        let (status, body) = app
+            .connector(&token_step(
+                &format!("fresh{i}@example.com"),
+                &format!("fresh-{i}"),
+                local_identity(),
+                B2C_CLIENT,
+            ))
+            .await;
+        assert_continue(status, &body);
+        assert_eq!(body["extension_AutoLinkOutcome"], "Created", "{body}");
+    }
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let lines = by_id(&report_lines(&report));
+    let mut raced = 0;
+    for (id, body) in &answers {
+        let number = body["extension_CustomerAccountNumber"].as_str().unwrap();
+        assert_eq!(
+            lines[id]["accountNumber"], number,
+            "{id}: {body} / {}",
+            lines[id]
+        );
+        let i: usize = id.trim_start_matches("big-").parse().unwrap();
+        if i % 2 == 0 {
+            assert_eq!(number, format!("B-{i:06}"), "{id}");
+        }
+        if lines[id]["outcome"] == "AlreadyLinked" {
+            raced += 1;
+        }
+    }
+    assert!(
+        raced > 0,
+        "no sign-up came before the backfill reached its user"
+    );
+    let fresh = answers.len();
+    assert_eq!(app.active_links() as usize, n + fresh);
+    assert_eq!(
+        app.customer_count() as usize,
+        n + fresh,
+        "one customer per address"
+    );
+}
