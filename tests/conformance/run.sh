@@ -124,6 +124,13 @@ username = "$CONFORMANCE_CONNECTOR_USER"
 # and a token that gets as far as its signature is answered 503.
 [relying_party]
 metadata_urls = ["http://127.0.0.1:$unreachable/conformance.onmicrosoft.com/B2C_1_signup_signin/v2.0/.well-known/openid-configuration"]
+
+# The Entra External ID endpoints are configured too, so they are tested as deployed (a call
+# without the events service's bearer token is a 401); their keys live nowhere either.
+[entra]
+tenant_id = "0b5e2c1a-7d3f-4e6a-9c8b-1f2e3d4c5b6a"
+audiences = ["7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"]
+metadata_url = "http://127.0.0.1:$unreachable/0b5e2c1a-7d3f-4e6a-9c8b-1f2e3d4c5b6a/v2.0/.well-known/openid-configuration"
 EOF
     say "[$name] seeding two customers"
     printf '%s\n' \
