@@ -19,6 +19,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod backfill;
+mod background;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -220,7 +220,10 @@ impl Application {
                 max_size: 2,
                 checkout_timeout: Duration::from_millis(settings.database.checkout_timeout_ms),
                 open_at_start: false,
-                durable_commits: settings.database.sqlite_durable_commits,
+                // SQLite: a claim or an outcome lost to a power cut means one more attempt of a
+                // delivery that is at least once anyway; a sync per attempt would slow the
+                // link writer, which shares the file's one write lock.
+                durable_commits: false,
                 statement_timeout: Some(Duration::from_millis(
                     settings.database.request_timeout_ms,
                 )),

@@ -136,24 +136,28 @@ pub struct Claimed {
     pub attempts: i32,
 }
 
-/// Claims at most `limit` pending deliveries due at `now`, oldest due first, that no other
-/// instance holds: counts the attempt and moves `next_attempt_at` to `lapse`.
+/// Claims at most `limit` pending deliveries due at `now` to endpoints other than `skipped`,
+/// oldest due first, that no other instance holds: counts the attempt and moves
+/// `next_attempt_at` to `lapse`.
 pub fn claim_due(
     conn: &mut DbConn,
     now: NaiveDateTime,
     lapse: NaiveDateTime,
     limit: i64,
+    skipped: &[String],
 ) -> Result<Vec<Claimed>, StorageError> {
     Ok(match conn {
         DbConn::Postgres(c) => diesel::sql_query(super::postgres::webhooks::CLAIM_DUE)
             .bind::<Timestamp, _>(lapse)
             .bind::<Timestamp, _>(now)
             .bind::<BigInt, _>(limit)
+            .bind::<diesel::sql_types::Array<Text>, _>(skipped)
             .load(c)?,
         DbConn::Sqlite(c) => diesel::sql_query(super::sqlite::webhooks::CLAIM_DUE)
             .bind::<Timestamp, _>(lapse)
             .bind::<Timestamp, _>(now)
             .bind::<BigInt, _>(limit)
+            .bind::<Text, _>(serde_json::Value::from(skipped.to_vec()).to_string())
             .load(c)?,
     })
 }

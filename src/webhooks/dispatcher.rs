@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use rand::Rng;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use super::{body, sign, Outbox, Secret};
+use crate::background::{lower_priority, Priority};
 use crate::config::webhooks::{WebhookDeliverySettings, WebhookSettings};
 use crate::metrics::Metrics;
 use crate::storage::webhooks::{self as store, Claimed, StoredEvent, DELIVERED, FAILED, PENDING};
@@ -38,8 +39,20 @@ struct Endpoint {
     include_email: bool,
 }
 
+/// The end of an attempt, recorded by the dispatcher's loop with the others that ended meanwhile
+/// (one transaction for all of them).
+struct Outcome {
+    id: i64,
+    url: String,
+    status: &'static str,
+    error: Option<String>,
+    next: NaiveDateTime,
+}
+
 struct Context {
     db: Db,
+    /// Where attempts report how they ended.
+    outcomes: mpsc::UnboundedSender<Outcome>,
     endpoints: HashMap<String, Endpoint>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
@@ -91,8 +104,10 @@ impl Dispatcher {
             .connect_timeout(longest)
             .pool_max_idle_per_host(4)
             .build()?;
+        let (outcomes, ended) = mpsc::unbounded_channel();
         let context = Arc::new(Context {
             db,
+            outcomes,
             endpoints,
             client,
             metrics,
@@ -106,6 +121,12 @@ impl Dispatcher {
         let thread = std::thread::Builder::new()
             .name("autolink-webhooks".into())
             .spawn(move || {
+                // The attempts (HTTP, signing) give way to the request path. The database calls
+                // run on the runtime's blocking threads at the normal priority: a transaction
+                // of the dispatcher holds SQLite's write lock, which the link writer waits for.
+                if !lower_priority(Priority::Lowest) {
+                    log::debug!("webhooks: the dispatcher runs at the normal priority");
+                }
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -116,7 +137,15 @@ impl Dispatcher {
                         return;
                     }
                 };
-                runtime.block_on(run(context, wake, stopped, poll, keep, max_in_flight));
+                runtime.block_on(run(
+                    context,
+                    ended,
+                    wake,
+                    stopped,
+                    poll,
+                    keep,
+                    max_in_flight,
+                ));
             })?;
         Ok(Some(Dispatcher {
             stop,
@@ -143,8 +172,61 @@ impl Drop for Dispatcher {
     }
 }
 
+/// Endpoints whose last attempt failed, and until when none of their deliveries is claimed: a
+/// dead endpoint gets a batch of attempts per pause, not one per delivery, so an outage costs
+/// the database and the request path next to nothing. The pause doubles while the endpoint
+/// keeps failing, from [`FIRST_PAUSE`] to [`LONGEST_PAUSE`], and ends with its first success.
+#[derive(Default)]
+struct Pauses(HashMap<String, (tokio::time::Instant, Duration)>);
+
+/// The first pause of a failing endpoint.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause of a failing endpoint (an endpoint that comes back is found within it).
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+
+impl Pauses {
+    fn note(&mut self, url: &str, delivered: bool) {
+        let now = tokio::time::Instant::now();
+        if delivered {
+            self.0.remove(url);
+            return;
+        }
+        let entry = self
+            .0
+            .entry(url.to_string())
+            .or_insert((now, Duration::ZERO));
+        // Attempts of one batch end together: one pause for them.
+        if entry.0 > now {
+            return;
+        }
+        let pause = (entry.1 * 2).clamp(FIRST_PAUSE, LONGEST_PAUSE);
+        *entry = (now + pause, pause);
+    }
+
+    /// The endpoints paused now.
+    fn now(&self) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        self.0
+            .iter()
+            .filter(|(_, (until, _))| *until > now)
+            .map(|(url, _)| url.clone())
+            .collect()
+    }
+
+    /// When the next pause ends, if one is under way.
+    fn next_end(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        self.0
+            .values()
+            .map(|(until, _)| *until)
+            .filter(|u| *u > now)
+            .min()
+    }
+}
+
 async fn run(
     context: Arc<Context>,
+    mut ended: mpsc::UnboundedReceiver<Outcome>,
     wake: Arc<Notify>,
     mut stopped: watch::Receiver<bool>,
     poll: Duration,
@@ -154,21 +236,29 @@ async fn run(
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let mut last_prune: Option<tokio::time::Instant> = None;
     let mut last_gauge: Option<tokio::time::Instant> = None;
+    let mut pauses = Pauses::default();
     let prune_every = keep.clamp(Duration::from_secs(1), PRUNE_EVERY);
     loop {
+        let outcomes = take_ended(&mut ended, &mut pauses);
         if *stopped.borrow() {
+            record_at_stop(&context, outcomes).await;
             break;
         }
+        // What ended is recorded and the next deliveries claimed in one transaction.
         let free = max_in_flight.saturating_sub(in_flight.len());
-        if free > 0 {
-            match blocking(&context, move |c, ctx| claim(c, ctx, free)).await {
-                Ok(claimed) => {
-                    for (delivery, event) in claimed {
-                        in_flight.spawn(attempt(context.clone(), delivery, event));
-                    }
+        let paused = pauses.now();
+        match blocking(&context, move |c, ctx| {
+            claim(c, ctx, outcomes, free, paused)
+        })
+        .await
+        {
+            Ok(claimed) => {
+                for (delivery, event) in claimed {
+                    in_flight.spawn(attempt(context.clone(), delivery, event));
                 }
-                Err(error) => log::warn!("webhooks: cannot read the outbox: {error}"),
             }
+            // The outcomes are not recorded: their claims lapse, and they are attempted again.
+            Err(error) => log::warn!("webhooks: cannot read or write the outbox: {error}"),
         }
         if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
             last_prune = Some(tokio::time::Instant::now());
@@ -187,17 +277,53 @@ async fn run(
                 context.metrics.oldest_pending_delivery(age);
             }
         }
-        // Full: wait for an attempt to end; else for news, the poll, or an attempt's end.
+        // Full: wait for an attempt to end; else for news, the poll, a pause's end, or an
+        // attempt's end.
         let full = in_flight.len() >= max_in_flight;
+        let next = tokio::time::Instant::now() + poll;
+        let wait_until = pauses.next_end().map_or(next, |end| end.min(next));
         tokio::select! {
             _ = wake.notified(), if !full => {}
-            _ = tokio::time::sleep(poll), if !full => {}
+            _ = tokio::time::sleep_until(wait_until), if !full => {}
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             _ = stopped.changed() => {}
         }
     }
     // Attempts under way end within their time limits.
     while in_flight.join_next().await.is_some() {}
+    let outcomes = take_ended(&mut ended, &mut pauses);
+    record_at_stop(&context, outcomes).await;
+}
+
+/// The attempts that ended since the last call; their endpoints' pauses noted.
+fn take_ended(ended: &mut mpsc::UnboundedReceiver<Outcome>, pauses: &mut Pauses) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    while let Ok(outcome) = ended.try_recv() {
+        pauses.note(&outcome.url, outcome.status == DELIVERED);
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// Records outcomes in a transaction of their own (at the stop).
+async fn record_at_stop(context: &Arc<Context>, outcomes: Vec<Outcome>) {
+    if outcomes.is_empty() {
+        return;
+    }
+    let written = blocking(context, move |c, _| {
+        storage::write_transaction(c, |c| finish_all(c, &outcomes))
+    })
+    .await;
+    if let Err(error) = written {
+        log::warn!("webhooks: cannot record the outcome of attempts: {error}");
+    }
+}
+
+fn finish_all(conn: &mut storage::DbConn, outcomes: &[Outcome]) -> Result<(), StorageError> {
+    for o in outcomes {
+        store::finish(conn, o.id, o.status, o.error.as_deref(), o.next)?;
+    }
+    Ok(())
 }
 
 /// Runs a database call on a blocking thread with a pooled connection.
@@ -215,16 +341,26 @@ where
     .map_err(|_| StorageError::Unavailable("the dispatcher's database call failed".into()))?
 }
 
-/// Claims due deliveries and reads their events.
+/// Records `outcomes` and claims at most `limit` due deliveries of endpoints not `paused`, in one
+/// transaction; then reads the claimed deliveries' events.
 fn claim(
     conn: &mut storage::DbConn,
     context: &Context,
+    outcomes: Vec<Outcome>,
     limit: usize,
+    paused: Vec<String>,
 ) -> Result<Vec<(Claimed, StoredEvent)>, StorageError> {
+    if outcomes.is_empty() && limit == 0 {
+        return Ok(Vec::new());
+    }
     let now = storage::now();
     let lapse = now + chrono::Duration::from_std(context.claim).unwrap_or_default();
     let claimed = storage::write_transaction(conn, |conn| {
-        store::claim_due(conn, now, lapse, limit as i64)
+        finish_all(conn, &outcomes)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        store::claim_due(conn, now, lapse, limit as i64, &paused)
     })?;
     if claimed.is_empty() {
         return Ok(Vec::new());
@@ -253,8 +389,7 @@ async fn attempt(context: Arc<Context>, delivery: Claimed, event: StoredEvent) {
             FAILED,
             Some("the webhook is no longer configured".into()),
             storage::now(),
-        )
-        .await;
+        );
         return;
     };
     let payload = body(
@@ -299,7 +434,7 @@ async fn attempt(context: Arc<Context>, delivery: Claimed, event: StoredEvent) {
         Err(_) => Some("the request failed".into()),
     };
     let Some(error) = error else {
-        record(&context, &delivery, DELIVERED, None, storage::now()).await;
+        record(&context, &delivery, DELIVERED, None, storage::now());
         return;
     };
     log::info!(
@@ -316,9 +451,9 @@ async fn attempt(context: Arc<Context>, delivery: Claimed, event: StoredEvent) {
     match wait {
         Some(&seconds) => {
             let next = storage::now() + with_jitter(Duration::from_secs(seconds));
-            record(&context, &delivery, PENDING, Some(error), next).await;
+            record(&context, &delivery, PENDING, Some(error), next);
         }
-        None => record(&context, &delivery, FAILED, Some(error), storage::now()).await,
+        None => record(&context, &delivery, FAILED, Some(error), storage::now()),
     }
 }
 
@@ -334,7 +469,8 @@ fn with_jitter(wait: Duration) -> chrono::Duration {
     chrono::Duration::from_std(wait + Duration::from_millis(extra)).unwrap_or_default()
 }
 
-async fn record(
+/// Counts how an attempt ended and hands it to the loop to record.
+fn record(
     context: &Arc<Context>,
     delivery: &Claimed,
     status: &'static str,
@@ -346,15 +482,13 @@ async fn record(
         other => other,
     };
     context.metrics.delivery(outcome);
-    let id = delivery.id;
-    let written = blocking(context, move |c, _| {
-        storage::write_transaction(c, |c| store::finish(c, id, status, error.as_deref(), next))
-    })
-    .await;
-    if let Err(error) = written {
-        // The claim lapses and the delivery is attempted again.
-        log::warn!("webhooks: cannot record the outcome of delivery {id}: {error}");
-    }
+    let _ = context.outcomes.send(Outcome {
+        id: delivery.id,
+        url: delivery.url.clone(),
+        status,
+        error,
+        next,
+    });
 }
 
 #[cfg(test)]

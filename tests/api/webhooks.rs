@@ -655,3 +655,56 @@ fn a_bad_webhook_stops_the_start_with_a_message_naming_its_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_failing_endpoint_is_paused_and_gets_batches_not_an_attempt_per_event() {
+    // Two batches of 4 fail; every later attempt is answered 200.
+    let receiver = Receiver::start(vec![Answer::Status(500); 8]);
+    let app = spawn_app_with(|s| {
+        s.webhooks = vec![webhook(&receiver.url, &[1, 1, 1, 1, 1])];
+        s.webhook_delivery.poll_ms = 100;
+        s.webhook_delivery.max_in_flight = 4;
+    })
+    .await;
+    const SIGN_UPS: usize = 30;
+    app.import_csv(&csv(&["C-1,USRT,person,false,carol@example.com,Carol,One"]));
+    for n in 0..SIGN_UPS {
+        // Each links to an existing customer: one event each.
+        let answer = sign_up(&app, "carol@example.com", &format!("oid-{n}"), B2C_CLIENT).await;
+        assert_eq!(answer["extension_CustomerAccountNumber"], "C-1", "{answer}");
+    }
+    let first = receiver
+        .wait_for(Duration::from_secs(10), |r| !r.is_empty())
+        .await;
+    assert_eq!(first[0].status, 500);
+    // The first failure paused the endpoint for 1 s, the second batch's for 2 s: within 2.5 s
+    // of the first attempt, at most three batches of 4 (not one attempt per event).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let early = receiver.received().len();
+    assert!(
+        early <= 12,
+        "{early} attempts in 2.5 s: the endpoint was not paused"
+    );
+    // Once it answers, the pause ends and every event is delivered.
+    let received = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            r.iter()
+                .filter(|r| r.status == 200)
+                .map(|r| r.id.as_str())
+                .collect::<HashSet<_>>()
+                .len()
+                >= SIGN_UPS
+        })
+        .await;
+    // Attempts are counted only when made.
+    let (_, delivered) = app
+        .admin_get("/admin/v1/webhook-deliveries?status=delivered&limit=500")
+        .await;
+    let counted: i64 = delivered["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["attempts"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted as usize, received.len(), "{delivered}");
+}

@@ -13,32 +13,6 @@ use crate::storage::StorageError;
 /// more events a merge takes, the less each costs. Newer events are found by a scan.
 const MERGE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Puts the calling thread in Linux's idle scheduling class (`SCHED_IDLE`): it runs only on
-/// CPU time that no other thread wants. The lookup merge is maintenance whose delay costs only
-/// the speed of administrators' lookups (newer events are scanned), while its bursts (a merge
-/// of 200,000 events takes a core for a good part of a second) used to delay the requests the
-/// service answers meanwhile (BENCHMARKS.md). Under a load that keeps every core busy it waits;
-/// it catches up when the load falls.
-fn run_at_idle_priority() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::{
-            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-            ThreadPriority, ThreadSchedulePolicy,
-        };
-        set_thread_priority_and_policy(
-            thread_native_id(),
-            ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-        )
-        .is_ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
-    }
-}
-
 /// The merge thread: at start, then every [`MERGE_INTERVAL`] or when the writer wakes it, and
 /// once more when every sender of `wake` is dropped, writes what the writer fed it into the
 /// lookup file, through a connection of its own to that file alone.
@@ -48,7 +22,12 @@ pub(crate) fn run_merger(
     mut keys: Option<SqliteAuditKeys>,
     wake: Receiver<()>,
 ) {
-    if !run_at_idle_priority() {
+    // The lookup merge is maintenance whose delay costs only the speed of administrators'
+    // lookups (newer events are scanned), while its bursts (a merge of 200,000 events takes a
+    // core for a good part of a second) used to delay the requests the service answers
+    // meanwhile (BENCHMARKS.md): it runs only on CPU time no other thread wants, and catches up
+    // when the load falls.
+    if !crate::background::lower_priority(crate::background::Priority::Idle) {
         log::info!("the audit lookup merge runs at normal priority (idle priority refused)");
     }
     let mut pairs = Vec::new();
