@@ -136,28 +136,28 @@ pub struct Claimed {
     pub attempts: i32,
 }
 
-/// Claims at most `limit` pending deliveries due at `now` to endpoints other than `skipped`,
-/// oldest due first, that no other instance holds: counts the attempt and moves
-/// `next_attempt_at` to `lapse`.
+/// Claims at most `limit` pending deliveries due at `now` to the endpoints `urls`, oldest due
+/// first, that no other instance holds: counts the attempt and moves `next_attempt_at` to
+/// `lapse`.
 pub fn claim_due(
     conn: &mut DbConn,
     now: NaiveDateTime,
     lapse: NaiveDateTime,
     limit: i64,
-    skipped: &[String],
+    urls: &[String],
 ) -> Result<Vec<Claimed>, StorageError> {
     Ok(match conn {
         DbConn::Postgres(c) => diesel::sql_query(super::postgres::webhooks::CLAIM_DUE)
             .bind::<Timestamp, _>(lapse)
             .bind::<Timestamp, _>(now)
             .bind::<BigInt, _>(limit)
-            .bind::<diesel::sql_types::Array<Text>, _>(skipped)
+            .bind::<diesel::sql_types::Array<Text>, _>(urls)
             .load(c)?,
         DbConn::Sqlite(c) => diesel::sql_query(super::sqlite::webhooks::CLAIM_DUE)
             .bind::<Timestamp, _>(lapse)
             .bind::<Timestamp, _>(now)
             .bind::<BigInt, _>(limit)
-            .bind::<Text, _>(serde_json::Value::from(skipped.to_vec()).to_string())
+            .bind::<Text, _>(serde_json::Value::from(urls.to_vec()).to_string())
             .load(c)?,
     })
 }
@@ -306,6 +306,23 @@ pub fn retry(conn: &mut DbConn, id: i64) -> Result<bool, StorageError> {
     ))
     .execute(conn)?;
     Ok(changed == 1)
+}
+
+/// Fails the pending deliveries to endpoints that are not `configured` (removed from the
+/// configuration since their events were written: nothing to sign them with); returns how many.
+pub fn fail_unconfigured(conn: &mut DbConn, configured: &[String]) -> Result<usize, StorageError> {
+    let now = super::now();
+    Ok(diesel::update(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::status.eq(PENDING))
+            .filter(webhook_deliveries::url.ne_all(configured)),
+    )
+    .set((
+        webhook_deliveries::status.eq(FAILED),
+        webhook_deliveries::last_error.eq("the webhook is no longer configured"),
+        webhook_deliveries::updated_at.eq(now),
+    ))
+    .execute(conn)?)
 }
 
 /// Deletes deliveries delivered before `before`; returns how many.

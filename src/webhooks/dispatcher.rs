@@ -244,13 +244,26 @@ async fn run(
             record_at_stop(&context, outcomes).await;
             break;
         }
-        // What ended is recorded and the next deliveries claimed in one transaction.
-        let free = max_in_flight.saturating_sub(in_flight.len());
+        // What ended is recorded and the next deliveries claimed in one transaction; nothing
+        // is read while every endpoint is paused and nothing ended.
         let paused = pauses.now();
-        match blocking(&context, move |c, ctx| {
-            claim(c, ctx, outcomes, free, paused)
-        })
-        .await
+        let urls: Vec<String> = context
+            .endpoints
+            .keys()
+            .filter(|url| !paused.contains(url))
+            .cloned()
+            .collect();
+        let free = if urls.is_empty() {
+            0
+        } else {
+            max_in_flight.saturating_sub(in_flight.len())
+        };
+        let claimed = if free == 0 && outcomes.is_empty() {
+            Ok(Vec::new())
+        } else {
+            blocking(&context, move |c, ctx| claim(c, ctx, outcomes, free, urls)).await
+        };
+        match claimed
         {
             Ok(claimed) => {
                 for (delivery, event) in claimed {
@@ -267,6 +280,14 @@ async fn run(
                 Ok(0) => {}
                 Ok(n) => log::info!("webhooks: pruned {n} delivered rows"),
                 Err(error) => log::warn!("webhooks: cannot prune delivered rows: {error}"),
+            }
+            let configured: Vec<String> = context.endpoints.keys().cloned().collect();
+            match blocking(&context, move |c, _| store::fail_unconfigured(c, &configured)).await {
+                Ok(0) => {}
+                Ok(n) => log::warn!(
+                    "webhooks: {n} pending deliveries to endpoints no longer configured failed"
+                ),
+                Err(error) => log::warn!("webhooks: cannot read the outbox: {error}"),
             }
         }
         // The gauge, once a poll interval (a wake per committed group would read it far more).
@@ -341,14 +362,14 @@ where
     .map_err(|_| StorageError::Unavailable("the dispatcher's database call failed".into()))?
 }
 
-/// Records `outcomes` and claims at most `limit` due deliveries of endpoints not `paused`, in one
-/// transaction; then reads the claimed deliveries' events.
+/// Records `outcomes` and claims at most `limit` due deliveries to the endpoints `urls` (those
+/// not paused), in one transaction; then reads the claimed deliveries' events.
 fn claim(
     conn: &mut storage::DbConn,
     context: &Context,
     outcomes: Vec<Outcome>,
     limit: usize,
-    paused: Vec<String>,
+    urls: Vec<String>,
 ) -> Result<Vec<(Claimed, StoredEvent)>, StorageError> {
     if outcomes.is_empty() && limit == 0 {
         return Ok(Vec::new());
@@ -360,7 +381,7 @@ fn claim(
         if limit == 0 {
             return Ok(Vec::new());
         }
-        store::claim_due(conn, now, lapse, limit as i64, &paused)
+        store::claim_due(conn, now, lapse, limit as i64, &urls)
     })?;
     if claimed.is_empty() {
         return Ok(Vec::new());

@@ -708,3 +708,27 @@ async fn a_failing_endpoint_is_paused_and_gets_batches_not_an_attempt_per_event(
         .sum();
     assert_eq!(counted as usize, received.len(), "{delivered}");
 }
+
+#[tokio::test]
+async fn deliveries_to_an_endpoint_no_longer_configured_fail() {
+    let receiver = Receiver::start(vec![Answer::Status(500)]);
+    let app = spawn_with_webhooks(vec![webhook(&receiver.url, &[3600])]).await;
+    app.import_csv(&csv(&["C-1,USRT,person,false,carol@example.com,Carol,One"]));
+    sign_up(&app, "carol@example.com", "oid-carol", B2C_CLIENT).await;
+    wait_for_status(&app, "pending", 1).await;
+    receiver.wait_for(Duration::from_secs(10), |r| !r.is_empty()).await;
+    // The endpoint is removed from the configuration (another one takes its place).
+    let other = Receiver::start(Vec::new());
+    let app = app
+        .restart(|s| {
+            s.webhooks = vec![webhook(&other.url, &[1])];
+            s.webhook_delivery.poll_ms = 100;
+            s.webhook_delivery.keep_delivered_s = 1;
+        })
+        .await;
+    let failed = wait_for_status(&app, "failed", 1).await;
+    assert_eq!(failed[0]["lastError"], "the webhook is no longer configured");
+    assert_eq!(failed[0]["url"], receiver.url.as_str());
+    assert_eq!(receiver.received().len(), 1);
+    assert!(other.received().is_empty());
+}

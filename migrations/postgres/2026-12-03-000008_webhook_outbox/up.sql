@@ -39,5 +39,7 @@ CREATE TABLE webhook_deliveries (
     updated_at TIMESTAMP NOT NULL,
     UNIQUE (event_position, url)
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+-- The dispatcher claims the due deliveries of the endpoints it is not pausing (a dead endpoint's
+-- backlog is never read while it is paused).
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (url, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_by_status ON webhook_deliveries (status, id);
