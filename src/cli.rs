@@ -102,9 +102,9 @@ pub struct BackfillArgs {
     /// Write one JSON line per user: {"id","email","outcome","code","accountNumber"}.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Users per transaction.
-    #[arg(long, default_value_t = crate::backfill::DEFAULT_BATCH, hide = true)]
-    pub batch_size: usize,
+    /// Users per transaction (default: 5000 on SQLite, 1000 on PostgreSQL).
+    #[arg(long, hide = true)]
+    pub batch_size: Option<usize>,
     /// The export's files, in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,

@@ -388,50 +388,86 @@ fn slot_of(customer_id: i64) -> Option<usize> {
 }
 
 /// What the earlier groups of a dry run would have written: the identities they would link
-/// and the customers they would create, as 128-bit hashes of their keys (a few tens of bytes per
-/// user, so that a dry run of millions stays small). A later group is planned as if those were
-/// in the database, so that the dry run decides each request as the real run, group after
-/// group, will.
+/// and the customers they would create, as 128-bit hashes of their keys in sorted runs ([`Runs`],
+/// 24 bytes a key, and the account numbers in one string), so that a dry run of millions stays
+/// small. A later group is planned as if those were in the database, so that the dry run decides
+/// each request as the real run, group after group, will.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
-    /// (issuer, subject) -> the account number, `None` for a customer that would be created.
-    links: HashMap<u128, Option<Box<str>>>,
+    /// (issuer, subject) -> the index of the account number in `numbers`, [`NONE`] for a customer
+    /// that would be created.
+    links: Runs,
+    /// The account numbers of the links, one after the other; `starts` says where each begins.
+    numbers: String,
+    starts: Vec<u32>,
     /// (legal entity, email key) of the customers that would be created.
-    customers: std::collections::HashSet<u128>,
+    customers: Runs,
 }
 
 /// The stand-in id of a customer that a dry run would have created: no database id is 0, and it
 /// is not negative (a [`stand_in`] of the group).
 const OVERLAY_CUSTOMER: i64 = 0;
 
+/// No account number (a customer that would be created).
+const NONE: u32 = u32::MAX;
+
 impl Overlay {
-    fn key(a: &str, b: &str) -> u128 {
+    fn key(a: &str, b: &str) -> [u64; 2] {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         hasher.update(a.as_bytes());
         hasher.update(&[0]);
         hasher.update(b.as_bytes());
-        hasher.digest128()
+        let digest = hasher.digest128();
+        [(digest >> 64) as u64, digest as u64]
     }
 
     /// Adds what `plan` (planned over this overlay) would write.
     pub(crate) fn record(&mut self, requests: &[(&LinkRequest, Kind)], plan: &Plan<'_>) {
-        for customer in &plan.customers {
-            self.customers
-                .insert(Self::key(&customer.legal_entity, &customer.email_key));
-        }
+        let customers = plan
+            .customers
+            .iter()
+            .map(|customer| Entry {
+                key: Self::key(&customer.legal_entity, &customer.email_key),
+                value: 0,
+            })
+            .collect();
+        self.customers.add(customers);
+        let mut links = Vec::new();
         for ((request, _), planned) in requests.iter().zip(&plan.planned) {
             let (Some(link), Some(identity)) = (&planned.link, &request.identity) else {
                 continue;
             };
             let number = match (link.target, &planned.answer) {
                 (Target::Existing(id), Ok(resolution)) if id != OVERLAY_CUSTOMER => {
-                    resolution.account_number.as_deref().map(Box::from)
+                    resolution.account_number.as_deref()
                 }
                 _ => None,
             };
-            self.links
-                .insert(Self::key(&identity.issuer, &identity.subject), number);
+            let value = match number {
+                Some(number) => {
+                    self.starts.push(self.numbers.len() as u32);
+                    self.numbers.push_str(number);
+                    (self.starts.len() - 1) as u32
+                }
+                None => NONE,
+            };
+            links.push(Entry {
+                key: Self::key(&identity.issuer, &identity.subject),
+                value,
+            });
         }
+        self.links.add(links);
+    }
+
+    /// The account number at `index` of `numbers`.
+    fn number(&self, index: u32) -> &str {
+        let index = index as usize;
+        let start = self.starts[index] as usize;
+        let end = self
+            .starts
+            .get(index + 1)
+            .map_or(self.numbers.len(), |&end| end as usize);
+        &self.numbers[start..end]
     }
 
     /// Whether the account number a dry run answers is one it made up (a customer it would
@@ -450,14 +486,17 @@ impl Overlay {
     ) {
         for (issuer, subjects) in subjects {
             for subject in subjects {
-                let Some(number) = self.links.get(&Self::key(issuer, subject)) else {
+                let Some(value) = self.links.get(Self::key(issuer, subject)) else {
                     continue;
                 };
                 existing
                     .entry((issuer.to_string(), subject.to_string()))
                     .or_insert_with(|| ExistingLink {
                         customer_id: OVERLAY_CUSTOMER,
-                        account_number: number.as_deref().unwrap_or_default().to_string(),
+                        account_number: match value {
+                            NONE => String::new(),
+                            index => self.number(index).to_string(),
+                        },
                     });
             }
         }
@@ -471,7 +510,11 @@ impl Overlay {
     ) {
         for legal_entity in legal_entities {
             for email_key in email_keys {
-                if self.customers.contains(&Self::key(legal_entity, email_key)) {
+                if self
+                    .customers
+                    .get(Self::key(legal_entity, email_key))
+                    .is_some()
+                {
                     rows.push(CandidateRow {
                         id: OVERLAY_CUSTOMER,
                         account_number: String::new(),
@@ -482,6 +525,114 @@ impl Overlay {
                     });
                 }
             }
+        }
+    }
+}
+
+/// A key of the overlay and its value.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: [u64; 2],
+    value: u32,
+}
+
+/// Keys in sorted runs, each at least twice as long as the next (a few dozen at most), searched
+/// by bisection. A batch of keys becomes a run; runs are merged in place into the longer one.
+#[derive(Debug, Default)]
+struct Runs {
+    runs: Vec<Vec<Entry>>,
+}
+
+impl Runs {
+    fn get(&self, key: [u64; 2]) -> Option<u32> {
+        self.runs.iter().find_map(|run| {
+            run.binary_search_by(|entry| entry.key.cmp(&key))
+                .ok()
+                .map(|i| run[i].value)
+        })
+    }
+
+    fn add(&mut self, mut new: Vec<Entry>) {
+        if new.is_empty() {
+            return;
+        }
+        new.sort_unstable_by_key(|entry| entry.key);
+        while self
+            .runs
+            .last()
+            .is_some_and(|last| last.len() < 2 * new.len())
+        {
+            let last = self.runs.pop().unwrap_or_default();
+            new = merge(last, new);
+        }
+        new.shrink_to_fit();
+        self.runs.push(new);
+    }
+}
+
+/// Merges two sorted runs into the longer one, from its end (no third buffer).
+fn merge(mut a: Vec<Entry>, mut b: Vec<Entry>) -> Vec<Entry> {
+    if a.len() < b.len() {
+        std::mem::swap(&mut a, &mut b);
+    }
+    let (n, m) = (a.len(), b.len());
+    a.reserve_exact(m);
+    a.resize(
+        n + m,
+        Entry {
+            key: [0; 2],
+            value: 0,
+        },
+    );
+    let (mut i, mut j) = (n, m);
+    for k in (0..n + m).rev() {
+        if j == 0 {
+            break;
+        }
+        if i > 0 && a[i - 1].key > b[j - 1].key {
+            a[k] = a[i - 1];
+            i -= 1;
+        } else {
+            a[k] = b[j - 1];
+            j -= 1;
+        }
+    }
+    a
+}
+
+#[cfg(test)]
+mod runs_tests {
+    use super::*;
+
+    #[test]
+    fn runs_find_every_key_added_and_no_other() {
+        let mut runs = Runs::default();
+        let key = |n: u64| [n.wrapping_mul(0x9e37_79b9_7f4a_7c15), n];
+        for batch in 0..50u64 {
+            let size = 1 + (batch * 37) % 23;
+            let new = (0..size)
+                .map(|i| Entry {
+                    key: key(batch * 100 + i),
+                    value: (batch * 100 + i) as u32,
+                })
+                .collect();
+            runs.add(new);
+        }
+        assert!(runs.runs.len() <= 12, "{} runs", runs.runs.len());
+        for batch in 0..50u64 {
+            let size = 1 + (batch * 37) % 23;
+            for i in 0..100 {
+                let n = batch * 100 + i;
+                let found = runs.get(key(n));
+                if i < size {
+                    assert_eq!(found, Some(n as u32), "{n}");
+                } else {
+                    assert_eq!(found, None, "{n}");
+                }
+            }
+        }
+        for run in &runs.runs {
+            assert!(run.windows(2).all(|w| w[0].key < w[1].key));
         }
     }
 }

@@ -219,12 +219,23 @@ fn contents(app: &TestApp) -> Contents {
 }
 
 fn run(app: &TestApp, extra: &[&str], files: &[PathBuf]) -> (Output, Vec<Value>) {
+    // Small batches: a user is decided after what the batches before it wrote (or, in a dry
+    // run, would have written).
+    run_in_batches(app, 2, extra, files)
+}
+
+fn run_in_batches(
+    app: &TestApp,
+    batch: usize,
+    extra: &[&str],
+    files: &[PathBuf],
+) -> (Output, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.jsonl");
     let output = backfill(&app.db.url)
-        // Small batches: a user is decided after what the batches before it wrote (or, in a dry
-        // run, would have written).
-        .args(["--channel", "fabrikam-web", "--batch-size", "2", "--report"])
+        .args(["--channel", "fabrikam-web", "--batch-size"])
+        .arg(batch.to_string())
+        .arg("--report")
         .arg(&report)
         .args(extra)
         .args(files)
@@ -340,6 +351,96 @@ async fn a_dry_run_writes_nothing_and_the_real_run_then_does_what_it_said_and_a_
     assert_continue(status, &body);
     assert_eq!(body["extension_CustomerAccountNumber"], "C-LOCAL");
     assert_eq!(body["extension_AutoLinkOutcome"], "AlreadyLinked");
+}
+
+/// Every event of the feed (`GET /admin/v1/events`), read page by page.
+async fn feed(app: &TestApp) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut path = "/admin/v1/events?limit=5".to_string();
+    loop {
+        let (status, body) = app.admin_get(&path).await;
+        assert_eq!(status, 200, "{body}");
+        let items = body["items"].as_array().unwrap().clone();
+        if items.is_empty() {
+            return events;
+        }
+        events.extend(items);
+        path = format!(
+            "/admin/v1/events?limit=5&after={}",
+            body["nextCursor"].as_str().unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_backfill_tells_the_store_of_its_links_and_customers_and_a_dry_run_of_nothing() {
+    let app = spawn_app().await;
+    import_customers(&app);
+    let export = every_kind_of_account();
+    // The import's own events, if any, come before.
+    let before = feed(&app).await;
+
+    let (_, dry) = run(&app, &["--dry-run"], &export.files);
+    assert_eq!(dry.len(), export.expected.len() + 1);
+    assert_eq!(feed(&app).await, before, "the dry run wrote events");
+
+    let (_, real) = run(&app, &[], &export.files);
+    let real = by_id(&real);
+    let all = feed(&app).await;
+    assert_eq!(all[..before.len()], before[..]);
+    let events = all[before.len()..].to_vec();
+    // customer.created for each customer the run created, identity.linked for each link, the
+    // customer's event before its link's.
+    let mut expected: Vec<(String, String, Option<String>)> = Vec::new();
+    for (id, outcome, _) in &export.expected {
+        let number = real[*id]["accountNumber"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match *outcome {
+            "Created" => {
+                expected.push(("customer.created".into(), number.clone(), None));
+                expected.push(("identity.linked".into(), number, Some(id.to_string())));
+            }
+            "Linked" => expected.push(("identity.linked".into(), number, Some(id.to_string()))),
+            _ => {}
+        }
+    }
+    let got: Vec<(String, String, Option<String>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["data"]["accountNumber"].as_str().unwrap().to_string(),
+                e["data"]["subject"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "{events:#?}");
+    for event in &events {
+        assert_eq!(event["data"]["legalEntity"], "USRT", "{event}");
+        assert_eq!(event["data"]["channel"], "fabrikam-web", "{event}");
+        if event["type"] == "identity.linked" {
+            assert_eq!(event["data"]["issuer"], TENANT_ISSUER, "{event}");
+            let subject = event["data"]["subject"].as_str().unwrap();
+            assert_eq!(
+                event["data"]["outcome"], real[subject]["outcome"],
+                "{event}"
+            );
+            let link = app
+                .links_of(event["data"]["accountNumber"].as_str().unwrap())
+                .into_iter()
+                .find(|l| l.subject == subject)
+                .unwrap();
+            assert_eq!(event["data"]["linkId"], link.id, "{event}");
+        } else {
+            assert_eq!(event["data"]["origin"], "autolink", "{event}");
+        }
+    }
+
+    // The second run changes nothing and tells nothing.
+    run(&app, &[], &export.files);
+    assert_eq!(feed(&app).await, all);
 }
 
 #[tokio::test]
@@ -498,7 +599,7 @@ async fn a_run_killed_in_the_middle_leaves_whole_users_and_a_rerun_finishes_it()
     drop(conn);
 
     // The rerun finishes: what was linked is AlreadyLinked, the rest is linked now.
-    let (_, lines) = run(&app, &[], &files);
+    let (_, lines) = run_in_batches(&app, 1000, &[], &files);
     let lines = by_id(&lines);
     assert_eq!(lines.len(), n);
     for subject in &linked_before {

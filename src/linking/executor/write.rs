@@ -221,12 +221,12 @@ fn pass(
                 updated_at: now,
             })
             .collect();
-        let inserted = customers::insert_skipping_taken(conn, &rows)?;
+        let inserted: HashMap<String, i64> = customers::insert_skipping_taken(conn, &rows)?
+            .into_iter()
+            .map(|(id, number)| (number, id))
+            .collect();
         for (slot, customer) in customers.iter().enumerate() {
-            ids[slot] = inserted
-                .iter()
-                .find(|(_, number)| *number == customer.account_number)
-                .map(|(id, _)| *id);
+            ids[slot] = inserted.get(&customer.account_number).copied();
         }
     }
     let lost: Vec<usize> = planned
@@ -300,7 +300,7 @@ fn pass(
         let request = &group[live[n]].request;
         let event = decider.event(request, &p.answer, p.channel);
         if let (Some(link), Some(&link_id)) = (&p.link, link_ids.get(&n)) {
-            told.extend(events_of(request, &p, link, link_id, &customers));
+            told.extend(events_of(request, n, &p, link, link_id, &customers));
             written.push(event);
             done.push((live[n], p.answer, None));
         } else {
@@ -316,9 +316,11 @@ fn pass(
 }
 
 /// What the store is told of a decision that linked: `identity.linked`, after `customer.created`
-/// when the decision created the customer.
+/// when the decision created the customer (request `n` of the plan; a later request of the
+/// group that links to that customer tells only of its link).
 fn events_of(
     request: &LinkRequest,
+    n: usize,
     planned: &plan::Planned<'_>,
     link: &plan::LinkWrite,
     link_id: i64,
@@ -334,7 +336,7 @@ fn events_of(
     };
     let mut events = Vec::with_capacity(2);
     let created = match link.target {
-        Target::New(slot) => customers.get(slot),
+        Target::New(slot) => customers.get(slot).filter(|c| c.request == n),
         Target::Existing(_) => None,
     };
     let email = created
