@@ -67,7 +67,9 @@ pub fn append(
         .enumerate()
         .map(|(n, event)| NewEvent {
             position: first + n as i64,
-            event_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            // Time-ordered (UUIDv7): new ids go to the end of the unique index, not to a
+            // random page of it.
+            event_id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
             kind: event.kind.as_str(),
             at: now,
             data: serde_json::Value::Object(event.data.clone()).to_string(),

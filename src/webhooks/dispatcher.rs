@@ -263,8 +263,7 @@ async fn run(
         } else {
             blocking(&context, move |c, ctx| claim(c, ctx, outcomes, free, urls)).await
         };
-        match claimed
-        {
+        match claimed {
             Ok(claimed) => {
                 for (delivery, event) in claimed {
                     in_flight.spawn(attempt(context.clone(), delivery, event));
@@ -282,7 +281,11 @@ async fn run(
                 Err(error) => log::warn!("webhooks: cannot prune delivered rows: {error}"),
             }
             let configured: Vec<String> = context.endpoints.keys().cloned().collect();
-            match blocking(&context, move |c, _| store::fail_unconfigured(c, &configured)).await {
+            match blocking(&context, move |c, _| {
+                store::fail_unconfigured(c, &configured)
+            })
+            .await
+            {
                 Ok(0) => {}
                 Ok(n) => log::warn!(
                     "webhooks: {n} pending deliveries to endpoints no longer configured failed"

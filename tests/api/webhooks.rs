@@ -716,7 +716,9 @@ async fn deliveries_to_an_endpoint_no_longer_configured_fail() {
     app.import_csv(&csv(&["C-1,USRT,person,false,carol@example.com,Carol,One"]));
     sign_up(&app, "carol@example.com", "oid-carol", B2C_CLIENT).await;
     wait_for_status(&app, "pending", 1).await;
-    receiver.wait_for(Duration::from_secs(10), |r| !r.is_empty()).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |r| !r.is_empty())
+        .await;
     // The endpoint is removed from the configuration (another one takes its place).
     let other = Receiver::start(Vec::new());
     let app = app
@@ -727,7 +729,10 @@ async fn deliveries_to_an_endpoint_no_longer_configured_fail() {
         })
         .await;
     let failed = wait_for_status(&app, "failed", 1).await;
-    assert_eq!(failed[0]["lastError"], "the webhook is no longer configured");
+    assert_eq!(
+        failed[0]["lastError"],
+        "the webhook is no longer configured"
+    );
     assert_eq!(failed[0]["url"], receiver.url.as_str());
     assert_eq!(receiver.received().len(), 1);
     assert!(other.received().is_empty());
