@@ -22,6 +22,8 @@ pub enum Answer {
     Redirect,
     /// Nothing for this long, then 200.
     Hang(Duration),
+    /// This status with a body that never ends.
+    Endless(u16),
 }
 
 /// A delivery as received.
@@ -139,6 +141,7 @@ async fn receive(
         (Some(Answer::Status(status)), _) => *status,
         (Some(Answer::Redirect), _) => 302,
         (Some(Answer::Hang(_)), _) => 0,
+        (Some(Answer::Endless(status)), _) => *status,
         (None, _) => 200,
     };
     let received = Received {
@@ -153,6 +156,13 @@ async fn receive(
         Some(Answer::Hang(time)) => {
             tokio::time::sleep(time).await;
             HttpResponse::Ok().finish()
+        }
+        Some(Answer::Endless(_)) => {
+            let chunk = web::Bytes::from(vec![b'x'; 64 * 1024]);
+            let endless =
+                futures_util::stream::repeat_with(move || Ok::<_, actix_web::Error>(chunk.clone()));
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                .streaming(endless)
         }
         Some(Answer::Redirect) => HttpResponse::Found()
             .insert_header(("location", "/hooks/elsewhere"))

@@ -737,3 +737,17 @@ async fn deliveries_to_an_endpoint_no_longer_configured_fail() {
     assert_eq!(receiver.received().len(), 1);
     assert!(other.received().is_empty());
 }
+
+#[tokio::test]
+async fn an_answer_whose_body_never_ends_is_not_read_and_the_delivery_is_retried() {
+    // 500 with an endless body, then the same with 200: neither body is read.
+    let receiver = Receiver::start(vec![Answer::Endless(500), Answer::Endless(200)]);
+    let app = spawn_with_webhooks(vec![webhook(&receiver.url, &[1])]).await;
+    app.import_csv(&csv(&["C-1,USRT,person,false,carol@example.com,Carol,One"]));
+    sign_up(&app, "carol@example.com", "oid-carol", B2C_CLIENT).await;
+    let delivered = wait_for_status(&app, "delivered", 1).await;
+    assert_eq!(delivered[0]["attempts"], 2, "{delivered:?}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "{received:#?}");
+    assert_eq!(received[0].id, received[1].id);
+}
