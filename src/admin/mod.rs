@@ -432,8 +432,7 @@ where
 
 /// Formats a stored time for the wire: RFC 3339, UTC.
 pub fn rfc3339(at: chrono::NaiveDateTime) -> String {
-    at.and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::webhooks::timestamp(at)
 }
 
 #[cfg(test)]

@@ -192,25 +192,8 @@ fn contents(app: &TestApp) -> Contents {
         .select(Link::as_select())
         .load(&mut *conn)
         .unwrap();
-    let audit = audit_events::table
-        .order(audit_events::id)
-        .select((
-            audit_events::at,
-            audit_events::request_id,
-            audit_events::actor,
-            audit_events::source,
-            audit_events::step,
-            audit_events::channel,
-            audit_events::outcome,
-            audit_events::code,
-            audit_events::email_key,
-            audit_events::issuer,
-            audit_events::subject,
-            audit_events::account_number,
-            audit_events::detail,
-        ))
-        .load::<AuditEvent>(&mut *conn)
-        .unwrap();
+    // Every event, newest first.
+    let audit = autolink::storage::audit::recent(&mut conn, i64::MAX).unwrap();
     Contents {
         customers,
         links,
