@@ -212,12 +212,21 @@ async fn click(browser: &Client, css: &str) {
 }
 
 async fn type_into(browser: &Client, css: &str, text: &str) {
-    let field = wait_for(browser, css).await;
-    field.clear().await.unwrap();
-    field
-        .send_keys(text)
-        .await
-        .unwrap_or_else(|e| panic!("cannot type into {css}: {e}"));
+    // A page's script may replace the field between finding and typing (a stale element): find
+    // it again, a few times.
+    let mut tries = 0;
+    loop {
+        let field = wait_for(browser, css).await;
+        let typed = match field.clear().await {
+            Ok(()) => field.send_keys(text).await,
+            Err(e) => Err(e),
+        };
+        match typed {
+            Ok(()) => return,
+            Err(e) if tries < 3 && e.to_string().contains("stale element") => tries += 1,
+            Err(e) => panic!("cannot type into {css}: {e}"),
+        }
+    }
 }
 
 async fn text_of(browser: &Client, css: &str) -> String {
