@@ -164,6 +164,15 @@ pub(crate) fn plan_over<'d>(
     if let Some(overlay) = overlay {
         overlay.add_candidates(&legal_entities, &email_keys, &mut rows);
     }
+    // The rows of each (legal entity, email key), in the order read: a group of thousands of
+    // requests (the backfill's) must not scan every row for each request.
+    let mut by_email: HashMap<(&str, &str), Vec<&CandidateRow>> = HashMap::new();
+    for row in &rows {
+        by_email
+            .entry((row.legal_entity.as_str(), row.email_key.as_str()))
+            .or_default()
+            .push(row);
+    }
     // 3. The rules, request by request, over the facts and what the earlier requests do.
     let mut group = Group::default();
     let mut plan = Plan::default();
@@ -175,7 +184,7 @@ pub(crate) fn plan_over<'d>(
             kind,
             pending,
             &existing,
-            &rows,
+            &by_email,
             &mut group,
             &mut plan.customers,
         );
@@ -230,7 +239,7 @@ fn decide_one<'d>(
     kind: &Kind,
     pending: Pending<'d>,
     existing: &HashMap<(String, String), ExistingLink>,
-    rows: &[CandidateRow],
+    rows: &HashMap<(&str, &str), Vec<&CandidateRow>>,
     group: &mut Group,
     customers_to_create: &mut Vec<CustomerWrite>,
 ) -> Planned<'d> {
@@ -284,12 +293,10 @@ fn decide_one<'d>(
     let key = prepared.email.key();
     let b2b_only = channel.customer_type == CustomerType::B2B;
     let mut candidates: Vec<Candidate> = rows
-        .iter()
-        .filter(|row| {
-            row.legal_entity == channel.legal_entity
-                && row.email_key == key
-                && (row.is_b2b || !b2b_only)
-        })
+        .get(&(channel.legal_entity.as_str(), key))
+        .into_iter()
+        .flatten()
+        .filter(|row| row.is_b2b || !b2b_only)
         .map(|row| Candidate {
             customer_id: row.id,
             account_number: row.account_number.clone(),

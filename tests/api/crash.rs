@@ -133,7 +133,23 @@ async fn kill_9_under_load_keeps_every_written_event_and_loses_read_only_ones_on
             ))
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Load until there is enough of it to judge (at least 1.5 s; a busy machine answers
+    // fewer requests a second), then the kill.
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (created, signed_in) = {
+            let answered = answered.lock().unwrap();
+            let count = |o: &str| answered.values().filter(|a| a.outcome == o).count();
+            (count("Created"), count("AlreadyLinked"))
+        };
+        let enough = created >= 20 && signed_in >= 100;
+        if (enough && started.elapsed() >= Duration::from_millis(1500))
+            || started.elapsed() >= Duration::from_secs(30)
+        {
+            break;
+        }
+    }
     // SIGKILL: nothing of the server runs after this.
     server.child.kill().unwrap();
     let killed = Instant::now();
@@ -156,6 +172,13 @@ async fn kill_9_under_load_keeps_every_written_event_and_loses_read_only_ones_on
         created >= 20 && signed_in >= 100,
         "too little load to judge: {linked} linked, {created} created, {signed_in} signed in"
     );
+    // Every sign-in whose event is missing, by how long before the kill it was answered.
+    let mut lost: Vec<Duration> = answered
+        .iter()
+        .filter(|(id, a)| a.outcome == "AlreadyLinked" && !stored.contains_key(*id))
+        .map(|(_, a)| killed.saturating_duration_since(a.at))
+        .collect();
+    lost.sort();
     let mut lost_recent = 0;
     for (id, a) in answered.iter() {
         let found = stored.get(id);
@@ -170,7 +193,9 @@ async fn kill_9_under_load_keeps_every_written_event_and_loses_read_only_ones_on
                 let before_kill = killed.saturating_duration_since(a.at);
                 assert!(
                     before_kill < LOSS_WINDOW,
-                    "the event of sign-in {id}, answered {before_kill:?} before the kill, is lost"
+                    "the event of sign-in {id}, answered {before_kill:?} before the kill, is lost \
+                     ({linked} linked, {created} created, {signed_in} signed in; every lost \
+                     sign-in event by its time before the kill: {lost:?})"
                 );
                 lost_recent += 1;
             }
