@@ -3,9 +3,10 @@
 //! codes and idempotency, with the identity (issuer, the user's `id`).
 //!
 //! Every file is read twice: a first pass checks them all (nothing is written when one is
-//! malformed), the second decides and writes the users in batches, each batch one transaction,
-//! so a run stopped at any point leaves whole users only and can be run again. A dry run decides
-//! the same batches without writing anything ([`crate::linking::DryRun`]).
+//! malformed), the second decides and writes the users in batches, each batch one transaction
+//! (on PostgreSQL one per lane, see [`POSTGRES_LANES`]), so a run stopped at any point leaves
+//! whole users only and can be run again. A dry run decides the same batches without writing
+//! anything ([`crate::linking::DryRun`]).
 //!
 //! - [`graph`] reads the files (Graph pages or JSON lines), streamed;
 //! - [`proof`] says which email a user proved and how;
@@ -34,6 +35,11 @@ use report::Report;
 pub const SQLITE_BATCH: usize = 5000;
 /// The same on PostgreSQL, where larger batches measured slower.
 pub const POSTGRES_BATCH: usize = 1000;
+/// PostgreSQL: each batch is written by this many connections at once, each taking the users
+/// of its share of the email addresses ([`lane`]). One connection left a core idle: the service
+/// and the database took turns, one round trip after the other. SQLite has one writer, so one
+/// lane.
+pub const POSTGRES_LANES: usize = 2;
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -213,7 +219,12 @@ fn write(
     let idps = &settings.linking.email_verifying_idps;
     let run_id = crate::api::new_request_id();
     let mut sequence: u64 = 0;
-    let mut conn: Option<DbConn> = None;
+    let lanes = match db.backend() {
+        BackendKind::Postgres if !options.dry_run => POSTGRES_LANES,
+        _ => 1,
+    };
+    // One connection per lane; the first also decides a dry run and runs the statistics.
+    let mut conns: Vec<Option<DbConn>> = (0..lanes).map(|_| None).collect();
     let mut dry_run = DryRun::default();
     let mut next_analyze = FIRST_ANALYZE;
     let mut outcome = Ok(());
@@ -250,7 +261,7 @@ fn write(
                 time_limit: None,
             });
         }
-        let answers = match decide(db, linking, &mut conn, &mut dry_run, options, requests) {
+        let answers = match decide(db, linking, &mut conns, &mut dry_run, options, requests) {
             Ok(answers) => answers,
             Err(error) => {
                 outcome = Err(BackfillError::Storage(format!(
@@ -264,7 +275,7 @@ fn write(
             report.decided(id, email.as_deref(), answer)?;
         }
         if !options.dry_run && report.users() >= next_analyze {
-            analyze(&mut conn);
+            analyze(&mut conns[0]);
             next_analyze = report.users().saturating_mul(2);
         }
         progress.advance(report.users(), files_done);
@@ -282,10 +293,11 @@ fn write(
 }
 
 /// Decides one batch: written (and answered after the commit), or planned only in a dry run.
+/// Written by one connection per lane at once (`conns`), each lane a transaction of its own.
 fn decide(
     db: &Db,
     linking: &LinkingService,
-    conn: &mut Option<DbConn>,
+    conns: &mut [Option<DbConn>],
     dry_run: &mut DryRun,
     options: &Options,
     requests: Vec<LinkRequest>,
@@ -293,14 +305,94 @@ fn decide(
     if requests.is_empty() {
         return Ok(Vec::new());
     }
-    let conn_ref = match conn {
-        Some(conn) => conn,
-        None => conn.insert(connect(db)?),
-    };
-    if options.dry_run {
-        return linking.dry_run_batch(conn_ref, dry_run, &requests);
+    for conn in conns.iter_mut().filter(|c| c.is_none()) {
+        *conn = Some(connect(db)?);
     }
-    linking.link_batch(conn, requests).into_iter().collect()
+    if options.dry_run {
+        let Some(conn) = conns[0].as_mut() else {
+            return Err(StorageError::Unavailable("no connection".into()));
+        };
+        return linking.dry_run_batch(conn, dry_run, &requests);
+    }
+    if conns.len() == 1 {
+        return linking
+            .link_batch(&mut conns[0], requests)
+            .into_iter()
+            .collect();
+    }
+    // Each lane's requests, with their places in the batch.
+    let mut shares: Vec<(Vec<usize>, Vec<LinkRequest>)> =
+        (0..conns.len()).map(|_| Default::default()).collect();
+    for (place, request) in requests.into_iter().enumerate() {
+        let share = &mut shares[lane(&request, conns.len())];
+        share.0.push(place);
+        share.1.push(request);
+    }
+    let total: usize = shares.iter().map(|(places, _)| places.len()).sum();
+    let written: Vec<LaneAnswers> = std::thread::scope(|scope| {
+        let running: Vec<_> = shares
+            .into_iter()
+            .zip(conns.iter_mut())
+            .map(|((places, requests), conn)| {
+                scope.spawn(move || (places, linking.link_batch(conn, requests)))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|lane| {
+                lane.join().unwrap_or_else(|_| {
+                    (
+                        Vec::new(),
+                        vec![Err(StorageError::Unavailable(
+                            "a writing lane failed".into(),
+                        ))],
+                    )
+                })
+            })
+            .collect()
+    });
+    let mut answers: Vec<Option<Answer>> = (0..total).map(|_| None).collect();
+    for (places, lane_answers) in written {
+        if places.len() != lane_answers.len() {
+            return Err(StorageError::Unavailable("a writing lane failed".into()));
+        }
+        for (place, answer) in places.into_iter().zip(lane_answers) {
+            answers[place] = Some(answer?);
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.ok_or_else(|| StorageError::Unavailable("a user was not decided".into())))
+        .collect()
+}
+
+/// A lane's requests' places in the batch, and their answers in the same order.
+type LaneAnswers = (Vec<usize>, Vec<Result<Answer, StorageError>>);
+
+/// The lane of a request: by its email's comparison key, so that every user of one address is
+/// decided by one lane in the order of the export, after the users of that address before it
+/// (which customer is created, which is linked to it), as one writer would decide them, and as
+/// the dry run does. Users without a usable email are refused or already linked, and write
+/// nothing new: by their identity. (An export that lists one user id twice with two addresses
+/// may have both in different lanes at once: the database's unique index still lets one link
+/// through, and the other is decided again and reported `AlreadyLinked`, but which of the two
+/// reports `Linked` may then differ from the dry run.)
+fn lane(request: &LinkRequest, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match request
+        .email
+        .as_deref()
+        .and_then(|email| crate::domain::EmailAddress::parse(email).ok())
+    {
+        Some(email) => email.key().hash(&mut hasher),
+        None => request
+            .identity
+            .as_ref()
+            .map(|identity| identity.subject.as_str())
+            .hash(&mut hasher),
+    }
+    (hasher.finish() % lanes as u64) as usize
 }
 
 /// The run's own connection. SQLite: a page cache of [`SQLITE_CACHE_KIB`] for the indexes that

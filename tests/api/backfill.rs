@@ -688,3 +688,60 @@ async fn sign_ups_during_a_backfill_get_the_same_answers_as_without_it() {
         "one customer per address"
     );
 }
+
+#[tokio::test]
+async fn users_of_one_address_in_one_batch_are_decided_in_the_export_s_order() {
+    // One batch of 300 users: 100 addresses, each given by three users (the second in capitals,
+    // the third through Google), spread over the batch. On PostgreSQL the batch is written by
+    // several connections at once: every user of one address must still be decided after the
+    // users of it before them, as one writer decides them and as the dry run said.
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut users = Vec::new();
+    for round in 0..3 {
+        for k in 0..100 {
+            let id = format!("same-{k:03}-{round}");
+            users.push(match round {
+                0 => local(&id, &format!("same{k}@example.com")),
+                1 => local(&id, &format!("SAME{k}@Example.COM")),
+                _ => social(
+                    &id,
+                    "google.com",
+                    Some(&format!("Same{k}@example.com")),
+                    &[],
+                ),
+            });
+        }
+    }
+    let file = dir.path().join("users.json");
+    std::fs::write(&file, page(&users, false).to_string()).unwrap();
+    let files = vec![file];
+
+    let (_, dry) = run_in_batches(&app, 1000, &["--dry-run"], &files);
+    let (output, real) = run_in_batches(&app, 1000, &[], &files);
+    let summary = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(summary.contains("Created: 100"), "{summary}");
+    assert!(summary.contains("Linked: 200"), "{summary}");
+    // The report keeps the export's order.
+    let ids: Vec<&str> = real.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    let expected: Vec<String> = users
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, expected);
+    let dry = by_id(&dry);
+    let real = by_id(&real);
+    for k in 0..100 {
+        let first = &real[&format!("same-{k:03}-0")];
+        assert_eq!(first["outcome"], "Created", "{first}");
+        for round in 1..3 {
+            let id = format!("same-{k:03}-{round}");
+            assert_eq!(real[&id]["outcome"], "Linked", "{}", real[&id]);
+            assert_eq!(real[&id]["accountNumber"], first["accountNumber"]);
+            assert_eq!(dry[&id]["outcome"], "WouldLink", "{}", dry[&id]);
+        }
+        assert_eq!(dry[&format!("same-{k:03}-0")]["outcome"], "WouldCreate");
+    }
+    assert_eq!(app.customer_count(), 100, "one customer per address");
+    assert_eq!(app.active_links(), 300);
+}
