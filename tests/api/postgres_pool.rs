@@ -378,15 +378,26 @@ async fn a_busy_pool_lends_its_connections_without_a_test_and_tests_one_left_idl
          untested (a machine too slow for this test)",
         warmed.elapsed()
     );
-    let (old, new) = during.split_at(before.len());
+    // A connection is tested the first time it is lent. The pool may have opened one before the
+    // busy phase that no request of the warm-up borrowed (a sign-in of a linked identity needs
+    // none): its first loan comes now, and it counts with the new ones.
+    let lent_before = |i: usize| before.get(i).is_some_and(|b| b.select_ones > 0);
+    let old: Vec<Asked> = (0..during.len())
+        .filter(|&i| lent_before(i))
+        .map(|i| during[i])
+        .collect();
+    let new: Vec<Asked> = (0..during.len())
+        .filter(|&i| !lent_before(i))
+        .map(|i| during[i])
+        .collect();
     let round_trips: u64 = during.iter().map(|a| a.round_trips).sum();
     assert!(
         round_trips >= 32,
         "the proxy read {round_trips} round trips for 32 requests: {during:?}"
     );
     assert!(
-        old.iter().all(|a| a.select_ones == 0),
-        "connections lent within the last seconds were tested: {during:?}"
+        !old.is_empty() && old.iter().all(|a| a.select_ones == 0),
+        "connections lent within the last seconds were tested: {during:?} (before: {before:?})"
     );
     assert!(
         new.iter().all(|a| a.select_ones <= 1),
