@@ -321,6 +321,7 @@ fn decide(
             .collect();
     }
     // Each lane's requests, with their places in the batch.
+    let total = requests.len();
     let mut shares: Vec<(Vec<usize>, Vec<LinkRequest>)> =
         (0..conns.len()).map(|_| Default::default()).collect();
     for (place, request) in requests.into_iter().enumerate() {
@@ -328,8 +329,8 @@ fn decide(
         share.0.push(place);
         share.1.push(request);
     }
-    let total: usize = shares.iter().map(|(places, _)| places.len()).sum();
-    let written: Vec<LaneAnswers> = std::thread::scope(|scope| {
+    let mut answers: Vec<Option<Answer>> = (0..total).map(|_| None).collect();
+    std::thread::scope(|scope| {
         let running: Vec<_> = shares
             .into_iter()
             .zip(conns.iter_mut())
@@ -337,37 +338,21 @@ fn decide(
                 scope.spawn(move || (places, linking.link_batch(conn, requests)))
             })
             .collect();
-        running
-            .into_iter()
-            .map(|lane| {
-                lane.join().unwrap_or_else(|_| {
-                    (
-                        Vec::new(),
-                        vec![Err(StorageError::Unavailable(
-                            "a writing lane failed".into(),
-                        ))],
-                    )
-                })
-            })
-            .collect()
-    });
-    let mut answers: Vec<Option<Answer>> = (0..total).map(|_| None).collect();
-    for (places, lane_answers) in written {
-        if places.len() != lane_answers.len() {
-            return Err(StorageError::Unavailable("a writing lane failed".into()));
+        for lane in running {
+            let (places, written) = lane
+                .join()
+                .map_err(|_| StorageError::Unavailable("a writing lane failed".into()))?;
+            for (place, answer) in places.into_iter().zip(written) {
+                answers[place] = Some(answer?);
+            }
         }
-        for (place, answer) in places.into_iter().zip(lane_answers) {
-            answers[place] = Some(answer?);
-        }
-    }
+        Ok::<(), StorageError>(())
+    })?;
     answers
         .into_iter()
         .map(|a| a.ok_or_else(|| StorageError::Unavailable("a user was not decided".into())))
         .collect()
 }
-
-/// A lane's requests' places in the batch, and their answers in the same order.
-type LaneAnswers = (Vec<usize>, Vec<Result<Answer, StorageError>>);
 
 /// The lane of a request: by its email's comparison key, so that every user of one address is
 /// decided by one lane in the order of the export, after the users of that address before it
