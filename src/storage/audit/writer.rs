@@ -193,11 +193,17 @@ fn run_writer(db: Db, queue: Arc<Queue>, feed: Option<WriterFeed>) {
         Some(_) => Appender::Sqlite(None),
         None => Appender::Postgres(PgAuditAppender::new(db.clone())),
     };
+    let mut taken = Instant::now();
     loop {
         let last = queue.senders.load(Ordering::SeqCst) == 0;
-        if !last {
-            std::thread::sleep(FLUSH_INTERVAL);
+        // The events wait at most FLUSH_INTERVAL from the last batch taken: after a batch that
+        // took longer to write, the next is taken at once (sleeping then would hold a queue that
+        // filled during the write, and the requests waiting for room, for another interval).
+        let wait = FLUSH_INTERVAL.saturating_sub(taken.elapsed());
+        if !last && !wait.is_zero() {
+            std::thread::sleep(wait);
         }
+        taken = Instant::now();
         std::mem::swap(&mut batch, &mut *queue.events());
         queue.room.notify_all();
         let appended = flush(&db, &mut appender, &mut batch);
