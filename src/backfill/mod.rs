@@ -386,7 +386,7 @@ fn lane(request: &LinkRequest, lanes: usize) -> usize {
 /// WAL before the commit).
 fn connect(db: &Db) -> Result<DbConn, StorageError> {
     use diesel::connection::SimpleConnection;
-    let mut conn = db.connect_unpooled()?;
+    let mut conn = db.connect_for_groups()?;
     if let DbConn::Sqlite(c) = &mut conn {
         c.batch_execute(&format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}"))?;
     }

@@ -365,6 +365,17 @@ impl Db {
             .map_err(|e| StorageError::Unavailable(e.to_string()))
     }
 
+    /// A connection of its own for the set-based reads that decide many requests at once (the
+    /// executor's threads, the backfill). On PostgreSQL its prepared statements keep one generic
+    /// plan ([`postgres::GENERIC_PLANS`]).
+    pub fn connect_for_groups(&self) -> Result<DbConn, StorageError> {
+        let mut conn = self.connect_unpooled()?;
+        if let DbConn::Postgres(c) = &mut conn {
+            c.batch_execute(postgres::GENERIC_PLANS)?;
+        }
+        Ok(conn)
+    }
+
     /// An idle connection if there is one right now; never waits.
     pub fn try_get(&self) -> Option<PooledConn> {
         self.check_migrated().ok()?;

@@ -339,7 +339,7 @@ fn run(shared: &Shared, busy: &AtomicU64, jobs: Receiver<Job>) {
 fn execute(shared: &Shared, conn_slot: &mut Option<DbConn>, group: Vec<Job>) -> Vec<Job> {
     let conn = match conn_slot {
         Some(conn) => conn,
-        None => match shared.db.connect_unpooled() {
+        None => match shared.db.connect_for_groups() {
             Ok(new) => conn_slot.insert(new),
             Err(error) => {
                 for job in group {

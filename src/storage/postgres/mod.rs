@@ -89,6 +89,15 @@ pub(crate) fn session_limits_sql(limit: Duration) -> String {
     )
 }
 
+/// Set on the connections that decide groups of requests ([`crate::storage::Db::connect_for_groups`]):
+/// their reads bind one array of identities or emails (`= ANY($1)`), and for such a statement
+/// PostgreSQL's default (`plan_cache_mode = auto`) plans each execution anew for its values. The
+/// plan is the same index scan whatever the values (an index of the email key, of the identity);
+/// planning it took longer than running it (0.085 against 0.055 ms for two emails), and was most
+/// of the read lane's database CPU under a sign-up load (BENCHMARKS.md). PostgreSQL still plans
+/// again when the tables' statistics change.
+pub(crate) const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
+
 /// A pooled connection lent within this time is lent again without a test; one idle for longer
 /// may have died meanwhile (a database restart, a firewall or pooler that ends idle connections)
 /// and is tested first. A busy pool lends its connections again well within it and pays no
@@ -504,5 +513,30 @@ mod tests {
         deadline.run(|| ());
         assert!(!deadline.abandon());
         assert!(!deadline.expire());
+    }
+
+    #[test]
+    fn the_connections_that_decide_groups_keep_generic_plans_and_the_pool_s_keep_the_default() {
+        use diesel::RunQueryDsl;
+        let Some(test) = super::link_changes::test_database::create(
+            "storage::postgres::tests::the_connections_that_decide_groups_keep_generic_plans",
+        ) else {
+            return;
+        };
+        #[derive(diesel::QueryableByName)]
+        struct Mode {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            plan_cache_mode: String,
+        }
+        let mode = |conn: &mut crate::storage::DbConn| -> String {
+            let mode: Mode = diesel::sql_query("SHOW plan_cache_mode")
+                .get_result(conn)
+                .unwrap();
+            mode.plan_cache_mode
+        };
+        let mut groups = test.db.connect_for_groups().unwrap();
+        assert_eq!(mode(&mut groups), "force_generic_plan");
+        assert_eq!(mode(&mut test.db.get().unwrap()), "auto");
+        assert_eq!(mode(&mut test.db.connect_unpooled().unwrap()), "auto");
     }
 }
