@@ -457,14 +457,18 @@ pub fn insert_skipping_taken(
     conn: &mut DbConn,
     rows: &[NewCustomer<'_>],
 ) -> Result<Vec<(i64, String)>, StorageError> {
+    let conn = match conn {
+        DbConn::Postgres(c) => return crate::storage::postgres::unnest::insert_customers(c, rows),
+        DbConn::Sqlite(c) => c,
+    };
     let mut inserted = Vec::with_capacity(rows.len());
     // 12 parameters per row.
     for chunk in rows.chunks(500) {
-        let returned: Vec<(i64, String)> = crate::on_backend!(conn, c => diesel::insert_into(customers::table)
+        let returned: Vec<(i64, String)> = diesel::insert_into(customers::table)
             .values(chunk)
             .on_conflict_do_nothing()
             .returning((customers::id, customers::account_number))
-            .get_results(c))?;
+            .get_results(conn)?;
         inserted.extend(returned);
     }
     Ok(inserted)

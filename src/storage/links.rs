@@ -242,14 +242,22 @@ pub fn insert_skipping_taken(
     conn: &mut DbConn,
     rows: &[NewLink<'_>],
 ) -> Result<Vec<(i64, String, String)>, StorageError> {
+    let conn = match conn {
+        DbConn::Postgres(c) => return crate::storage::postgres::unnest::insert_links(c, rows),
+        DbConn::Sqlite(c) => c,
+    };
     let mut inserted = Vec::with_capacity(rows.len());
     // 9 parameters per row.
     for chunk in rows.chunks(500) {
-        let returned: Vec<(i64, String, String)> = crate::on_backend!(conn, c => diesel::insert_into(identity_links::table)
+        let returned: Vec<(i64, String, String)> = diesel::insert_into(identity_links::table)
             .values(chunk)
             .on_conflict_do_nothing()
-            .returning((identity_links::id, identity_links::issuer, identity_links::subject))
-            .get_results(c))?;
+            .returning((
+                identity_links::id,
+                identity_links::issuer,
+                identity_links::subject,
+            ))
+            .get_results(conn)?;
         inserted.extend(returned);
     }
     Ok(inserted)

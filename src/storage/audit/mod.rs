@@ -61,24 +61,24 @@ pub struct AuditEvent {
 
 /// Appends events in the caller's connection (and transaction).
 pub fn insert(conn: &mut DbConn, events: &[AuditEvent]) -> Result<(), StorageError> {
+    let conn = match conn {
+        // One statement for any number of events, prepared once.
+        DbConn::Postgres(c) => return crate::storage::postgres::unnest::insert_events(c, events),
+        DbConn::Sqlite(c) => c,
+    };
     // One event (a link's, in its transaction): a single-row insert, whose prepared statement
     // diesel caches on the concrete connection; a multi-row insert is prepared anew each time.
     if let [event] = events {
-        let insert = diesel::insert_into(audit_events::table).values(event);
-        crate::on_backend!(conn, c => insert.execute(c))?;
+        diesel::insert_into(audit_events::table)
+            .values(event)
+            .execute(conn)?;
         return Ok(());
     }
     // 13 parameters per row; stay far below SQLite's limit of bound parameters.
     for chunk in events.chunks(500) {
-        // Multi-row inserts are backend-specific in diesel's MultiConnection.
-        match conn {
-            DbConn::Sqlite(c) => diesel::insert_into(audit_events::table)
-                .values(chunk)
-                .execute(c)?,
-            DbConn::Postgres(c) => diesel::insert_into(audit_events::table)
-                .values(chunk)
-                .execute(c)?,
-        };
+        diesel::insert_into(audit_events::table)
+            .values(chunk)
+            .execute(conn)?;
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ pub mod start;
 pub mod audit;
 
 pub mod link_changes;
+pub(crate) mod unnest;
 pub mod webhooks;
 
 use std::cell::RefCell;
