@@ -16,7 +16,8 @@
 #
 # Knobs (environment): BENCH_USERS (1000000), BENCH_REPS (3), BENCH_BACKENDS ("sqlite postgres"),
 # BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/postgres; its user creates and drops
-# a database of its own), BENCH_KEEP=1 keeps the temporary folder. Needs: cargo, awk, psql,
+# a database of its own), BENCH_KEEP=1 keeps the temporary folder, BENCH_BINARIES (a folder
+# holding an autolink built earlier: used instead of building; BENCH_CODE names its code). Needs: cargo, awk, psql,
 # /usr/bin/time (Debian package `time`).
 set -euo pipefail
 
@@ -42,9 +43,16 @@ die() { say "FAILED: $*"; exit 1; }
 for tool in cargo awk; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 [[ " $BACKENDS " != *" postgres "* ]] || command -v psql >/dev/null || die "psql is missing"
 
-say "cargo build --release --bin autolink"
-cargo build --release --bin autolink
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+if [[ -n ${BENCH_BINARIES:-} ]]; then
+    # A binary built earlier (autolink in that folder); BENCH_CODE says which code it is.
+    say "using $BENCH_BINARIES/autolink (not built)"
+    BUILT=$BENCH_BINARIES/autolink
+else
+    say "cargo build --release --bin autolink"
+    cargo build --release --bin autolink
+    BUILT=${CARGO_TARGET_DIR:-$ROOT/target}/release/autolink
+fi
+[[ -x $BUILT ]] || die "$BUILT is missing"
 WORK=$(mktemp -d /tmp/autolink-backfill.XXXXXX)
 PG_DBS=()
 cleanup() {
@@ -56,8 +64,9 @@ cleanup() {
 trap cleanup EXIT
 # A copy, so that a build by someone else during the run cannot swap the binary.
 AUTOLINK=$WORK/autolink
-cp "$TARGET/release/autolink" "$AUTOLINK"
-BUILD_TREE="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' with uncommitted changes in src/Cargo/migrations')"
+cp "$BUILT" "$AUTOLINK"
+BUILD_TREE=${BENCH_CODE:-}
+[[ -n $BUILD_TREE ]] || BUILD_TREE="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' with uncommitted changes in src/Cargo/migrations')"
 
 # --- the export and the customers -----------------------------------------------------------------
 PAGES=$WORK/pages

@@ -27,16 +27,19 @@ pub const APPEND_LIMIT: Duration = Duration::from_secs(5);
 /// sign-ins at 50,000 per second, about 3 MB. 16,384 cost 9 MB more of resident memory and
 /// gained nothing measurable.
 const QUEUE_CAPACITY: usize = 4 * 1024;
-/// How often [`AuditWriter::record_within`] looks for room in a full queue.
-const ROOM_POLL: Duration = Duration::from_millis(2);
+/// [`AuditWriter::record_within`] is woken when the writer takes the queue; it also looks for
+/// room this often (a safety net: no wake-up is known to be missed).
+const ROOM_POLL: Duration = Duration::from_millis(20);
 
 /// The queue between requests and the writer. Requests append under a mutex and wake nobody:
 /// the writer takes everything every [`FLUSH_INTERVAL`]. (With a channel, the writer woke for
 /// every event, and the context switches were a quarter of the sign-in path's CPU.)
 struct Queue {
     events: Mutex<Vec<AuditEvent>>,
-    /// Signalled when the writer took the events (room for waiting senders).
+    /// Signalled when the writer took the events (room for waiting senders): for blocking
+    /// senders, and for async ones.
     room: Condvar,
+    async_room: tokio::sync::Notify,
     /// Live [`AuditWriter`]s; the writer stops after the last one is dropped.
     senders: AtomicUsize,
 }
@@ -44,6 +47,14 @@ struct Queue {
 impl Queue {
     fn events(&self) -> MutexGuard<'_, Vec<AuditEvent>> {
         self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes every queued event into `batch` (which must be empty) and wakes the senders waiting
+    /// for room.
+    fn take_into(&self, batch: &mut Vec<AuditEvent>) {
+        std::mem::swap(batch, &mut *self.events());
+        self.room.notify_all();
+        self.async_room.notify_waiters();
     }
 }
 
@@ -80,6 +91,7 @@ impl AuditWriter {
         let queue = Arc::new(Queue {
             events: Mutex::new(Vec::new()),
             room: Condvar::new(),
+            async_room: tokio::sync::Notify::new(),
             senders: AtomicUsize::new(1),
         });
         // SQLite: the lookup merge, fed by the writer. The channel wakes the merge early (the feed
@@ -132,8 +144,8 @@ impl AuditWriter {
 
     /// Queues an event from async code, waiting at most `limit` for room without holding a
     /// thread: the writer empties the queue every [`FLUSH_INTERVAL`], so the queue stays full
-    /// only while its database does not take a batch (a stall). Gives the event back when there
-    /// was no room in time.
+    /// only while its database does not take a batch (a stall). The sender is woken when the
+    /// writer takes the queue. Gives the event back when there was no room in time.
     pub async fn record_within(
         &self,
         mut event: Box<AuditEvent>,
@@ -141,6 +153,11 @@ impl AuditWriter {
     ) -> Result<(), Box<AuditEvent>> {
         let until = Instant::now() + limit;
         loop {
+            // Registered before the attempt, so that a take between the attempt and the wait
+            // still wakes this sender.
+            let room = self.queue.async_room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
             event = match self.try_record(*event) {
                 Ok(()) => return Ok(()),
                 Err(event) => event,
@@ -149,7 +166,7 @@ impl AuditWriter {
             if left.is_zero() {
                 return Err(event);
             }
-            tokio::time::sleep(left.min(ROOM_POLL)).await;
+            let _ = tokio::time::timeout(left.min(ROOM_POLL), room).await;
         }
     }
 
@@ -204,8 +221,7 @@ fn run_writer(db: Db, queue: Arc<Queue>, feed: Option<WriterFeed>) {
             std::thread::sleep(wait);
         }
         taken = Instant::now();
-        std::mem::swap(&mut batch, &mut *queue.events());
-        queue.room.notify_all();
+        queue.take_into(&mut batch);
         let appended = flush(&db, &mut appender, &mut batch);
         if let Appender::Sqlite(sqlite) = &mut appender {
             if let (Some(_), None, Some(path)) = (&feed, &sqlite, db.sqlite_path()) {
@@ -328,6 +344,7 @@ mod tests {
         let queue = Arc::new(Queue {
             events: Mutex::new(Vec::new()),
             room: Condvar::new(),
+            async_room: tokio::sync::Notify::new(),
             senders: AtomicUsize::new(1),
         });
         let writer = AuditWriter {
@@ -350,8 +367,8 @@ mod tests {
             !blocked.is_finished(),
             "record waits while the queue is full"
         );
-        let taken = std::mem::take(&mut *queue.events());
-        queue.room.notify_all();
+        let mut taken = Vec::new();
+        queue.take_into(&mut taken);
         blocked.join().unwrap();
         assert_eq!(taken.len(), QUEUE_CAPACITY);
         assert_eq!(queue.events().len(), 1, "the waiting event went in");
@@ -376,7 +393,9 @@ mod tests {
         let taker = queue.clone();
         let emptied = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            std::mem::take(&mut *taker.events()).len()
+            let mut taken = Vec::new();
+            taker.take_into(&mut taken);
+            taken.len()
         });
         writer
             .record_within(back, Duration::from_secs(5))

@@ -1,69 +1,116 @@
 //! PostgreSQL: the multi-row inserts of the writers that decide groups of requests (links,
 //! customers, and the events of the decisions that wrote them), each one statement whose text
 //! does not depend on the number of rows: every column is bound as one array, and `unnest` turns
-//! the arrays into rows. diesel prepares such a statement once per connection (its text is the
-//! cache key), and on the connections that keep generic plans ([`super::GENERIC_PLANS`])
+//! the arrays into rows. diesel prepares such a statement once per connection (it keeps it under
+//! the insert's kind, see [`ArrayInsert`]), and on the connections that keep generic plans ([`super::GENERIC_PLANS`])
 //! PostgreSQL plans it once. A `VALUES` list with a row per request is another statement for
 //! every number of rows: parsed, analysed and planned anew for each group (BENCHMARKS.md).
 //!
 //! SQLite has no arrays; it keeps diesel's multi-row inserts (`storage::links`,
 //! `storage::customers`, `storage::audit`).
 
-use diesel::pg::PgConnection;
+use std::marker::PhantomData;
+
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgConnection};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamp};
-use diesel::{QueryableByName, RunQueryDsl};
+use diesel::{QueryResult, RunQueryDsl};
 
 use crate::storage::audit::AuditEvent;
 use crate::storage::customers::NewCustomer;
 use crate::storage::links::NewLink;
 use crate::storage::StorageError;
 
+/// One kind of insert: the text before and after its arrays, and what it returns.
+trait Kind: 'static {
+    /// Up to `unnest(`; the arrays follow, as `$1, $2, ...`.
+    const HEAD: &'static str;
+    /// From the `)` that closes `unnest`.
+    const TAIL: &'static str;
+    /// The SQL types of the rows it returns.
+    type Returning;
+}
+
 /// [`crate::storage::links::insert_skipping_taken`]: an identity linked already (the unique
 /// index of active identities) is skipped.
-const INSERT_LINKS: &str = "INSERT INTO identity_links (issuer, subject, customer_id, \
-     sign_in_type, identity_provider, email_key, linked_by, created_at, updated_at) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
-     $6::text[], $7::text[], $8::timestamp[], $9::timestamp[]) \
-     ON CONFLICT DO NOTHING RETURNING id, issuer, subject";
+struct Links;
+impl Kind for Links {
+    const HEAD: &'static str = "INSERT INTO identity_links (issuer, subject, customer_id, \
+         sign_in_type, identity_provider, email_key, linked_by, created_at, updated_at) \
+         SELECT * FROM unnest(";
+    const TAIL: &'static str = ") ON CONFLICT DO NOTHING RETURNING id, issuer, subject";
+    type Returning = (BigInt, Text, Text);
+}
 
 /// [`crate::storage::customers::insert_skipping_taken`]: a taken account number or creation
 /// key is skipped.
-const INSERT_CUSTOMERS: &str = "INSERT INTO customers (account_number, legal_entity, \
-     party_type, is_b2b, primary_email, email_key, first_name, last_name, origin, creation_key, \
-     created_at, updated_at) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], \
-     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamp[], \
-     $12::timestamp[]) \
-     ON CONFLICT DO NOTHING RETURNING id, account_number";
+struct Customers;
+impl Kind for Customers {
+    const HEAD: &'static str = "INSERT INTO customers (account_number, legal_entity, \
+         party_type, is_b2b, primary_email, email_key, first_name, last_name, origin, \
+         creation_key, created_at, updated_at) SELECT * FROM unnest(";
+    const TAIL: &'static str = ") ON CONFLICT DO NOTHING RETURNING id, account_number";
+    type Returning = (BigInt, Text);
+}
 
 /// [`crate::storage::audit::insert`].
-const INSERT_EVENTS: &str = "INSERT INTO audit_events (at, request_id, actor, source, step, \
-     channel, outcome, code, email_key, issuer, subject, account_number, detail) \
-     SELECT * FROM unnest($1::timestamp[], $2::text[], $3::text[], $4::text[], $5::text[], \
-     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-     $13::text[])";
-
-#[derive(QueryableByName)]
-struct InsertedLink {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Text)]
-    issuer: String,
-    #[diesel(sql_type = Text)]
-    subject: String,
+struct Events;
+impl Kind for Events {
+    const HEAD: &'static str = "INSERT INTO audit_events (at, request_id, actor, source, step, \
+         channel, outcome, code, email_key, issuer, subject, account_number, detail) \
+         SELECT * FROM unnest(";
+    const TAIL: &'static str = ")";
+    type Returning = ();
 }
 
-#[derive(QueryableByName)]
-struct InsertedCustomer {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Text)]
-    account_number: String,
+/// An insert of kind `K` with its arrays `B` (a tuple of bound arrays, written `$1, $2, ...`).
+/// Its text depends on `K` alone, so diesel keeps its prepared statement under `K`'s type (a
+/// `sql_query` is prepared anew on every call).
+struct ArrayInsert<K, B> {
+    arrays: B,
+    kind: PhantomData<K>,
 }
 
-/// One column of the rows, for binding as an array.
-fn column<'r, R, T>(rows: &'r [R], field: impl Fn(&'r R) -> T) -> Vec<T> {
-    rows.iter().map(field).collect()
+impl<K: Kind, B> ArrayInsert<K, B> {
+    fn new(arrays: B) -> Self {
+        ArrayInsert {
+            arrays,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Kind, B: QueryFragment<Pg>> QueryFragment<Pg> for ArrayInsert<K, B> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(K::HEAD);
+        self.arrays.walk_ast(out.reborrow())?;
+        out.push_sql(K::TAIL);
+        Ok(())
+    }
+}
+
+impl<K: Kind, B> QueryId for ArrayInsert<K, B> {
+    type QueryId = K;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<K: Kind, B> Query for ArrayInsert<K, B> {
+    type SqlType = K::Returning;
+}
+
+impl<K: Kind, B> RunQueryDsl<PgConnection> for ArrayInsert<K, B> {}
+
+/// One column of the rows, bound as an array of SQL type `ST`.
+fn column<'r, R, T, ST>(
+    rows: &'r [R],
+    field: impl Fn(&'r R) -> T,
+) -> <Vec<T> as AsExpression<Array<ST>>>::Expression
+where
+    Vec<T>: AsExpression<Array<ST>>,
+    Array<ST>: diesel::sql_types::SqlType + diesel::expression::TypedExpressionType,
+{
+    AsExpression::<Array<ST>>::as_expression(rows.iter().map(field).collect::<Vec<T>>())
 }
 
 /// Inserts the links, skipping those whose identity is linked already; returns
@@ -75,21 +122,18 @@ pub(crate) fn insert_links(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let inserted: Vec<InsertedLink> = diesel::sql_query(INSERT_LINKS)
-        .bind::<Array<Text>, _>(column(rows, |r| r.issuer))
-        .bind::<Array<Text>, _>(column(rows, |r| r.subject))
-        .bind::<Array<BigInt>, _>(column(rows, |r| r.customer_id))
-        .bind::<Array<Text>, _>(column(rows, |r| r.sign_in_type))
-        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.identity_provider))
-        .bind::<Array<Text>, _>(column(rows, |r| r.email_key))
-        .bind::<Array<Text>, _>(column(rows, |r| r.linked_by))
-        .bind::<Array<Timestamp>, _>(column(rows, |r| r.created_at))
-        .bind::<Array<Timestamp>, _>(column(rows, |r| r.updated_at))
-        .load(conn)?;
-    Ok(inserted
-        .into_iter()
-        .map(|l| (l.id, l.issuer, l.subject))
-        .collect())
+    let insert = ArrayInsert::<Links, _>::new((
+        column::<_, _, Text>(rows, |r| r.issuer),
+        column::<_, _, Text>(rows, |r| r.subject),
+        column::<_, _, BigInt>(rows, |r| r.customer_id),
+        column::<_, _, Text>(rows, |r| r.sign_in_type),
+        column::<_, _, Nullable<Text>>(rows, |r| r.identity_provider),
+        column::<_, _, Text>(rows, |r| r.email_key),
+        column::<_, _, Text>(rows, |r| r.linked_by),
+        column::<_, _, Timestamp>(rows, |r| r.created_at),
+        column::<_, _, Timestamp>(rows, |r| r.updated_at),
+    ));
+    Ok(insert.load(conn)?)
 }
 
 /// Inserts the customers, skipping those whose account number or creation key is taken;
@@ -101,24 +145,21 @@ pub(crate) fn insert_customers(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let inserted: Vec<InsertedCustomer> = diesel::sql_query(INSERT_CUSTOMERS)
-        .bind::<Array<Text>, _>(column(rows, |r| r.account_number))
-        .bind::<Array<Text>, _>(column(rows, |r| r.legal_entity))
-        .bind::<Array<Text>, _>(column(rows, |r| r.party_type))
-        .bind::<Array<Bool>, _>(column(rows, |r| r.is_b2b))
-        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.primary_email))
-        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.email_key))
-        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.first_name))
-        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.last_name))
-        .bind::<Array<Text>, _>(column(rows, |r| r.origin))
-        .bind::<Array<Nullable<Text>>, _>(column(rows, |r| r.creation_key))
-        .bind::<Array<Timestamp>, _>(column(rows, |r| r.created_at))
-        .bind::<Array<Timestamp>, _>(column(rows, |r| r.updated_at))
-        .load(conn)?;
-    Ok(inserted
-        .into_iter()
-        .map(|c| (c.id, c.account_number))
-        .collect())
+    let insert = ArrayInsert::<Customers, _>::new((
+        column::<_, _, Text>(rows, |r| r.account_number),
+        column::<_, _, Text>(rows, |r| r.legal_entity),
+        column::<_, _, Text>(rows, |r| r.party_type),
+        column::<_, _, Bool>(rows, |r| r.is_b2b),
+        column::<_, _, Nullable<Text>>(rows, |r| r.primary_email),
+        column::<_, _, Nullable<Text>>(rows, |r| r.email_key),
+        column::<_, _, Nullable<Text>>(rows, |r| r.first_name),
+        column::<_, _, Nullable<Text>>(rows, |r| r.last_name),
+        column::<_, _, Text>(rows, |r| r.origin),
+        column::<_, _, Nullable<Text>>(rows, |r| r.creation_key),
+        column::<_, _, Timestamp>(rows, |r| r.created_at),
+        column::<_, _, Timestamp>(rows, |r| r.updated_at),
+    ));
+    Ok(insert.load(conn)?)
 }
 
 /// Appends the events in the caller's transaction.
@@ -129,21 +170,22 @@ pub(crate) fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    diesel::sql_query(INSERT_EVENTS)
-        .bind::<Array<Timestamp>, _>(column(events, |e| e.at))
-        .bind::<Array<Text>, _>(column(events, |e| e.request_id.as_str()))
-        .bind::<Array<Text>, _>(column(events, |e| e.actor.as_ref()))
-        .bind::<Array<Text>, _>(column(events, |e| e.source.as_ref()))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.step.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.channel.as_deref()))
-        .bind::<Array<Text>, _>(column(events, |e| e.outcome.as_ref()))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.code.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.email_key.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.issuer.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.subject.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.account_number.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.detail.as_deref()))
-        .execute(conn)?;
+    let insert = ArrayInsert::<Events, _>::new((
+        column::<_, _, Timestamp>(events, |e| e.at),
+        column::<_, _, Text>(events, |e| e.request_id.as_str()),
+        column::<_, _, Text>(events, |e| e.actor.as_ref()),
+        column::<_, _, Text>(events, |e| e.source.as_ref()),
+        column::<_, _, Nullable<Text>>(events, |e| e.step.as_deref()),
+        column::<_, _, Nullable<Text>>(events, |e| e.channel.as_deref()),
+        column::<_, _, Text>(events, |e| e.outcome.as_ref()),
+        column::<_, _, Nullable<Text>>(events, |e| e.code.as_deref()),
+        column::<_, _, Nullable<Text>>(events, |e| e.email_key.as_deref()),
+        column::<_, _, Nullable<Text>>(events, |e| e.issuer.as_deref()),
+        column::<_, _, Nullable<Text>>(events, |e| e.subject.as_deref()),
+        column::<_, _, Nullable<Text>>(events, |e| e.account_number.as_deref()),
+        column::<_, _, Nullable<Text>>(events, |e| e.detail.as_deref()),
+    ));
+    insert.execute(conn)?;
     Ok(())
 }
 
@@ -152,6 +194,7 @@ mod tests {
     use super::*;
     use crate::storage::postgres::link_changes::test_database::create;
     use crate::storage::DbConn;
+    use diesel::QueryableByName;
 
     #[derive(QueryableByName)]
     struct Count {
