@@ -406,4 +406,23 @@ mod tests {
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].email_key.as_deref(), Some("g@x.com"));
     }
+
+    /// A sender waiting for room goes in as soon as the writer takes the queue, not at its next
+    /// look ([`ROOM_POLL`]): polled right after the take, it is done.
+    #[tokio::test]
+    async fn a_sender_waiting_for_room_is_woken_when_the_queue_is_taken() {
+        use std::future::Future;
+        use std::task::Poll;
+        let (queue, writer) = full_queue();
+        let waiting =
+            writer.record_within(Box::new(event(8, "h@x.com", "s")), Duration::from_secs(5));
+        tokio::pin!(waiting);
+        let ready = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx).is_ready()));
+        assert!(!ready.await, "the queue is full: it waits");
+        let mut taken = Vec::new();
+        queue.take_into(&mut taken);
+        let ready = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx).is_ready()));
+        assert!(ready.await, "woken by the take, it went in");
+        assert_eq!(queue.events().len(), 1);
+    }
 }

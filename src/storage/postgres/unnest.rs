@@ -2,8 +2,8 @@
 //! customers, and the events of the decisions that wrote them), each one statement whose text
 //! does not depend on the number of rows: every column is bound as one array, and `unnest` turns
 //! the arrays into rows. diesel prepares such a statement once per connection (it keeps it under
-//! the insert's kind, see [`ArrayInsert`]), and on the connections that keep generic plans ([`super::GENERIC_PLANS`])
-//! PostgreSQL plans it once. A `VALUES` list with a row per request is another statement for
+//! the insert's kind, see [`ArrayInsert`]), and on the connections that keep generic plans
+//! ([`super::GENERIC_PLANS`]) PostgreSQL plans it once. A `VALUES` list with a row per request is another statement for
 //! every number of rows: parsed, analysed and planned anew for each group (BENCHMARKS.md).
 //!
 //! SQLite has no arrays; it keeps diesel's multi-row inserts (`storage::links`,
