@@ -1,7 +1,7 @@
 //! The administrators' queries of the audit log: by time, channel, outcome, email and identity,
 //! a page at a time. On SQLite the lookups by email and identity go through the lookup file
-//! (`storage/sqlite/audit_lookup.rs`); on PostgreSQL through the hashed indexes of migration
-//! 000007.
+//! (`storage/sqlite/audit_lookup.rs`); on PostgreSQL through the hashed indexes of migrations
+//! 000007 and 000009.
 
 use diesel::prelude::*;
 
@@ -33,7 +33,7 @@ pub struct AuditFilter<'a> {
 }
 
 diesel::define_sql_function! {
-    /// PostgreSQL's 64-bit text hash (the audit indexes of migration 000007).
+    /// PostgreSQL's 64-bit text hash (the audit indexes of migrations 000007 and 000009).
     fn hashtextextended(
         value: diesel::sql_types::Nullable<diesel::sql_types::Text>,
         seed: diesel::sql_types::BigInt,
@@ -134,17 +134,23 @@ fn query_attached(
             query = query.filter(audit_events::id.lt(before));
         }
         if postgres {
-            // The hashed expression indexes of migration 000007; the columns themselves are
-            // compared above, so a collision costs a row read, never a wrong answer. The seed is
-            // SQL text, not a bound parameter: the index's expression must match the query's.
+            // The hashed expression indexes of migrations 000007 and 000009, led by the event's
+            // bucket of ids: one probe per bucket. The columns themselves are compared above,
+            // so a collision costs a row read, never a wrong answer. The seed is SQL text, not a
+            // bound parameter: the index's expression must match the query's.
             let seed = || diesel::dsl::sql::<diesel::sql_types::BigInt>("0");
+            let in_every_bucket = || {
+                diesel::dsl::sql::<diesel::sql_types::Bool>(
+                    crate::storage::postgres::audit::IN_EVERY_BUCKET,
+                )
+            };
             if let Some(email_key) = filter.email_key {
-                query = query.filter(
+                query = query.filter(in_every_bucket()).filter(
                     hashtextextended(audit_events::email_key, seed())
                         .eq(hashtextextended(email_key, seed())),
                 );
             } else if let Some(subject) = filter.subject {
-                query = query.filter(
+                query = query.filter(in_every_bucket()).filter(
                     hashtextextended(audit_events::subject, seed())
                         .eq(hashtextextended(subject, seed())),
                 );

@@ -21,6 +21,13 @@ use crate::storage::audit::{AuditEvent, APPEND_LIMIT};
 use crate::storage::schema::audit_events;
 use crate::storage::{Db, DbConn, StorageError};
 
+/// The condition that lets a lookup by email or subject use the audit's hashed indexes
+/// (migration 000009), which are led by the event's bucket of ids (`id >> 19`): every bucket
+/// from the first to the newest event's, each probed once. The bucket keeps the appends in the
+/// newest bucket's part of each index, whatever the size of the log.
+pub(crate) const IN_EVERY_BUCKET: &str = "(audit_events.id >> 19) = ANY (ARRAY(SELECT \
+     generate_series(0, (SELECT coalesce(max(id), 0) FROM audit_events) >> 19)))";
+
 /// A batch for the connection's thread, and its answer (the batch comes back, emptied when
 /// written).
 type Answer = (Vec<AuditEvent>, Result<(), StorageError>);
@@ -262,8 +269,9 @@ mod tests {
     fn plan_of(conn: &mut PgConnection, column: &str, value: &str) -> String {
         let sql = format!(
             "EXPLAIN SELECT id FROM audit_events WHERE {column} = '{value}' AND \
-             hashtextextended({column}, 0) = hashtextextended('{value}', 0) \
-             ORDER BY id DESC LIMIT 50"
+             {} AND hashtextextended({column}, 0) = hashtextextended('{value}', 0) \
+             ORDER BY id DESC LIMIT 50",
+            super::IN_EVERY_BUCKET
         );
         diesel::sql_query(sql)
             .load::<Plan>(conn)
@@ -275,25 +283,32 @@ mod tests {
     }
 
     #[test]
-    fn lookups_by_email_and_by_subject_use_the_hashed_indexes_and_compare_the_columns() {
+    fn lookups_by_email_and_by_subject_use_the_bucketed_hashed_indexes_and_compare_the_columns() {
         let Some(pg) = create("postgres audit hashed indexes") else {
             return;
         };
         let mut conn = pg.connect();
-        diesel::sql_query(
-            "INSERT INTO audit_events (at, request_id, actor, source, outcome, email_key, \
-             issuer, subject) SELECT now(), 'bulk' || i, 'b2c', 'test', 'AlreadyLinked', \
-             'e' || i || '@x.com', 'iss', 's' || i FROM generate_series(1, 20000) i",
-        )
-        .execute(&mut conn)
-        .unwrap();
+        let bulk = |tag: &str| {
+            diesel::sql_query(format!(
+                "INSERT INTO audit_events (at, request_id, actor, source, outcome, email_key, \
+                 issuer, subject) SELECT now(), '{tag}' || i, 'b2c', 'test', 'AlreadyLinked', \
+                 'e' || i || '@x.com', 'iss', 's' || i FROM generate_series(1, 10000) i"
+            ))
+        };
+        bulk("bulk").execute(&mut conn).unwrap();
+        // The next events in bucket 3 (ids from 3 * 2^19): a lookup finds the events of every
+        // bucket, the newest first.
+        diesel::sql_query("SELECT setval('audit_events_id_seq', 3 * 524288)")
+            .execute(&mut conn)
+            .unwrap();
+        bulk("later").execute(&mut conn).unwrap();
         diesel::sql_query("ANALYZE audit_events")
             .execute(&mut conn)
             .unwrap();
         let email = plan_of(&mut conn, "email_key", "e5@x.com");
-        assert!(email.contains("audit_events_email_hash"), "{email}");
+        assert!(email.contains("audit_events_email_bucket"), "{email}");
         let subject = plan_of(&mut conn, "subject", "s5");
-        assert!(subject.contains("audit_events_subject_hash"), "{subject}");
+        assert!(subject.contains("audit_events_subject_bucket"), "{subject}");
         // The text indexes of migration 000003 are gone.
         let indexes = diesel::sql_query(
             "SELECT count(*) FILTER (WHERE indexname IN ('audit_events_email_key', \
@@ -305,7 +320,7 @@ mod tests {
         assert_eq!(
             (indexes.text_indexes, indexes.indexes),
             (0, 4),
-            "the key, `at`, and the two hashed indexes"
+            "the key, `at`, and the two bucketed hashed indexes"
         );
         assert_eq!(
             found(
@@ -315,7 +330,18 @@ mod tests {
                     ..Default::default()
                 }
             ),
-            ["bulk5"]
+            ["later5", "bulk5"]
+        );
+        assert_eq!(
+            found(
+                &pg.db,
+                AuditFilter {
+                    issuer: Some("iss"),
+                    subject: Some("s7"),
+                    ..Default::default()
+                }
+            ),
+            ["later7", "bulk7"]
         );
         assert_eq!(
             found(

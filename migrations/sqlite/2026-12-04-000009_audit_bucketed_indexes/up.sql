@@ -1,0 +1,4 @@
+-- On PostgreSQL this migration leads the hashed indexes of the audit lookups (migration 000007)
+-- with the event's bucket of ids. SQLite keeps its audit lookup file (migration 000004); the
+-- migration exists here so that both trees hold the same migrations under the same names, and
+-- changes nothing.
