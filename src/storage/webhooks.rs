@@ -22,15 +22,17 @@ pub const DELIVERED: &str = "delivered";
 /// Every attempt of the schedule failed.
 pub const FAILED: &str = "failed";
 
+/// An event of the outbox, as written (on PostgreSQL by one statement for any number of events,
+/// [`super::postgres::unnest`]).
 #[derive(Insertable)]
 #[diesel(table_name = webhook_events, treat_none_as_default_value = false)]
-struct NewEvent<'a> {
-    position: i64,
-    event_id: String,
-    kind: &'a str,
-    at: NaiveDateTime,
-    data: String,
-    email: Option<&'a str>,
+pub(crate) struct NewEvent<'a> {
+    pub position: i64,
+    pub event_id: String,
+    pub kind: &'a str,
+    pub at: NaiveDateTime,
+    pub data: String,
+    pub email: Option<&'a str>,
 }
 
 #[derive(Insertable)]
@@ -80,11 +82,16 @@ pub fn append(
                 .filter(|_| receivers(event).any(|s| s.include_email)),
         })
         .collect();
-    // 6 parameters per row.
-    for chunk in rows.chunks(500) {
-        crate::on_backend!(conn, c => diesel::insert_into(webhook_events::table)
-            .values(chunk)
-            .execute(c))?;
+    match conn {
+        DbConn::Postgres(c) => super::postgres::unnest::insert_outbox(c, &rows)?,
+        DbConn::Sqlite(c) => {
+            // 6 parameters per row.
+            for chunk in rows.chunks(500) {
+                diesel::insert_into(webhook_events::table)
+                    .values(chunk)
+                    .execute(c)?;
+            }
+        }
     }
     let deliveries: Vec<NewDelivery<'_>> = events
         .iter()
