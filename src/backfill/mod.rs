@@ -167,22 +167,62 @@ struct Totals {
     users: Vec<u64>,
 }
 
-/// The first pass: every file is read to its end; the first malformed one stops the run.
+/// The first pass: every file is read to its end, by [`CHECKERS`] threads at once (parsing is
+/// all of its work, and nothing else runs yet); the first malformed file in the order given
+/// stops the run.
 fn check_files(files: &[PathBuf]) -> Result<Totals, BackfillError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    // The index of the first malformed file found so far: no file after it is read.
+    let first_bad = AtomicUsize::new(usize::MAX);
+    let mut counted: Vec<(usize, Result<u64, FileError>)> = std::thread::scope(|scope| {
+        let checkers: Vec<_> = (0..CHECKERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut counted = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= files.len() || index > first_bad.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let result = graph::read_users(&files[index], |_| true);
+                        if result.is_err() {
+                            first_bad.fetch_min(index, Ordering::Relaxed);
+                        }
+                        counted.push((index, result));
+                    }
+                    counted
+                })
+            })
+            .collect();
+        checkers
+            .into_iter()
+            .flat_map(|checker| checker.join().unwrap_or_default())
+            .collect()
+    });
+    counted.sort_unstable_by_key(|(index, _)| *index);
     let mut users = Vec::with_capacity(files.len());
-    for file in files {
-        match graph::read_users(file, |_| true) {
+    for (index, result) in counted {
+        match result {
             Ok(count) => users.push(count),
             Err(error) => {
                 return Err(BackfillError::BadInput(format!(
                     "{}: {error}; nothing was written",
-                    file.display()
+                    files[index].display()
                 )))
             }
         }
     }
+    if users.len() != files.len() {
+        return Err(BackfillError::Other(anyhow::anyhow!(
+            "the first pass did not read every file"
+        )));
+    }
     Ok(Totals { users })
 }
+
+/// Threads of the first pass.
+const CHECKERS: usize = 2;
 
 /// A batch of users as read: (file index, position in the file from 1, the user).
 type Batch = Vec<(usize, u64, GraphUser)>;

@@ -455,6 +455,28 @@ async fn bad_input_is_refused_with_status_2_and_nothing_written() {
             vec![not_users.clone()],
             "array.json: line 1, column 1",
         ),
+        // The files are checked by several threads at once: the first malformed one in the
+        // order given is named, whichever thread read it.
+        (
+            vec![],
+            vec![
+                export.files[0].clone(),
+                not_users.clone(),
+                export.files[0].clone(),
+                broken.clone(),
+            ],
+            "array.json: line 1, column 1",
+        ),
+        (
+            vec![],
+            vec![
+                export.files[0].clone(),
+                export.files[0].clone(),
+                broken.clone(),
+                not_users.clone(),
+            ],
+            "broken.json: line 4, column 0",
+        ),
         (vec![], vec![missing.clone()], "missing.json"),
         (
             vec!["--channel".into(), "nowhere".into()],
