@@ -22,11 +22,11 @@ use crate::storage::schema::audit_events;
 use crate::storage::{Db, DbConn, StorageError};
 
 /// The condition that lets a lookup by email or subject use the audit's hashed indexes
-/// (migration 000009), which are led by the event's bucket of ids (`id >> 19`): every bucket
+/// (migration 000009), which are led by the event's bucket of ids (`id >> 16`): every bucket
 /// from the first to the newest event's, each probed once. The bucket keeps the appends in the
 /// newest bucket's part of each index, whatever the size of the log.
-pub(crate) const IN_EVERY_BUCKET: &str = "(audit_events.id >> 19) = ANY (ARRAY(SELECT \
-     generate_series(0, (SELECT coalesce(max(id), 0) FROM audit_events) >> 19)))";
+pub(crate) const IN_EVERY_BUCKET: &str = "(audit_events.id >> 16) = ANY (ARRAY(SELECT \
+     generate_series(0, (SELECT coalesce(max(id), 0) FROM audit_events) >> 16)))";
 
 /// A batch for the connection's thread, and its answer (the batch comes back, emptied when
 /// written).
@@ -296,9 +296,9 @@ mod tests {
             ))
         };
         bulk("bulk").execute(&mut conn).unwrap();
-        // The next events in bucket 3 (ids from 3 * 2^19): a lookup finds the events of every
+        // The next events in bucket 3 (ids from 3 * 2^16): a lookup finds the events of every
         // bucket, the newest first.
-        diesel::sql_query("SELECT setval('audit_events_id_seq', 3 * 524288)")
+        diesel::sql_query("SELECT setval('audit_events_id_seq', 3 * 65536)")
             .execute(&mut conn)
             .unwrap();
         bulk("later").execute(&mut conn).unwrap();
