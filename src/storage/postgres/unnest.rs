@@ -1,7 +1,7 @@
 //! PostgreSQL: the multi-row inserts of the writers that decide groups of requests (links,
-//! customers, and the audit's and the outbox's events of the decisions that wrote them), each one statement whose text
-//! does not depend on the number of rows: every column is bound as one array, and `unnest` turns
-//! the arrays into rows. diesel prepares such a statement once per connection (it keeps it under
+//! customers, and the audit's and the outbox's events of the decisions that wrote them), each
+//! one statement whose text does not depend on the number of rows: every column is bound as one
+//! array, and `unnest` turns the arrays into rows. diesel prepares such a statement once per connection (it keeps it under
 //! the insert's kind, see [`ArrayInsert`]), and on the connections that keep generic plans
 //! ([`super::GENERIC_PLANS`]) PostgreSQL plans it once. A `VALUES` list with a row per request is another statement for
 //! every number of rows: parsed, analysed and planned anew for each group (BENCHMARKS.md).
