@@ -87,11 +87,12 @@ check_clean() {
 # long from the start of the first repetition's measured runs (of the bare endpoint's server for
 # the bare run), into bench/out/perf-<stamp>-<backend>-<run>.data; read with
 # `perf report -i FILE --no-children --sort symbol`. Profiled figures are not the service's
-# figures (the sampling costs CPU); the results say so.
+# figures (the sampling costs CPU); the results say so. BENCH_PROFILE_CALLS=1 records call
+# graphs too (`perf report --no-children -G`; kernel stacks are whole, the service's are not).
 profile() {
     [[ -n $PROFILE && $2 == 1 ]] || return 0
     command -v perf >/dev/null || die "BENCH_PROFILE needs perf (Debian package linux-perf)"
-    perf record -q -e cpu-clock -F 999 -p "${3:-$SERVER_PID}" -o "$OUT/perf-$STAMP-$BACKEND-$1.data" -- sleep "$PROFILE" \
+    perf record -q -e cpu-clock -F 999 ${BENCH_PROFILE_CALLS:+-g} -p "${3:-$SERVER_PID}" -o "$OUT/perf-$STAMP-$BACKEND-$1.data" -- sleep "$PROFILE" \
         >/dev/null 2>&1 &
 }
 

@@ -17,13 +17,22 @@
 //! process since, so the generation is the one it read. It never answers from a header it cannot
 //! compare.
 //!
+//! The header is read as SQLite's readers read it (`walIndexTryHdr` in `wal.c`): from a shared,
+//! read-only memory mapping of the `-shm` file, the first copy, a memory barrier, then the second
+//! (writers write the second first). A `pread` of the file per sign-in cost about 5 % of the
+//! request threads' CPU (BENCHMARKS.md); a mapping costs no system call. The mapping is the one
+//! `unsafe` part of the crate: it is sound for as long as the file is not truncated, and SQLite
+//! truncates a `-shm` file only when it opens it as the database's sole connection (it then holds
+//! the exclusive "DMS" lock), which it cannot be while the watch's own connection is open. The
+//! process's SQLite connections map the same file themselves.
+//!
 //! Where that header cannot be read (the database is not in WAL mode, the `-shm` file cannot be
 //! opened, a torn or unwritten header, a platform other than unix), the watch asks its own
 //! connection `PRAGMA data_version`, which changes when another connection has committed: a read
 //! transaction, but no page of the database is read, and the generation is read again only when
 //! it changed.
 //!
-//! Why the `-shm` file it holds open stays the database's: SQLite deletes the WAL and `-shm`
+//! Why the `-shm` file it holds mapped stays the database's: SQLite deletes the WAL and `-shm`
 //! files only when a closing connection can take an EXCLUSIVE lock on the database file, and a
 //! connection in WAL mode holds a SHARED lock on it from its first read until it closes. The
 //! watch keeps a connection of its own open, and opens the `-shm` file only after that
@@ -32,6 +41,7 @@
 //! opens.
 
 use std::fs::File;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use diesel::connection::SimpleConnection;
@@ -54,9 +64,9 @@ pub struct ChangeWatch {
     /// The watch's own connection, once opened, and what `PRAGMA data_version` said before its
     /// last read of the generation, with that generation.
     conn: Mutex<Option<Watcher>>,
-    /// The `-shm` file, opened after the connection's first read; `None` when its header cannot
-    /// be read here.
-    shm: OnceLock<Option<File>>,
+    /// The start of the `-shm` file, mapped after the connection's first read; `None` when its
+    /// header cannot be read here.
+    shm: OnceLock<Option<HeaderMap>>,
     /// The header read before the last read of the generation, and that generation.
     last: Mutex<Option<([u8; COPY], i64)>>,
     #[cfg(test)]
@@ -196,27 +206,48 @@ impl ChangeWatch {
     /// Both copies of the WAL index header, when they can be read, are equal and are written;
     /// else `None`.
     fn header(&self) -> Option<[u8; COPY]> {
-        let shm = self.shm.get()?.as_ref()?;
-        let mut both = [0u8; HEADER];
-        if !read_start(shm, &mut both) {
-            return None;
-        }
+        let both = self.shm.get()?.as_ref()?.read();
         let (first, second) = both.split_at(COPY);
         let first: [u8; COPY] = first.try_into().ok()?;
         (first == second && first[IS_INIT] != 0).then_some(first)
     }
 }
 
-/// The start of a file, read at offset 0 without moving a shared cursor.
-#[cfg(unix)]
-fn read_start(file: &File, buf: &mut [u8]) -> bool {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, 0).is_ok()
-}
+/// The WAL index header's two copies, mapped read-only from the start of the `-shm` file
+/// (module documentation).
+struct HeaderMap(memmap2::Mmap);
 
-#[cfg(not(unix))]
-fn read_start(_file: &File, _buf: &mut [u8]) -> bool {
-    false
+impl HeaderMap {
+    /// Maps the start of an open `-shm` file, if it is long enough to hold the header.
+    #[allow(unsafe_code)]
+    fn new(file: &File) -> std::io::Result<HeaderMap> {
+        if file.metadata()?.len() < HEADER as u64 {
+            return Err(std::io::Error::other("shorter than the WAL index header"));
+        }
+        // SAFETY: a shared read-only mapping; the file is not truncated while the watch's
+        // connection is open (module documentation), and it is only ever read through `read`.
+        let map = unsafe { memmap2::MmapOptions::new().len(HEADER).map(file)? };
+        Ok(HeaderMap(map))
+    }
+
+    /// Both copies as they are now, in SQLite's order: the first copy, a barrier, the second.
+    /// Another process writes them at any time: a torn copy shows as two copies that differ.
+    #[allow(unsafe_code)]
+    fn read(&self) -> [u8; HEADER] {
+        const WORD: usize = std::mem::size_of::<u32>();
+        let words = self.0.as_ptr().cast::<u32>();
+        let mut both = [0u8; HEADER];
+        for (i, bytes) in both.chunks_exact_mut(WORD).enumerate() {
+            if i == COPY / WORD {
+                fence(Ordering::SeqCst);
+            }
+            // SAFETY: `i < HEADER / WORD` and the mapping is `HEADER` bytes long and starts on a
+            // page boundary (aligned for `u32`); volatile, because another process writes it.
+            let word = unsafe { words.add(i).read_volatile() };
+            bytes.copy_from_slice(&word.to_ne_bytes());
+        }
+        both
+    }
 }
 
 /// `PRAGMA data_version` of a connection.
@@ -239,10 +270,10 @@ fn is_locked(error: &StorageError) -> bool {
         if info.message().contains("locked"))
 }
 
-/// The `-shm` file of the connection's main database, if the database is in WAL mode and the
-/// platform is one whose WAL index SQLite documents (unix here). The name is SQLite's (symbolic
-/// links resolved), not the configured one.
-fn open_shm(conn: &mut SqliteConnection) -> Option<File> {
+/// The header of the `-shm` file of the connection's main database, mapped, if the database is in
+/// WAL mode and the platform is one whose WAL index SQLite documents (unix here). The name is
+/// SQLite's (symbolic links resolved), not the configured one.
+fn open_shm(conn: &mut SqliteConnection) -> Option<HeaderMap> {
     #[derive(diesel::QueryableByName)]
     struct Mode {
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -264,8 +295,8 @@ fn open_shm(conn: &mut SqliteConnection) -> Option<File> {
     let database = crate::storage::main_file(conn)
         .ok()
         .filter(|p| !p.is_empty())?;
-    match File::open(format!("{database}-shm")) {
-        Ok(file) => Some(file),
+    match File::open(format!("{database}-shm")).and_then(|file| HeaderMap::new(&file)) {
+        Ok(map) => Some(map),
         Err(error) => {
             log::warn!(
                 "the database's -shm file cannot be read ({error}): the sign-in cache asks \
@@ -358,6 +389,34 @@ mod tests {
         assert_eq!(watch.counts.reads(), 4);
         assert_ne!(watch.stamp(), stamp);
         assert_eq!(watch.counts.versions(), 1, "the header answered every time");
+    }
+
+    /// The first `HEADER` bytes of the file, by a system call.
+    fn pread_header(path: &str) -> [u8; HEADER] {
+        use std::io::Read;
+        let mut both = [0u8; HEADER];
+        File::open(format!("{path}-shm"))
+            .unwrap()
+            .read_exact(&mut both)
+            .unwrap();
+        both
+    }
+
+    #[test]
+    fn the_mapped_header_is_the_files_before_and_after_a_commit() {
+        let (_dir, db, watch, _) = primed();
+        let path = db.sqlite_path().unwrap().to_string();
+        let map = watch.shm.get().unwrap().as_ref().expect("mapped in WAL mode");
+        let before = map.read();
+        assert_eq!(before, pread_header(&path));
+        assert_ne!(before[IS_INIT], 0);
+
+        let mut conn = db.get().unwrap();
+        sql(&mut conn, "UPDATE link_generation SET n = n + 1;");
+        let after = map.read();
+        assert_eq!(after, pread_header(&path), "the mapping follows the file");
+        assert_ne!(after, before, "a commit rewrites the header");
+        assert_eq!(after[..COPY], after[COPY..], "both copies written");
     }
 
     #[test]
