@@ -15,7 +15,8 @@
 //! at most [`CAPACITY`] links (about 200 bytes each) and is emptied when full.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+
+use parking_lot::{RwLock, RwLockWriteGuard};
 
 use crate::domain::Identity;
 use crate::storage::links::{self, LinkChanges};
@@ -39,7 +40,9 @@ pub(super) struct BeforeRead(Option<u64>);
 
 /// The kept links, by a hash of the identity.
 pub(super) struct SigninCache {
-    links: Mutex<HashMap<i64, Kept>>,
+    /// Read by every sign-in, written when a link is read from the database: readers do not
+    /// wait for each other.
+    links: RwLock<HashMap<i64, Kept>>,
     /// What tells whether a kept link may have changed; `None`: nothing is ever kept.
     changes: Option<Box<dyn LinkChanges>>,
 }
@@ -63,7 +66,7 @@ impl SigninCache {
             (BackendKind::Postgres, _) => Some(Box::new(LinkListener::new(db.clone()))),
         };
         SigninCache {
-            links: Mutex::default(),
+            links: RwLock::default(),
             changes,
         }
     }
@@ -72,7 +75,7 @@ impl SigninCache {
     #[cfg(test)]
     fn with_changes(changes: Box<dyn LinkChanges>) -> Self {
         SigninCache {
-            links: Mutex::default(),
+            links: RwLock::default(),
             changes: Some(changes),
         }
     }
@@ -132,12 +135,13 @@ impl SigninCache {
         Ok(number)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Kept>> {
-        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> RwLockWriteGuard<'_, HashMap<i64, Kept>> {
+        self.links.write()
     }
 
     fn kept(&self, key: i64, identity: &Identity, stamp: u64) -> Option<String> {
-        self.lock()
+        self.links
+            .read()
             .get(&key)
             .filter(|kept| {
                 kept.stamp == stamp
@@ -165,7 +169,7 @@ impl SigninCache {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.links.read().len()
     }
 }
 
@@ -377,8 +381,8 @@ mod tests {
     /// A stamp the test sets by hand, which can run a change when it is next taken.
     #[derive(Default)]
     struct Scripted {
-        stamp: Mutex<Option<u64>>,
-        at_next_stamp: Mutex<Option<AtNextStamp>>,
+        stamp: std::sync::Mutex<Option<u64>>,
+        at_next_stamp: std::sync::Mutex<Option<AtNextStamp>>,
     }
 
     impl LinkChanges for Arc<Scripted> {

@@ -44,6 +44,8 @@ use std::fs::File;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use parking_lot::RwLock;
+
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
@@ -67,8 +69,9 @@ pub struct ChangeWatch {
     /// The start of the `-shm` file, mapped after the connection's first read; `None` when its
     /// header cannot be read here.
     shm: OnceLock<Option<HeaderMap>>,
-    /// The header read before the last read of the generation, and that generation.
-    last: Mutex<Option<([u8; COPY], i64)>>,
+    /// The header read before the last read of the generation, and that generation. Read by
+    /// every sign-in, written only after a commit: readers do not wait for each other.
+    last: RwLock<Option<([u8; COPY], i64)>>,
     #[cfg(test)]
     counts: test_counts::Counts,
 }
@@ -92,7 +95,7 @@ impl ChangeWatch {
             path: path.to_string(),
             conn: Mutex::new(None),
             shm: OnceLock::new(),
-            last: Mutex::new(None),
+            last: RwLock::new(None),
             #[cfg(test)]
             counts: Default::default(),
         }
@@ -116,7 +119,7 @@ impl ChangeWatch {
                 } else {
                     log::warn!("link generation watch: {error}");
                 }
-                *self.lock_last() = None;
+                *self.last.write() = None;
                 if let Some(watcher) = self.lock_conn().as_mut() {
                     watcher.version = None;
                 }
@@ -127,7 +130,7 @@ impl ChangeWatch {
 
     /// The header is readable: the generation read after this header, when it was.
     fn through_header(&self, header: [u8; COPY]) -> Result<i64, StorageError> {
-        if let Some((seen, generation)) = *self.lock_last() {
+        if let Some((seen, generation)) = *self.last.read() {
             if header == seen {
                 return Ok(generation);
             }
@@ -136,7 +139,7 @@ impl ChangeWatch {
         let generation = self.read(&mut conn)?;
         // Read before the generation: if the header is still this one later, nothing has
         // committed since, and the generation read then is current.
-        *self.lock_last() = Some((header, generation));
+        *self.last.write() = Some((header, generation));
         Ok(generation)
     }
 
@@ -158,10 +161,6 @@ impl ChangeWatch {
             watcher.version = Some((version, generation));
         }
         Ok(generation)
-    }
-
-    fn lock_last(&self) -> MutexGuard<'_, Option<([u8; COPY], i64)>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_conn(&self) -> MutexGuard<'_, Option<Watcher>> {
@@ -431,7 +430,7 @@ mod tests {
             assert_eq!(watch.link_generation(), None);
             assert_eq!(watch.stamp(), None);
         }
-        assert!(watch.lock_last().is_none(), "the old header is forgotten");
+        assert!(watch.last.read().is_none(), "the old header is forgotten");
         sql(
             &mut conn,
             "ALTER TABLE moved_away RENAME TO link_generation;",
