@@ -405,7 +405,12 @@ mod tests {
     fn the_mapped_header_is_the_files_before_and_after_a_commit() {
         let (_dir, db, watch, _) = primed();
         let path = db.sqlite_path().unwrap().to_string();
-        let map = watch.shm.get().unwrap().as_ref().expect("mapped in WAL mode");
+        let map = watch
+            .shm
+            .get()
+            .unwrap()
+            .as_ref()
+            .expect("mapped in WAL mode");
         let before = map.read();
         assert_eq!(before, pread_header(&path));
         assert_ne!(before[IS_INIT], 0);
