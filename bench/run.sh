@@ -41,6 +41,11 @@
 # only) records perf profiles of the servers. AUTOLINK_* settings in the environment reach the
 # server (e.g. AUTOLINK_DATABASE__POOL_SIZE) and are named in the results; AUTOLINK_CONFIG and
 # AUTOLINK_DATABASE_URL are ignored (the run configures its own databases).
+# BENCH_SCHED_AUTOGROUP=0 or 1 sets the kernel's autogroup scheduling
+# (/proc/sys/kernel/sched_autogroup_enabled, as root) for the run and puts it back at the end;
+# unset, the machine's setting is used. Either way the results say which. With autogroup, the
+# kernel shares the CPU between sessions first: a PostgreSQL server started as a service on the
+# same cores then waits for its session's turn (BENCHMARKS.md, 2026-12-04 16:50).
 # Needs: cargo, awk, curl, wrk, and sqlite3 or psql for the backends measured (Debian packages
 # wrk, sqlite3, postgresql-client; installed with apt-get when missing and running as root).
 # No python.
@@ -127,7 +132,33 @@ BUILD_TREE=${BENCH_CODE:-"the working tree at commit $(git rev-parse --short HEA
 WORK=$(mktemp -d /tmp/autolink-bench.XXXXXX)
 SERVER_PID=
 BARE_PID=
+AUTOGROUP_FILE=/proc/sys/kernel/sched_autogroup_enabled
+AUTOGROUP_BEFORE=$(cat "$AUTOGROUP_FILE" 2>/dev/null || echo '')
+if [[ -n ${BENCH_SCHED_AUTOGROUP:-} ]]; then
+    [[ $BENCH_SCHED_AUTOGROUP == 0 || $BENCH_SCHED_AUTOGROUP == 1 ]] || die "BENCH_SCHED_AUTOGROUP is 0 or 1"
+    [[ -n $AUTOGROUP_BEFORE ]] || die "BENCH_SCHED_AUTOGROUP: this kernel has no $AUTOGROUP_FILE"
+    echo "$BENCH_SCHED_AUTOGROUP" >"$AUTOGROUP_FILE" || die "BENCH_SCHED_AUTOGROUP: cannot write $AUTOGROUP_FILE (run as root)"
+    say "kernel autogroup scheduling set to $BENCH_SCHED_AUTOGROUP for the run (was $AUTOGROUP_BEFORE)"
+fi
+# How the kernel shares the CPU during the run, for the results.
+autogroup_line() {
+    local now
+    now=$(cat "$AUTOGROUP_FILE" 2>/dev/null || echo '?')
+    case $now in
+        1) now="on (the CPU is shared between sessions first: PostgreSQL's service and this run's processes are two sessions)" ;;
+        0) now="off (the CPU is shared between processes)" ;;
+        *) now="not available on this kernel" ;;
+    esac
+    if [[ -n ${BENCH_SCHED_AUTOGROUP:-} ]]; then
+        echo "Kernel autogroup scheduling: $now, set by BENCH_SCHED_AUTOGROUP=$BENCH_SCHED_AUTOGROUP for this run (the machine's setting: $AUTOGROUP_BEFORE)."
+    else
+        echo "Kernel autogroup scheduling: $now, as the machine has it."
+    fi
+}
 cleanup() {
+    if [[ -n ${BENCH_SCHED_AUTOGROUP:-} && -n $AUTOGROUP_BEFORE ]]; then
+        echo "$AUTOGROUP_BEFORE" >"$AUTOGROUP_FILE" 2>/dev/null || true
+    fi
     [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null || true
     [[ -n $BARE_PID ]] && kill "$BARE_PID" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -179,6 +210,7 @@ SERVER_ENV=$( (env | grep '^AUTOLINK_' || true) | sort | sed -E '/^[^=]*(URL|PAS
     echo "Command: \`bash bench/run.sh\` (DATABASE=$DATABASES WEBHOOK=${BENCH_WEBHOOK:-none} REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNECTIONS=$CONNS CUSTOMERS=$CUSTOMERS SIGNIN=$SIGNIN AUDIT_EVENTS=${BENCH_AUDIT_EVENTS:-0})"
     echo
     echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load before: $(cut -d' ' -f1-3 /proc/loadavg); wrk runs on the same cores as the servers."
+    autogroup_line
     echo "Code measured: $BUILD_TREE (binary sha256 $BUILD_SHA); $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2); $(rustc --version)"
     echo "Data: $CUSTOMERS customers (customer<i>@example.com, legal entity USRT), $SIGNIN of them signed in (pre-linked); each backend runs alone, one after the other, beside the one bare endpoint."
     echo "Server settings from the environment: $SERVER_ENV."

@@ -56,6 +56,7 @@ pub struct Metrics {
     /// Webhook attempts by outcome ([`DELIVERY_OUTCOMES`]).
     deliveries: [IntCounter; DELIVERY_OUTCOMES.len()],
     oldest_pending_delivery: IntGauge,
+    audit_queue_waits: IntCounter,
 }
 
 /// The outcomes of a webhook attempt: delivered, to be tried again, failed for good.
@@ -135,6 +136,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(deliveries_vec.clone()))?;
         let deliveries = DELIVERY_OUTCOMES.map(|o| deliveries_vec.with_label_values(&[o]));
+        let audit_queue_waits = IntCounter::new(
+            "autolink_audit_queue_waits_total",
+            "Answers that waited for room in the audit queue: the database took longer than the queue holds to append the events of read-only decisions.",
+        )?;
+        registry.register(Box::new(audit_queue_waits.clone()))?;
         let oldest_pending_delivery = gauge(
             "autolink_webhook_oldest_pending_seconds",
             "Age of the oldest pending webhook delivery, in seconds (0: none), as this instance's dispatcher last read it.",
@@ -143,6 +149,7 @@ impl Metrics {
             registry,
             deliveries,
             oldest_pending_delivery,
+            audit_queue_waits,
             decisions,
             decisions_without_channel,
             refusals,
@@ -170,6 +177,16 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Counts an answer that waited for room in the audit queue.
+    pub fn audit_queue_wait(&self) {
+        self.audit_queue_waits.inc();
+    }
+
+    /// Answers that waited for room in the audit queue so far.
+    pub fn audit_queue_waits(&self) -> u64 {
+        self.audit_queue_waits.get()
     }
 
     /// Counts a webhook attempt's outcome (one of [`DELIVERY_OUTCOMES`]).

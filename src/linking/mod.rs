@@ -14,6 +14,8 @@ mod batch;
 mod executor;
 mod plan;
 mod signin_cache;
+#[cfg(test)]
+mod tests;
 pub mod verified_signups;
 
 use std::borrow::Cow;
@@ -180,6 +182,7 @@ impl LinkingService {
             // for room costs no database work, where the executor would read from the same
             // stalled database; at the time limit the answer fails closed, as the executor's.
             Fast::AuditQueueFull(answer, event) => {
+                self.decider.metrics.audit_queue_wait();
                 let limit = request
                     .time_limit
                     .map_or(self.limit, |own| own.min(self.limit));

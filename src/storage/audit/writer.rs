@@ -131,6 +131,28 @@ impl AuditWriter {
         (AuditWriter { queue }, AuditWriterHandle { thread, merger })
     }
 
+    /// A writer whose queue no thread takes (tests): it fills up; [`AuditWriter::take_all`]
+    /// empties it as the writer thread would.
+    #[cfg(test)]
+    pub(crate) fn unattended() -> AuditWriter {
+        AuditWriter {
+            queue: Arc::new(Queue {
+                events: Mutex::new(Vec::new()),
+                room: Condvar::new(),
+                async_room: tokio::sync::Notify::new(),
+                senders: AtomicUsize::new(1),
+            }),
+        }
+    }
+
+    /// Takes every queued event, as the writer thread does (tests).
+    #[cfg(test)]
+    pub(crate) fn take_all(&self) -> Vec<AuditEvent> {
+        let mut taken = Vec::new();
+        self.queue.take_into(&mut taken);
+        taken
+    }
+
     /// Queues an event without waiting; gives it back when the queue is full (the caller then
     /// takes a path that may wait).
     pub fn try_record(&self, event: AuditEvent) -> Result<(), Box<AuditEvent>> {
