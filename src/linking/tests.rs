@@ -10,14 +10,9 @@ use crate::storage::audit::AuditWriter;
 
 const LIMIT: Duration = Duration::from_millis(300);
 
-/// A service on a new SQLite database whose audit queue no thread takes.
-fn service() -> (
-    tempfile::TempDir,
-    Arc<LinkingService>,
-    AuditWriter,
-    Arc<Metrics>,
-) {
-    let (dir, db) = crate::storage::temp_sqlite();
+/// One B2C channel `web` (client id `app`, legal entity USRT) and the default rules, for the
+/// service's and the executor's unit tests.
+pub(super) fn web_channel() -> (ChannelDirectory, LinkingSettings) {
     let channels = ChannelDirectory::new(
         vec![Channel {
             id: "web".into(),
@@ -29,7 +24,6 @@ fn service() -> (
         None,
     )
     .unwrap();
-    let metrics = Arc::new(Metrics::new(&channels).unwrap());
     let settings = LinkingSettings {
         linking_enabled: true,
         allow_link_after_email_change: false,
@@ -40,6 +34,19 @@ fn service() -> (
         },
         account_number_prefix: "AL".into(),
     };
+    (channels, settings)
+}
+
+/// A service on a new SQLite database whose audit queue no thread takes.
+fn service() -> (
+    tempfile::TempDir,
+    Arc<LinkingService>,
+    AuditWriter,
+    Arc<Metrics>,
+) {
+    let (dir, db) = crate::storage::temp_sqlite();
+    let (channels, settings) = web_channel();
+    let metrics = Arc::new(Metrics::new(&channels).unwrap());
     let audit = AuditWriter::unattended();
     let service = Arc::new(LinkingService::new(
         db,

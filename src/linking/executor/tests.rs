@@ -5,9 +5,8 @@ use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
 
 use super::*;
-use crate::domain::verification::VerificationPolicy;
-use crate::domain::{Channel, ChannelDirectory, CustomerType, Identity, SignInEvidence};
-use crate::linking::{LinkingSettings, Outcome, Resolution};
+use crate::domain::{Identity, SignInEvidence};
+use crate::linking::{Outcome, Resolution};
 use crate::metrics::Metrics;
 
 struct Setup {
@@ -19,28 +18,8 @@ struct Setup {
 
 fn setup() -> Setup {
     let (dir, db) = crate::storage::temp_sqlite();
-    let channels = ChannelDirectory::new(
-        vec![Channel {
-            id: "web".into(),
-            legal_entity: "USRT".into(),
-            customer_type: CustomerType::B2C,
-            client_ids: vec!["app".into()],
-            linking_enabled: None,
-        }],
-        None,
-    )
-    .unwrap();
+    let (channels, settings) = crate::linking::tests::web_channel();
     let metrics = Arc::new(Metrics::new(&channels).unwrap());
-    let settings = LinkingSettings {
-        linking_enabled: true,
-        allow_link_after_email_change: false,
-        verification: VerificationPolicy {
-            local_accounts_verify_email: true,
-            email_verifying_idps: Vec::new(),
-            treat_missing_identities_as_local: false,
-        },
-        account_number_prefix: "AL".into(),
-    };
     let decider = Arc::new(Decider {
         channels,
         settings,
