@@ -60,13 +60,15 @@ fn service() -> (
     (dir, service, audit, metrics)
 }
 
-fn sign_in(subject: &str) -> LinkRequest {
+/// A token-step request of `subject` (issuer `tenant`) on channel `web`, with a local account's
+/// email: for the service's and the executor's unit tests.
+pub(super) fn request(subject: &str, email: &str) -> LinkRequest {
     LinkRequest {
         request_id: format!("req-{subject}"),
         source: "api-connector",
         step: Some("PreTokenIssuance"),
         client_id: Some("app".into()),
-        email: Some("ann@example.com".into()),
+        email: Some(email.into()),
         evidence: SignInEvidence::Local,
         email_verified: None,
         identity: Some(Identity {
@@ -77,6 +79,10 @@ fn sign_in(subject: &str) -> LinkRequest {
         surname: None,
         time_limit: None,
     }
+}
+
+fn sign_in(subject: &str) -> LinkRequest {
+    request(subject, "ann@example.com")
 }
 
 /// Fills the queue; returns how many events it took.

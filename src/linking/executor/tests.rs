@@ -5,7 +5,7 @@ use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
 
 use super::*;
-use crate::domain::{Identity, SignInEvidence};
+use crate::linking::tests::request;
 use crate::linking::{Outcome, Resolution};
 use crate::metrics::Metrics;
 
@@ -33,25 +33,6 @@ fn setup() -> Setup {
         db,
         executor,
         audit: handle,
-    }
-}
-
-fn request(subject: &str, email: &str) -> LinkRequest {
-    LinkRequest {
-        request_id: format!("req-{subject}"),
-        source: "api-connector",
-        step: Some("PreTokenIssuance"),
-        client_id: Some("app".into()),
-        email: Some(email.into()),
-        evidence: SignInEvidence::Local,
-        email_verified: None,
-        identity: Some(Identity {
-            issuer: "tenant".into(),
-            subject: subject.into(),
-        }),
-        given_name: None,
-        surname: None,
-        time_limit: None,
     }
 }
 
