@@ -319,12 +319,20 @@ impl LinkingService {
         };
         let mut event = decider.event(&request, &answer, channel);
         event.actor = actor.to_string().into();
-        self.audit.record(event);
+        decider.record(&self.audit, event);
         Ok(answer)
     }
 }
 
 impl Decider {
+    /// Queues a decision's audit event from blocking code, and counts it in the metrics when it
+    /// had to wait for room in the queue.
+    fn record(&self, audit: &AuditWriter, event: AuditEvent) {
+        if audit.record(event) {
+            self.metrics.audit_queue_wait();
+        }
+    }
+
     /// Counts a decision taken on B2C's call in the metrics (previews are not counted).
     fn count(&self, request: &LinkRequest, answer: &Answer) {
         match answer {

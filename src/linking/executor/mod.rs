@@ -408,9 +408,8 @@ fn answer_checks(shared: &Shared, conn: &mut DbConn, checks: Vec<Job>) -> bool {
     match plan::plan(decider, conn, &requests) {
         Ok(plan) => {
             for (job, planned) in checks.iter().zip(&plan.planned) {
-                shared
-                    .audit
-                    .record(decider.event(&job.request, &planned.answer, planned.channel));
+                let event = decider.event(&job.request, &planned.answer, planned.channel);
+                decider.record(&shared.audit, event);
                 decider.count(&job.request, &planned.answer);
             }
             for (job, planned) in checks.into_iter().zip(plan.planned) {

@@ -141,7 +141,7 @@ pub(super) fn write_links(shared: &Shared, conn: &mut DbConn, group: Vec<Job>) -
             let mut replies: Vec<Option<Reply>> = (0..group.len()).map(|_| None).collect();
             for (i, answer, event) in answers {
                 if let Some(event) = event {
-                    shared.audit.record(event);
+                    decider.record(&shared.audit, event);
                 }
                 decider.count(&group[i].request, &answer);
                 replies[i] = Some(Ok(answer));

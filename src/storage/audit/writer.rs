@@ -192,9 +192,11 @@ impl AuditWriter {
         }
     }
 
-    /// Queues an event. Blocks while the queue is full; call from blocking code only.
-    pub fn record(&self, event: AuditEvent) {
+    /// Queues an event. Blocks while the queue is full; call from blocking code only. True when
+    /// it had to wait for room.
+    pub fn record(&self, event: AuditEvent) -> bool {
         let mut events = self.queue.events();
+        let waited = events.len() >= QUEUE_CAPACITY;
         while events.len() >= QUEUE_CAPACITY {
             events = self
                 .queue
@@ -204,6 +206,7 @@ impl AuditWriter {
                 .unwrap_or_else(|e| e.into_inner().0);
         }
         events.push(event);
+        waited
     }
 }
 
@@ -391,9 +394,10 @@ mod tests {
         );
         let mut taken = Vec::new();
         queue.take_into(&mut taken);
-        blocked.join().unwrap();
+        assert!(blocked.join().unwrap(), "it says it waited");
         assert_eq!(taken.len(), QUEUE_CAPACITY);
         assert_eq!(queue.events().len(), 1, "the waiting event went in");
+        assert!(!writer.record(event(2, "f@x.com", "s")), "room: no wait");
     }
 
     #[tokio::test]
