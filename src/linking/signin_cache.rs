@@ -83,11 +83,10 @@ impl SigninCache {
     /// The stamp now; when it cannot be told, the kept links are dropped (none could be used).
     fn stamp(&self) -> Option<u64> {
         let stamp = self.changes.as_ref()?.stamp();
-        if stamp.is_none() {
-            let mut links = self.lock();
-            if !links.is_empty() {
-                links.clear();
-            }
+        // Looked at under the read lock first: while the stamp cannot be told, every sign-in
+        // comes here, and the links are already gone.
+        if stamp.is_none() && !self.links.read().is_empty() {
+            self.lock().clear();
         }
         stamp
     }
