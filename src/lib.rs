@@ -11,8 +11,8 @@
 //! - [`policies`]: the sample custom policies: rendering per environment, reading a chain.
 //! - [`mock_b2c`]: a stand-in for Azure AD B2C for QA and the end-to-end tests.
 
-// One exception, allowed where it is written: the SQLite WAL-index header is read from a
-// read-only mapping of the `-shm` file, as SQLite itself reads it
+// One exception, allowed where it is written: the SQLite WAL-index header is read in SQLite's
+// own mapping of the wal-index, found through its C interface, as SQLite itself reads it
 // (`storage/sqlite/change_watch.rs`).
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -17,41 +17,36 @@
 //! process since, so the generation is the one it read. It never answers from a header it cannot
 //! compare.
 //!
-//! The header is read as SQLite's readers read it (`walIndexTryHdr` in `wal.c`): from a shared,
-//! read-only memory mapping of the `-shm` file, the first copy, a memory barrier, then the second
-//! (writers write the second first). A `pread` of the file per sign-in cost about 5 % of the
-//! request threads' CPU (BENCHMARKS.md); a mapping costs no system call. The mapping is the one
-//! `unsafe` part of the crate: it is sound for as long as the file is not truncated, and SQLite
-//! truncates a `-shm` file only when it opens it as the database's sole connection (it then holds
-//! the exclusive "DMS" lock), which it cannot be while the watch's own connection is open. The
-//! process's SQLite connections map the same file themselves.
+//! The header is read where SQLite's own readers read it (`walIndexTryHdr` in `wal.c`): in
+//! SQLite's shared mapping of the wal-index, the one its VFS gives the watch's own connection
+//! (`SQLITE_FCNTL_FILE_POINTER`, then the file's documented `xShmMap` method, asked for the
+//! region already mapped); the first copy, a memory barrier, then the second (writers write the
+//! second first). It costs no system call. The watch never opens the `-shm` file itself: the
+//! locks SQLite holds on it are POSIX locks, which belong to the process, and closing any
+//! descriptor of the file would release them all (<https://www.sqlite.org/howtocorrupt.html>,
+//! section 2.2). Without its "DMS" lock, another process opening the database takes the file for
+//! unused, truncates it and rebuilds it (a mapping read meanwhile faults), and the checkpoints
+//! of other processes no longer see this process's readers. A test checks the lock is kept.
 //!
-//! Where that header cannot be read (the database is not in WAL mode, the `-shm` file cannot be
-//! opened, a torn or unwritten header, a platform other than unix), the watch asks its own
+//! SQLite unmaps the region only when the connection closes its WAL (`sqlite3WalClose`: the
+//! connection closes, or leaves WAL mode). The watch's connection stays open for the watch's
+//! life and never changes the journal mode, so the region stays mapped while the watch can read
+//! it. That pointer is the one `unsafe` part of the crate.
+//!
+//! Where that header cannot be read (the database is not in WAL mode, a platform other than
+//! unix, a VFS without shared memory, a torn or unwritten header), the watch asks its own
 //! connection `PRAGMA data_version`, which changes when another connection has committed: a read
 //! transaction, but no page of the database is read, and the generation is read again only when
 //! it changed.
-//!
-//! Why the `-shm` file it holds mapped stays the database's: SQLite deletes the WAL and `-shm`
-//! files only when a closing connection can take an EXCLUSIVE lock on the database file, and a
-//! connection in WAL mode holds a SHARED lock on it from its first read until it closes. The
-//! watch keeps a connection of its own open, and opens the `-shm` file only after that
-//! connection has read. For the same reason no process can take the database out of WAL mode
-//! while the watch lives; the watch reads the header only if the database is in WAL mode when it
-//! opens.
 
-use std::fs::File;
+use std::ffi::c_void;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use parking_lot::RwLock;
+use rusqlite::{ffi, Connection, OpenFlags};
 
-use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
-
-use crate::storage::links::{self, LinkChanges};
-use crate::storage::{DbConn, StorageError};
+use crate::storage::links::LinkChanges;
 
 /// The two copies of the WAL index header.
 const HEADER: usize = 96;
@@ -59,6 +54,10 @@ const HEADER: usize = 96;
 const COPY: usize = HEADER / 2;
 /// Offset of `isInit` in a copy (non-zero once the header is written).
 const IS_INIT: usize = 12;
+/// The size of a wal-index region, as SQLite's WAL maps them (`WALINDEX_PGSZ` in `wal.c`).
+const REGION: i32 = 32 * 1024;
+/// The generation, as [`crate::storage::links::generation`] reads it.
+const GENERATION: &str = "SELECT n FROM link_generation";
 
 /// Watches one SQLite database file; see the module documentation.
 pub struct ChangeWatch {
@@ -66,8 +65,8 @@ pub struct ChangeWatch {
     /// The watch's own connection, once opened, and what `PRAGMA data_version` said before its
     /// last read of the generation, with that generation.
     conn: Mutex<Option<Watcher>>,
-    /// The start of the `-shm` file, mapped after the connection's first read; `None` when its
-    /// header cannot be read here.
+    /// The header in SQLite's mapping of the wal-index, found after the connection's first
+    /// read; `None` when it cannot be read here.
     shm: OnceLock<Option<HeaderMap>>,
     /// The header read before the last read of the generation, and that generation. Read by
     /// every sign-in, written only after a commit: readers do not wait for each other.
@@ -77,7 +76,9 @@ pub struct ChangeWatch {
 }
 
 struct Watcher {
-    conn: DbConn,
+    /// Never closed before the watch is dropped: SQLite's mapping of the wal-index, which
+    /// [`HeaderMap`] reads, is this connection's.
+    conn: Connection,
     version: Option<(i64, i64)>,
 }
 
@@ -112,9 +113,9 @@ impl ChangeWatch {
         match result {
             Ok(generation) => Some(generation),
             Err(error) => {
-                // The connection stays open even so: it is what keeps the `-shm` file the
-                // database's (module documentation). Nothing is answered from what it knew.
-                if is_locked(&error) {
+                // The connection stays open even so: the mapping read is its own (module
+                // documentation). Nothing is answered from what it knew.
+                if is_busy(&error) {
                     log::debug!("link generation watch: {error}");
                 } else {
                     log::warn!("link generation watch: {error}");
@@ -129,7 +130,7 @@ impl ChangeWatch {
     }
 
     /// The header is readable: the generation read after this header, when it was.
-    fn through_header(&self, header: [u8; COPY]) -> Result<i64, StorageError> {
+    fn through_header(&self, header: [u8; COPY]) -> rusqlite::Result<i64> {
         if let Some((seen, generation)) = *self.last.read() {
             if header == seen {
                 return Ok(generation);
@@ -145,10 +146,12 @@ impl ChangeWatch {
 
     /// Without the header: the generation read after the connection's data version, when the
     /// version has not changed since.
-    fn through_data_version(&self) -> Result<i64, StorageError> {
+    fn through_data_version(&self) -> rusqlite::Result<i64> {
         let mut conn = self.lock_conn();
         let watcher = self.open(&mut conn)?;
-        let version = data_version(&mut watcher.conn)?;
+        let version: i64 = watcher
+            .conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))?;
         #[cfg(test)]
         self.counts.version();
         if let Some((seen, generation)) = watcher.version {
@@ -169,36 +172,32 @@ impl ChangeWatch {
 
     /// The watch's connection, opened when needed. It never waits for a lock: outside WAL mode
     /// a writer's lock answers "busy" at once, and the watch answers `None`.
-    fn open<'a>(&self, conn: &'a mut Option<Watcher>) -> Result<&'a mut Watcher, StorageError> {
+    fn open<'a>(&self, conn: &'a mut Option<Watcher>) -> rusqlite::Result<&'a mut Watcher> {
         if let Some(watcher) = conn {
             return Ok(watcher);
         }
-        if !std::path::Path::new(&self.path).exists() {
-            return Err(StorageError::Unavailable(format!(
-                "the database file {} is missing",
-                self.path
-            )));
-        }
-        let mut c = SqliteConnection::establish(&self.path)
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        c.batch_execute("PRAGMA busy_timeout = 0")?;
+        // Without SQLITE_OPEN_CREATE: a missing file is an error, not a new empty database.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let c = Connection::open_with_flags(&self.path, flags)?;
+        c.busy_timeout(std::time::Duration::ZERO)?;
         Ok(conn.insert(Watcher {
-            conn: DbConn::Sqlite(c),
+            conn: c,
             version: None,
         }))
     }
 
-    /// Reads the generation on the watch's connection, opening it (and then the `-shm` file)
-    /// when needed.
-    fn read(&self, conn: &mut Option<Watcher>) -> Result<i64, StorageError> {
+    /// Reads the generation on the watch's connection, opening it (and then finding its
+    /// wal-index) when needed.
+    fn read(&self, conn: &mut Option<Watcher>) -> rusqlite::Result<i64> {
         let watcher = self.open(conn)?;
-        let generation = links::generation(&mut watcher.conn)?;
+        let generation = watcher
+            .conn
+            .prepare_cached(GENERATION)?
+            .query_row([], |row| row.get(0))?;
         #[cfg(test)]
         self.counts.read();
-        // After the connection's first read, which took its SHARED lock on the database file.
-        if let DbConn::Sqlite(c) = &mut watcher.conn {
-            self.shm.get_or_init(|| open_shm(c));
-        }
+        // After the connection's first read, which opened its WAL and mapped the wal-index.
+        self.shm.get_or_init(|| HeaderMap::of(&watcher.conn));
         Ok(generation)
     }
 
@@ -212,21 +211,73 @@ impl ChangeWatch {
     }
 }
 
-/// The WAL index header's two copies, mapped read-only from the start of the `-shm` file
-/// (module documentation).
-struct HeaderMap(memmap2::Mmap);
+/// The WAL index header's two copies at the start of SQLite's mapping of the wal-index of the
+/// watch's connection (module documentation).
+struct HeaderMap(*const u32);
+
+// SAFETY: the pointer is only read, with volatile reads (`HeaderMap::read`), and the memory it
+// points to is SQLite's shared mapping, which other threads and processes write concurrently by
+// design; it stays mapped for as long as the watch (module documentation).
+#[allow(unsafe_code)]
+unsafe impl Send for HeaderMap {}
+#[allow(unsafe_code)]
+unsafe impl Sync for HeaderMap {}
 
 impl HeaderMap {
-    /// Maps the start of an open `-shm` file, if it is long enough to hold the header.
+    /// The start of the wal-index of `conn`'s main database, if the database is in WAL mode, the
+    /// platform is one whose WAL index SQLite documents (unix here), and `conn` has read (its
+    /// WAL is open and the first region mapped).
     #[allow(unsafe_code)]
-    fn new(file: &File) -> std::io::Result<HeaderMap> {
-        if file.metadata()?.len() < HEADER as u64 {
-            return Err(std::io::Error::other("shorter than the WAL index header"));
+    fn of(conn: &Connection) -> Option<HeaderMap> {
+        if !cfg!(unix) {
+            log::info!(
+                "the WAL index is read on unix only: the sign-in cache asks PRAGMA data_version"
+            );
+            return None;
         }
-        // SAFETY: a shared read-only mapping; the file is not truncated while the watch's
-        // connection is open (module documentation), and it is only ever read through `read`.
-        let map = unsafe { memmap2::MmapOptions::new().len(HEADER).map(file)? };
-        Ok(HeaderMap(map))
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .ok()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::info!(
+                "the database is not in WAL mode: the sign-in cache asks PRAGMA data_version"
+            );
+            return None;
+        }
+        let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+        let mut region: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `conn.handle()` is an open connection, used here by this thread only (the
+        // caller holds the watch's connection lock). SQLITE_FCNTL_FILE_POINTER writes the main
+        // database's `sqlite3_file` into `file`; its methods of version 2 and later have
+        // `xShmMap`, which, for a region already mapped and `bExtend` 0, only writes that
+        // region's address (SQLite's own mapping; nothing is opened or mapped anew).
+        let rc = unsafe {
+            let rc = ffi::sqlite3_file_control(
+                conn.handle(),
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_FILE_POINTER,
+                (&mut file as *mut *mut ffi::sqlite3_file).cast(),
+            );
+            if rc != ffi::SQLITE_OK || file.is_null() || (*file).pMethods.is_null() {
+                return Self::unreadable("the database file has no methods");
+            }
+            let methods = &*(*file).pMethods;
+            match methods.xShmMap {
+                Some(shm_map) if methods.iVersion >= 2 => shm_map(file, 0, REGION, 0, &mut region),
+                _ => return Self::unreadable("its VFS has no shared memory"),
+            }
+        };
+        if rc != ffi::SQLITE_OK || region.is_null() {
+            return Self::unreadable(&format!("no wal-index is mapped (SQLite code {rc})"));
+        }
+        Some(HeaderMap(region.cast_const().cast()))
+    }
+
+    fn unreadable(why: &str) -> Option<HeaderMap> {
+        log::warn!(
+            "the WAL index cannot be read ({why}): the sign-in cache asks PRAGMA data_version"
+        );
+        None
     }
 
     /// Both copies as they are now, in SQLite's order: the first copy, a barrier, the second.
@@ -234,76 +285,27 @@ impl HeaderMap {
     #[allow(unsafe_code)]
     fn read(&self) -> [u8; HEADER] {
         const WORD: usize = std::mem::size_of::<u32>();
-        let words = self.0.as_ptr().cast::<u32>();
         let mut both = [0u8; HEADER];
         for (i, bytes) in both.chunks_exact_mut(WORD).enumerate() {
             if i == COPY / WORD {
                 fence(Ordering::SeqCst);
             }
-            // SAFETY: `i < HEADER / WORD` and the mapping is `HEADER` bytes long and starts on a
-            // page boundary (aligned for `u32`); volatile, because another process writes it.
-            let word = unsafe { words.add(i).read_volatile() };
+            // SAFETY: `i < HEADER / WORD`, the region is `REGION` bytes long and page-aligned
+            // (aligned for `u32`), and stays mapped while the watch lives; volatile, because
+            // other connections and processes write it.
+            let word = unsafe { self.0.add(i).read_volatile() };
             bytes.copy_from_slice(&word.to_ne_bytes());
         }
         both
     }
 }
 
-/// `PRAGMA data_version` of a connection.
-fn data_version(conn: &mut DbConn) -> Result<i64, StorageError> {
-    #[derive(diesel::QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        data_version: i64,
-    }
-    let DbConn::Sqlite(c) = conn else {
-        return Err(StorageError::Unavailable("not a SQLite connection".into()));
-    };
-    let version: Version = diesel::sql_query("PRAGMA data_version").get_result(c)?;
-    Ok(version.data_version)
-}
-
-/// Whether an error is SQLite's "database is locked" (a writer outside WAL mode).
-fn is_locked(error: &StorageError) -> bool {
-    matches!(error, StorageError::Query(diesel::result::Error::DatabaseError(_, info))
-        if info.message().contains("locked"))
-}
-
-/// The header of the `-shm` file of the connection's main database, mapped, if the database is in
-/// WAL mode and the platform is one whose WAL index SQLite documents (unix here). The name is
-/// SQLite's (symbolic links resolved), not the configured one.
-fn open_shm(conn: &mut SqliteConnection) -> Option<HeaderMap> {
-    #[derive(diesel::QueryableByName)]
-    struct Mode {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        journal_mode: String,
-    }
-    if !cfg!(unix) {
-        log::info!(
-            "the WAL index is read on unix only: the sign-in cache asks PRAGMA data_version"
-        );
-        return None;
-    }
-    let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
-        .get_result(conn)
-        .ok()?;
-    if !mode.journal_mode.eq_ignore_ascii_case("wal") {
-        log::info!("the database is not in WAL mode: the sign-in cache asks PRAGMA data_version");
-        return None;
-    }
-    let database = crate::storage::main_file(conn)
-        .ok()
-        .filter(|p| !p.is_empty())?;
-    match File::open(format!("{database}-shm")).and_then(|file| HeaderMap::new(&file)) {
-        Ok(map) => Some(map),
-        Err(error) => {
-            log::warn!(
-                "the database's -shm file cannot be read ({error}): the sign-in cache asks \
-                 PRAGMA data_version"
-            );
-            None
-        }
-    }
+/// Whether an error is SQLite's "busy" or "locked" (a writer outside WAL mode).
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 #[cfg(test)]
@@ -335,8 +337,12 @@ mod test_counts {
 
 #[cfg(test)]
 mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use diesel::sqlite::SqliteConnection;
+
     use super::*;
-    use crate::storage::temp_sqlite;
+    use crate::storage::{temp_sqlite, DbConn};
 
     fn sql(conn: &mut DbConn, statements: &str) {
         conn.batch_execute(statements).unwrap();
@@ -390,15 +396,15 @@ mod tests {
         assert_eq!(watch.counts.versions(), 1, "the header answered every time");
     }
 
-    /// The first `HEADER` bytes of the file, by a system call.
-    fn pread_header(path: &str) -> [u8; HEADER] {
-        use std::io::Read;
-        let mut both = [0u8; HEADER];
-        File::open(format!("{path}-shm"))
-            .unwrap()
-            .read_exact(&mut both)
+    /// The first `HEADER` bytes of the file, read by another process: a descriptor of the file
+    /// opened and closed by this one would release SQLite's locks on it (module documentation).
+    fn header_in_file(path: &str) -> [u8; HEADER] {
+        let out = std::process::Command::new("head")
+            .args(["-c", &HEADER.to_string(), &format!("{path}-shm")])
+            .output()
             .unwrap();
-        both
+        assert!(out.status.success());
+        out.stdout.try_into().unwrap()
     }
 
     #[test]
@@ -412,15 +418,55 @@ mod tests {
             .as_ref()
             .expect("mapped in WAL mode");
         let before = map.read();
-        assert_eq!(before, pread_header(&path));
+        assert_eq!(before, header_in_file(&path));
         assert_ne!(before[IS_INIT], 0);
 
         let mut conn = db.get().unwrap();
         sql(&mut conn, "UPDATE link_generation SET n = n + 1;");
         let after = map.read();
-        assert_eq!(after, pread_header(&path), "the mapping follows the file");
+        assert_eq!(after, header_in_file(&path), "the mapping follows the file");
         assert_ne!(after, before, "a commit rewrites the header");
         assert_eq!(after[..COPY], after[COPY..], "both copies written");
+    }
+
+    /// The POSIX locks this process holds on a file, as `/proc/locks` lists them: (type, first
+    /// byte) of each.
+    #[cfg(target_os = "linux")]
+    fn own_locks(path: &str) -> Vec<(String, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(path).unwrap().ino().to_string();
+        let pid = std::process::id().to_string();
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // "1: POSIX ADVISORY READ 1234 08:01:5678 128 128"
+                let (kind, owner, file, start) = (fields[3], fields[4], fields[5], fields[6]);
+                (fields[1] == "POSIX" && owner == pid && file.rsplit(':').next() == Some(&inode))
+                    .then(|| (kind.to_string(), start.parse().unwrap()))
+            })
+            .collect()
+    }
+
+    /// SQLite's connections hold a shared lock on the -shm file's "DMS" byte (128) while they
+    /// have it open: it tells another process opening the database that the file is in use, and
+    /// must not be truncated and rebuilt. A POSIX lock is the process's: closing any descriptor
+    /// of the file releases it, which the watch must therefore never do.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_watch_leaves_sqlites_locks_on_the_shm_file_in_place() {
+        let (_dir, db, watch, first) = primed();
+        let shm = format!("{}-shm", db.sqlite_path().unwrap());
+        let dms = (String::from("READ"), 128);
+        assert!(own_locks(&shm).contains(&dms), "{:?}", own_locks(&shm));
+        let mut conn = db.get().unwrap();
+        sql(&mut conn, "UPDATE link_generation SET n = n + 1;");
+        for _ in 0..3 {
+            assert_eq!(watch.link_generation(), Some(first + 1));
+        }
+        drop(conn);
+        assert!(own_locks(&shm).contains(&dms), "{:?}", own_locks(&shm));
     }
 
     #[test]
