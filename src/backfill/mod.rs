@@ -40,6 +40,10 @@ pub const POSTGRES_BATCH: usize = 1000;
 /// and the database took turns, one round trip after the other. SQLite has one writer, so one
 /// lane.
 pub const POSTGRES_LANES: usize = 2;
+/// SQLite: the pause after each batch's commit, so that the write lock is free for at least this
+/// long between two batches: a server's sign-ups waiting for it try every half millisecond
+/// (`storage/sqlite/write_lock.rs`) and take it then. 200 pauses for 1,000,000 users.
+const SQLITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -313,6 +317,9 @@ fn write(
         };
         for ((id, email), answer) in rows.iter().zip(&answers) {
             report.decided(id, email.as_deref(), answer)?;
+        }
+        if !options.dry_run && db.backend() == BackendKind::Sqlite {
+            std::thread::sleep(SQLITE_PAUSE);
         }
         if !options.dry_run && report.users() >= next_analyze {
             analyze(&mut conns[0]);

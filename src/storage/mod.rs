@@ -17,7 +17,6 @@ pub mod webhooks;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
@@ -113,7 +112,7 @@ pub(crate) fn own_sqlite_connection(path: &str) -> rusqlite::Result<rusqlite::Co
     use rusqlite::OpenFlags;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(sqlite::write_lock::WAIT)?;
     Ok(conn)
 }
 
@@ -470,6 +469,7 @@ pub(crate) fn sqlite_writer_turn() -> parking_lot::MutexGuard<'static, ()> {
 /// Runs `f` in a write transaction. On SQLite the transaction starts `IMMEDIATE`, taking the write
 /// lock up front: a deferred transaction that reads and then writes can fail at once with
 /// `SQLITE_BUSY` when another writer committed in between, which busy_timeout does not cover.
+/// A lock held by another process is waited for by [`sqlite::write_lock`].
 pub fn write_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConn) -> Result<T, E>,
@@ -479,10 +479,7 @@ where
     let _turn = match conn {
         DbConn::Sqlite(c) => {
             let turn = sqlite_writer_turn();
-            diesel::connection::AnsiTransactionManager::begin_transaction_sql(
-                c,
-                "BEGIN IMMEDIATE",
-            )?;
+            sqlite::write_lock::begin_immediate(c)?;
             Some(turn)
         }
         DbConn::Postgres(_) => {
@@ -533,6 +530,8 @@ pub(crate) fn temp_sqlite() -> (tempfile::TempDir, Db) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn synchronous(conn: &mut DbConn) -> i32 {

@@ -113,8 +113,12 @@ impl Manager {
                 // One statement each: the SQLite driver runs only the first of a batch in some
                 // versions, and a silently skipped PRAGMA is a silent data-safety change.
                 let synchronous = format!("PRAGMA synchronous = {}", self.sqlite_synchronous);
+                let busy_timeout = format!(
+                    "PRAGMA busy_timeout = {}",
+                    super::sqlite::write_lock::WAIT.as_millis()
+                );
                 for pragma in [
-                    "PRAGMA busy_timeout = 5000",
+                    &busy_timeout,
                     "PRAGMA journal_mode = WAL",
                     &synchronous,
                     "PRAGMA foreign_keys = ON",

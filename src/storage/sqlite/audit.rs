@@ -24,7 +24,7 @@
 use std::fmt::Write as _;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
-use rusqlite::{Connection, Statement, TransactionBehavior};
+use rusqlite::{Connection, Statement};
 
 use super::audit_lookup::{event_pairs, read_pairs};
 pub(crate) use super::audit_lookup::{LookupFeed, FEED_CAPACITY, READ_DOSE};
@@ -78,30 +78,35 @@ impl SqliteAuditAppender {
     /// transaction one after another).
     pub fn append(&mut self, events: &[AuditEvent]) -> Result<i64, StorageError> {
         let _turn = crate::storage::sqlite_writer_turn();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut chunk_insert = tx.prepare_cached(&statement(CHUNK))?;
-            let mut row_insert = tx.prepare_cached(&statement(1))?;
-            let mut chunks = events.chunks_exact(CHUNK);
-            for chunk in chunks.by_ref() {
-                bind_rows(&mut chunk_insert, chunk, &mut self.second, &mut self.stamp)?;
-                chunk_insert.raw_execute()?;
-            }
-            for event in chunks.remainder() {
-                bind_rows(
-                    &mut row_insert,
-                    std::slice::from_ref(event),
-                    &mut self.second,
-                    &mut self.stamp,
-                )?;
-                row_insert.raw_execute()?;
-            }
+        super::write_lock::begin_immediate_own(&self.conn)?;
+        let written = self
+            .insert(events)
+            .and_then(|last| self.conn.execute_batch("COMMIT").map(|()| last));
+        if written.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        let last = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok(last)
+        Ok(written?)
+    }
+
+    /// Inserts the events in the open transaction; returns the id of the last.
+    fn insert(&mut self, events: &[AuditEvent]) -> rusqlite::Result<i64> {
+        let mut chunk_insert = self.conn.prepare_cached(&statement(CHUNK))?;
+        let mut row_insert = self.conn.prepare_cached(&statement(1))?;
+        let mut chunks = events.chunks_exact(CHUNK);
+        for chunk in chunks.by_ref() {
+            bind_rows(&mut chunk_insert, chunk, &mut self.second, &mut self.stamp)?;
+            chunk_insert.raw_execute()?;
+        }
+        for event in chunks.remainder() {
+            bind_rows(
+                &mut row_insert,
+                std::slice::from_ref(event),
+                &mut self.second,
+                &mut self.stamp,
+            )?;
+            row_insert.raw_execute()?;
+        }
+        Ok(self.conn.last_insert_rowid())
     }
 
     /// Whether events may exist that the lookup feed has not had.
