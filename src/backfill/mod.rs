@@ -14,10 +14,12 @@
 //! - [`report`] counts the outcomes and writes the JSON lines report.
 
 pub mod graph;
+mod lanes;
 pub mod progress;
 pub mod proof;
 pub mod report;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -27,6 +29,7 @@ use crate::domain::{Identity, Refusal};
 use crate::linking::{Answer, DryRun, LinkRequest, LinkingService};
 use crate::storage::{BackendKind, Db, DbConn, StorageError};
 use graph::{FileError, GraphUser};
+use lanes::Lanes;
 use progress::Progress;
 use report::Report;
 
@@ -35,10 +38,10 @@ use report::Report;
 pub const SQLITE_BATCH: usize = 5000;
 /// The same on PostgreSQL, where larger batches measured slower.
 pub const POSTGRES_BATCH: usize = 1000;
-/// PostgreSQL: each batch is written by this many connections at once, each taking the users
-/// of its share of the email addresses ([`lane`]). One connection left a core idle: the service
-/// and the database took turns, one round trip after the other. SQLite has one writer, so one
-/// lane.
+/// PostgreSQL: the batches are written by this many lanes ([`lanes`]), each a connection that
+/// takes the users of its share of the email addresses. One connection left a core idle: the
+/// service and the database took turns, one round trip after the other. SQLite has one writer,
+/// so one lane.
 pub const POSTGRES_LANES: usize = 2;
 /// SQLite: the pause after each batch's commit, so that the write lock is free for at least this
 /// long between two batches: a server's sign-ups waiting for it try every half millisecond
@@ -232,7 +235,7 @@ const CHECKERS: usize = 2;
 type Batch = Vec<(usize, u64, GraphUser)>;
 
 /// The second pass: a reader thread parses the files into batches while this thread decides
-/// and writes them.
+/// and writes them (on PostgreSQL, hands them to the writing lanes, [`lanes`]).
 fn write(
     settings: &Settings,
     options: &Options,
@@ -263,70 +266,100 @@ fn write(
     let idps = &settings.linking.email_verifying_idps;
     let run_id = crate::api::new_request_id();
     let mut sequence: u64 = 0;
-    let lanes = match db.backend() {
-        BackendKind::Postgres if !options.dry_run => POSTGRES_LANES,
-        _ => 1,
-    };
-    // One connection per lane; the first also decides a dry run and runs the statistics.
-    let mut conns: Vec<Option<DbConn>> = (0..lanes).map(|_| None).collect();
-    let mut dry_run = DryRun::default();
-    let mut next_analyze = FIRST_ANALYZE;
-    let mut outcome = Ok(());
-    for (batch, files_done) in batches.iter() {
-        let mut requests = Vec::with_capacity(batch.len());
-        let mut rows = Vec::with_capacity(batch.len());
-        for (file, position, user) in batch {
-            let proof = proof::proof(&user, idps);
-            let id = user.id.filter(|id| !id.trim().is_empty());
-            let Some(id) = id else {
-                log::warn!(
-                    "{}: user {position} has no id: skipped",
-                    options.files[file].display()
-                );
-                report.skipped(proof.email.as_deref())?;
-                continue;
-            };
-            sequence += 1;
-            rows.push((id.clone(), proof.email.clone()));
-            requests.push(LinkRequest {
-                request_id: format!("{run_id}-{sequence}"),
-                source: "backfill",
-                step: None,
-                client_id: target.client_id.clone(),
-                email: proof.email,
-                evidence: proof.evidence,
-                email_verified: None,
-                identity: Some(Identity {
-                    issuer: target.issuer.clone(),
-                    subject: id,
-                }),
-                given_name: user.given_name,
-                surname: user.surname,
-                time_limit: None,
-            });
-        }
-        let answers = match decide(db, linking, &mut conns, &mut dry_run, options, requests) {
-            Ok(answers) => answers,
-            Err(error) => {
-                outcome = Err(BackfillError::Storage(format!(
-                    "the database failed after {} users: {error}; the batches before are written, run the backfill again to finish",
-                    report.users()
-                )));
-                break;
+    let sqlite = db.backend() == BackendKind::Sqlite;
+    let outcome = std::thread::scope(|scope| {
+        let mut writer = match db.backend() {
+            BackendKind::Postgres if !options.dry_run && POSTGRES_LANES > 1 => {
+                Writer::Lanes(Lanes::start(scope, POSTGRES_LANES, db, linking))
             }
+            _ => Writer::Direct {
+                conn: None,
+                dry_run: DryRun::default(),
+            },
         };
-        for ((id, email), answer) in rows.iter().zip(&answers) {
-            report.decided(id, email.as_deref(), answer)?;
+        // Batches handed over and not yet reported, oldest first.
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut analyzed: Option<DbConn> = None;
+        let mut next_analyze = FIRST_ANALYZE;
+        let mut finish = |report: &mut Report,
+                          pending: &mut VecDeque<Pending>,
+                          finished: Vec<Vec<Answer>>|
+         -> Result<(), BackfillError> {
+            for answers in finished {
+                let Some(batch) = pending.pop_front() else {
+                    break;
+                };
+                for email in &batch.skipped {
+                    report.skipped(email.as_deref())?;
+                }
+                for ((id, email), answer) in batch.rows.iter().zip(&answers) {
+                    report.decided(id, email.as_deref(), answer)?;
+                }
+                if !options.dry_run && sqlite {
+                    std::thread::sleep(SQLITE_PAUSE);
+                }
+                if !options.dry_run && !sqlite && report.users() >= next_analyze {
+                    analyze(db, &mut analyzed);
+                    next_analyze = report.users().saturating_mul(2);
+                }
+                progress.advance(report.users(), batch.files_done);
+            }
+            Ok(())
+        };
+        let failed = |report: &Report, error: StorageError| {
+            BackfillError::Storage(format!(
+                "the database failed after {} users: {error}; the batches before are written, run the backfill again to finish",
+                report.users()
+            ))
+        };
+        for (batch, files_done) in batches.iter() {
+            let mut requests = Vec::with_capacity(batch.len());
+            let mut next = Pending {
+                skipped: Vec::new(),
+                rows: Vec::with_capacity(batch.len()),
+                files_done,
+            };
+            for (file, position, user) in batch {
+                let proof = proof::proof(&user, idps);
+                let id = user.id.filter(|id| !id.trim().is_empty());
+                let Some(id) = id else {
+                    log::warn!(
+                        "{}: user {position} has no id: skipped",
+                        options.files[file].display()
+                    );
+                    next.skipped.push(proof.email);
+                    continue;
+                };
+                sequence += 1;
+                next.rows.push((id.clone(), proof.email.clone()));
+                requests.push(LinkRequest {
+                    request_id: format!("{run_id}-{sequence}"),
+                    source: "backfill",
+                    step: None,
+                    client_id: target.client_id.clone(),
+                    email: proof.email,
+                    evidence: proof.evidence,
+                    email_verified: None,
+                    identity: Some(Identity {
+                        issuer: target.issuer.clone(),
+                        subject: id,
+                    }),
+                    given_name: user.given_name,
+                    surname: user.surname,
+                    time_limit: None,
+                });
+            }
+            pending.push_back(next);
+            match writer.write(db, linking, options.dry_run, requests) {
+                Ok(finished) => finish(&mut report, &mut pending, finished)?,
+                Err(error) => return Err(failed(&report, error)),
+            }
         }
-        if !options.dry_run && db.backend() == BackendKind::Sqlite {
-            std::thread::sleep(SQLITE_PAUSE);
+        match writer.finish() {
+            Ok(finished) => finish(&mut report, &mut pending, finished),
+            Err(error) => Err(failed(&report, error)),
         }
-        if !options.dry_run && report.users() >= next_analyze {
-            analyze(&mut conns[0]);
-            next_analyze = report.users().saturating_mul(2);
-        }
-        progress.advance(report.users(), files_done);
-    }
+    });
     // Stops the reader when the loop ended early.
     drop(batches);
     let read = reader
@@ -339,92 +372,63 @@ fn write(
     Ok(report)
 }
 
-/// Decides one batch: written (and answered after the commit), or planned only in a dry run.
-/// Written by one connection per lane at once (`conns`), each lane a transaction of its own.
-fn decide(
-    db: &Db,
-    linking: &LinkingService,
-    conns: &mut [Option<DbConn>],
-    dry_run: &mut DryRun,
-    options: &Options,
-    requests: Vec<LinkRequest>,
-) -> Result<Vec<Answer>, StorageError> {
-    if requests.is_empty() {
-        return Ok(Vec::new());
-    }
-    for conn in conns.iter_mut().filter(|c| c.is_none()) {
-        *conn = Some(connect(db)?);
-    }
-    if options.dry_run {
-        let Some(conn) = conns[0].as_mut() else {
-            return Err(StorageError::Unavailable("no connection".into()));
-        };
-        return linking.dry_run_batch(conn, dry_run, &requests);
-    }
-    if conns.len() == 1 {
-        return linking
-            .link_batch(&mut conns[0], requests)
-            .into_iter()
-            .collect();
-    }
-    // Each lane's requests, with their places in the batch.
-    let total = requests.len();
-    let mut shares: Vec<(Vec<usize>, Vec<LinkRequest>)> =
-        (0..conns.len()).map(|_| Default::default()).collect();
-    for (place, request) in requests.into_iter().enumerate() {
-        let share = &mut shares[lane(&request, conns.len())];
-        share.0.push(place);
-        share.1.push(request);
-    }
-    let mut answers: Vec<Option<Answer>> = (0..total).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let running: Vec<_> = shares
-            .into_iter()
-            .zip(conns.iter_mut())
-            .map(|((places, requests), conn)| {
-                scope.spawn(move || (places, linking.link_batch(conn, requests)))
-            })
-            .collect();
-        for lane in running {
-            let (places, written) = lane
-                .join()
-                .map_err(|_| StorageError::Unavailable("a writing lane failed".into()))?;
-            for (place, answer) in places.into_iter().zip(written) {
-                answers[place] = Some(answer?);
-            }
-        }
-        Ok::<(), StorageError>(())
-    })?;
-    answers
-        .into_iter()
-        .map(|a| a.ok_or_else(|| StorageError::Unavailable("a user was not decided".into())))
-        .collect()
+/// A batch handed to the writer and not yet reported: its users without an id (reported
+/// first), the id and email of each of its requests, and how many files were finished with it.
+struct Pending {
+    skipped: Vec<Option<String>>,
+    rows: Vec<(String, Option<String>)>,
+    files_done: usize,
 }
 
-/// The lane of a request: by its email's comparison key, so that every user of one address is
-/// decided by one lane in the order of the export, after the users of that address before it
-/// (which customer is created, which is linked to it), as one writer would decide them, and as
-/// the dry run does. Users without a usable email are refused or already linked, and write
-/// nothing new: by their identity. (An export that lists one user id twice with two addresses
-/// may have both in different lanes at once: the database's unique index still lets one link
-/// through, and the other is decided again and reported `AlreadyLinked`, but which of the two
-/// reports `Linked` may then differ from the dry run.)
-fn lane(request: &LinkRequest, lanes: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    match request
-        .email
-        .as_deref()
-        .and_then(|email| crate::domain::EmailAddress::parse(email).ok())
-    {
-        Some(email) => email.key().hash(&mut hasher),
-        None => request
-            .identity
-            .as_ref()
-            .map(|identity| identity.subject.as_str())
-            .hash(&mut hasher),
+/// What writes the batches: this thread, one batch at a time (SQLite, which has one writer, and
+/// any dry run), or PostgreSQL's lanes.
+enum Writer {
+    Direct {
+        conn: Option<DbConn>,
+        dry_run: DryRun,
+    },
+    Lanes(Lanes),
+}
+
+impl Writer {
+    /// Writes (or, in a dry run, decides) a batch; returns the batches finished, oldest first,
+    /// each with its answers in request order.
+    fn write(
+        &mut self,
+        db: &Db,
+        linking: &LinkingService,
+        dry_run: bool,
+        requests: Vec<LinkRequest>,
+    ) -> Result<Vec<Vec<Answer>>, StorageError> {
+        match self {
+            Writer::Lanes(lanes) => lanes.write(requests),
+            Writer::Direct { .. } if requests.is_empty() => Ok(vec![Vec::new()]),
+            Writer::Direct {
+                conn,
+                dry_run: seen,
+            } => {
+                if conn.is_none() {
+                    *conn = Some(connect(db)?);
+                }
+                let answers = match conn.as_mut() {
+                    Some(c) if dry_run => linking.dry_run_batch(c, seen, &requests)?,
+                    _ => linking
+                        .link_batch(conn, requests)
+                        .into_iter()
+                        .collect::<Result<_, _>>()?,
+                };
+                Ok(vec![answers])
+            }
+        }
     }
-    (hasher.finish() % lanes as u64) as usize
+
+    /// Waits for the batches still being written.
+    fn finish(&mut self) -> Result<Vec<Vec<Answer>>, StorageError> {
+        match self {
+            Writer::Lanes(lanes) => lanes.finish(),
+            Writer::Direct { .. } => Ok(Vec::new()),
+        }
+    }
 }
 
 /// The run's own connection. SQLite: a page cache of [`SQLITE_CACHE_KIB`] for the indexes that
@@ -450,8 +454,17 @@ const SQLITE_CACHE_KIB: u32 = 16 * 1024;
 /// identities (100 ms a batch at 165,000 links, growing with the table).
 const FIRST_ANALYZE: u64 = 4096;
 
-fn analyze(conn: &mut Option<DbConn>) {
+fn analyze(db: &Db, conn: &mut Option<DbConn>) {
     use diesel::connection::SimpleConnection;
+    if conn.is_none() {
+        match connect(db) {
+            Ok(opened) => *conn = Some(opened),
+            Err(error) => {
+                log::warn!("ANALYZE of identity_links and customers: no connection: {error}");
+                return;
+            }
+        }
+    }
     if let Some(DbConn::Postgres(c)) = conn {
         if let Err(error) = c.batch_execute("ANALYZE identity_links, customers") {
             log::warn!("ANALYZE of identity_links and customers failed: {error}");
