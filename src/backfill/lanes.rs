@@ -7,7 +7,8 @@
 //! BENCHMARKS.md "Backfill").
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use crate::linking::{Answer, LinkRequest, LinkingService};
 use crate::storage::{Db, DbConn, StorageError};
@@ -36,9 +37,12 @@ struct InFlight {
     waiting: usize,
 }
 
-/// The lanes of one run; see the module documentation.
+/// The lanes of one run; see the module documentation. Once dropped, or once a share failed, the
+/// lanes write none of the shares still waiting (at most one each): a run that stops writes
+/// nothing it has not reported.
 pub(super) struct Lanes {
     shares: Vec<mpsc::SyncSender<Share>>,
+    stop: Arc<AtomicBool>,
     written: mpsc::Receiver<Written>,
     in_flight: VecDeque<InFlight>,
     next: u64,
@@ -53,16 +57,19 @@ impl Lanes {
         linking: &'env LinkingService,
     ) -> Lanes {
         let (written_to, written) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
         let shares = (0..lanes)
             .map(|_| {
                 let (share_to, shares) = mpsc::sync_channel::<Share>(1);
                 let written_to = written_to.clone();
-                scope.spawn(move || write_shares(db, linking, shares, written_to));
+                let stop = stop.clone();
+                scope.spawn(move || write_shares(db, linking, &stop, shares, written_to));
                 share_to
             })
             .collect();
         Lanes {
             shares,
+            stop,
             written,
             in_flight: VecDeque::new(),
             next: 0,
@@ -126,7 +133,13 @@ impl Lanes {
                         .into_iter()
                         .map(|a| a.unwrap_or_else(|| Err(stopped())))
                         .collect();
-                    done.push(answers?);
+                    match answers {
+                        Ok(answers) => done.push(answers),
+                        Err(error) => {
+                            self.stop.store(true, Ordering::SeqCst);
+                            return Err(error);
+                        }
+                    }
                 }
                 Some(_) if self.in_flight.len() > left => {
                     let written = self.written.recv().map_err(|_| stopped())?;
@@ -146,6 +159,12 @@ impl Lanes {
     }
 }
 
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 fn stopped() -> StorageError {
     StorageError::Unavailable("a writing lane stopped".into())
 }
@@ -154,11 +173,15 @@ fn stopped() -> StorageError {
 fn write_shares(
     db: &Db,
     linking: &LinkingService,
+    stop: &AtomicBool,
     shares: mpsc::Receiver<Share>,
     written: mpsc::Sender<Written>,
 ) {
     let mut conn: Option<DbConn> = None;
     for share in shares {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         let answers = match &conn {
             Some(_) => linking.link_batch(&mut conn, share.requests),
             None => match super::connect(db) {
