@@ -38,8 +38,9 @@ struct InFlight {
 }
 
 /// The lanes of one run; see the module documentation. Once dropped, or once a share failed, the
-/// lanes write none of the shares still waiting (at most one each): a run that stops writes
-/// nothing it has not reported.
+/// lanes write none of the shares still waiting (at most one each). What a lane had written, or
+/// was writing then, of a batch that is not reported stays written: a rerun reports those users
+/// `AlreadyLinked`.
 pub(super) struct Lanes {
     shares: Vec<mpsc::SyncSender<Share>>,
     stop: Arc<AtomicBool>,
