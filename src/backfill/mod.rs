@@ -27,6 +27,7 @@ use std::time::Instant;
 use crate::config::Settings;
 use crate::domain::{Identity, Refusal};
 use crate::linking::{Answer, DryRun, LinkRequest, LinkingService};
+use crate::storage::sqlite::checkpoints::Checkpoints;
 use crate::storage::{BackendKind, Db, DbConn, StorageError};
 use graph::{FileError, GraphUser};
 use lanes::Lanes;
@@ -275,6 +276,13 @@ fn write(
             _ => Writer::Direct {
                 conn: None,
                 dry_run: DryRun::default(),
+                checkpoints: match db.sqlite_path() {
+                    Some(path) if !options.dry_run => Some(
+                        Checkpoints::start(path)
+                            .map_err(|e| BackfillError::Storage(e.to_string()))?,
+                    ),
+                    _ => None,
+                },
             },
         };
         // Batches handed over and not yet reported, oldest first.
@@ -386,6 +394,8 @@ enum Writer {
     Direct {
         conn: Option<DbConn>,
         dry_run: DryRun,
+        /// SQLite: the checkpoints of the run's WAL, on a thread of their own.
+        checkpoints: Option<Checkpoints>,
     },
     Lanes(Lanes),
 }
@@ -406,9 +416,15 @@ impl Writer {
             Writer::Direct {
                 conn,
                 dry_run: seen,
+                checkpoints,
             } => {
                 if conn.is_none() {
-                    *conn = Some(connect(db)?);
+                    let mut opened = connect(db)?;
+                    if let (DbConn::Sqlite(c), Some(_)) = (&mut opened, &checkpoints) {
+                        use diesel::connection::SimpleConnection;
+                        c.batch_execute("PRAGMA wal_autocheckpoint = 0")?;
+                    }
+                    *conn = Some(opened);
                 }
                 let answers = match conn.as_mut() {
                     Some(c) if dry_run => linking.dry_run_batch(c, seen, &requests)?,
@@ -417,6 +433,9 @@ impl Writer {
                         .into_iter()
                         .collect::<Result<_, _>>()?,
                 };
+                if let Some(checkpoints) = checkpoints {
+                    checkpoints.committed();
+                }
                 Ok(vec![answers])
             }
         }

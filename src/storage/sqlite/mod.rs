@@ -8,5 +8,6 @@ pub mod audit_lookup;
 pub mod audit_merge;
 pub mod bulk;
 pub mod change_watch;
+pub mod checkpoints;
 pub mod webhooks;
 pub(crate) mod write_lock;
