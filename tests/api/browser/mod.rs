@@ -190,16 +190,25 @@ async fn shown(browser: &Client) -> String {
     format!("at {url}:\n{text}")
 }
 
-/// Waits for an element, failing with what the page shows instead.
+/// Waits for an element, failing with what the page shows instead. A look that fails while the
+/// page navigates (chromedriver answers "aborted by navigation", which fantoccini's wait does not
+/// retry) is made again, within the same time limit.
 async fn wait_for(browser: &Client, css: &str) -> fantoccini::elements::Element {
-    match browser
-        .wait()
-        .at_most(PAGE_TIMEOUT)
-        .for_element(Locator::Css(css))
-        .await
-    {
-        Ok(element) => element,
-        Err(e) => panic!("no {css} ({e}); the browser is {}", shown(browser).await),
+    let started = Instant::now();
+    loop {
+        let left = PAGE_TIMEOUT.saturating_sub(started.elapsed());
+        match browser
+            .wait()
+            .at_most(left)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(element) => return element,
+            Err(e) if e.to_string().contains("aborted by navigation") && !left.is_zero() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no {css} ({e}); the browser is {}", shown(browser).await),
+        }
     }
 }
 
