@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 use crate::linking::{Answer, LinkRequest, LinkingService};
-use crate::storage::{Db, DbConn, StorageError};
+use crate::storage::{DbConn, StorageError};
 
 /// Batches handed over and not yet finished, at most: one being written, one waiting.
 const IN_FLIGHT: usize = 2;
@@ -50,11 +50,11 @@ pub(super) struct Lanes {
 }
 
 impl Lanes {
-    /// Starts `lanes` lanes in `scope`, writing through `linking` on connections of `db`.
+    /// Starts `lanes` lanes in `scope`, each writing through `linking` on a connection of its
+    /// own.
     pub(super) fn start<'scope, 'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         lanes: usize,
-        db: &'env Db,
         linking: &'env LinkingService,
     ) -> Lanes {
         let (written_to, written) = mpsc::channel();
@@ -64,7 +64,7 @@ impl Lanes {
                 let (share_to, shares) = mpsc::sync_channel::<Share>(1);
                 let written_to = written_to.clone();
                 let stop = stop.clone();
-                scope.spawn(move || write_shares(db, linking, &stop, shares, written_to));
+                scope.spawn(move || write_shares(linking, &stop, shares, written_to));
                 share_to
             })
             .collect();
@@ -172,38 +172,21 @@ fn stopped() -> StorageError {
 
 /// A lane: writes the shares it is handed, in order, on a connection of its own.
 fn write_shares(
-    db: &Db,
     linking: &LinkingService,
     stop: &AtomicBool,
     shares: mpsc::Receiver<Share>,
     written: mpsc::Sender<Written>,
 ) {
+    // Opened by the executor when first needed, and again after a failure.
     let mut conn: Option<DbConn> = None;
     for share in shares {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let answers = match &conn {
-            Some(_) => linking.link_batch(&mut conn, share.requests),
-            None => match super::connect(db) {
-                Ok(opened) => {
-                    conn = Some(opened);
-                    linking.link_batch(&mut conn, share.requests)
-                }
-                Err(error) => {
-                    let message = error.to_string();
-                    share
-                        .requests
-                        .iter()
-                        .map(|_| Err(StorageError::Unavailable(message.clone())))
-                        .collect()
-                }
-            },
-        };
         let done = Written {
             batch: share.batch,
             places: share.places,
-            answers,
+            answers: linking.link_batch(&mut conn, share.requests),
         };
         if written.send(done).is_err() {
             return;

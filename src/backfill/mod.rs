@@ -267,11 +267,10 @@ fn write(
     let idps = &settings.linking.email_verifying_idps;
     let run_id = crate::api::new_request_id();
     let mut sequence: u64 = 0;
-    let sqlite = db.backend() == BackendKind::Sqlite;
     let outcome = std::thread::scope(|scope| {
         let mut writer = match db.backend() {
             BackendKind::Postgres if !options.dry_run && POSTGRES_LANES > 1 => {
-                Writer::Lanes(Lanes::start(scope, POSTGRES_LANES, db, linking))
+                Writer::Lanes(Lanes::start(scope, POSTGRES_LANES, linking))
             }
             _ => Writer::Direct {
                 conn: None,
@@ -303,10 +302,10 @@ fn write(
                 for ((id, email), answer) in batch.rows.iter().zip(&answers) {
                     report.decided(id, email.as_deref(), answer)?;
                 }
-                if !options.dry_run && sqlite {
-                    std::thread::sleep(SQLITE_PAUSE);
-                }
-                if !options.dry_run && !sqlite && report.users() >= next_analyze {
+                if !options.dry_run
+                    && db.backend() == BackendKind::Postgres
+                    && report.users() >= next_analyze
+                {
                     analyze(db, &mut analyzed);
                     next_analyze = report.users().saturating_mul(2);
                 }
@@ -394,7 +393,7 @@ enum Writer {
     Direct {
         conn: Option<DbConn>,
         dry_run: DryRun,
-        /// SQLite: the checkpoints of the run's WAL, on a thread of their own.
+        /// SQLite, unless a dry run: the checkpoints of the run's WAL, on a thread of their own.
         checkpoints: Option<Checkpoints>,
     },
     Lanes(Lanes),
@@ -433,8 +432,11 @@ impl Writer {
                         .into_iter()
                         .collect::<Result<_, _>>()?,
                 };
+                // SQLite, written: the checkpoints, and the pause that lets other processes'
+                // writers in.
                 if let Some(checkpoints) = checkpoints {
                     checkpoints.committed();
+                    std::thread::sleep(SQLITE_PAUSE);
                 }
                 Ok(vec![answers])
             }

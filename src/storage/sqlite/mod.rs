@@ -1,6 +1,6 @@
 //! What only SQLite has: the change watch of the sign-in cache, the audit writer's own
-//! connection and lookup file, the import's bulk writer, and the way writers wait for another
-//! process's write lock. Everything else is diesel over both
+//! connection and lookup file, the import's bulk writer, the backfill's checkpoint thread, and
+//! the way writers wait for another process's write lock. Everything else is diesel over both
 //! backends, in the parent module.
 
 pub mod audit;
