@@ -44,7 +44,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use parking_lot::RwLock;
-use rusqlite::{ffi, Connection, OpenFlags};
+use rusqlite::{ffi, Connection};
 
 use crate::storage::links::LinkChanges;
 
@@ -176,9 +176,8 @@ impl ChangeWatch {
         if let Some(watcher) = conn {
             return Ok(watcher);
         }
-        // Without SQLITE_OPEN_CREATE: a missing file is an error, not a new empty database.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let c = Connection::open_with_flags(&self.path, flags)?;
+        // A missing file is an error, not a new empty database.
+        let c = crate::storage::own_sqlite_connection(&self.path)?;
         c.busy_timeout(std::time::Duration::ZERO)?;
         Ok(conn.insert(Watcher {
             conn: c,
