@@ -462,14 +462,13 @@ pub fn insert_skipping_taken(
         DbConn::Sqlite(c) => c,
     };
     let mut inserted = Vec::with_capacity(rows.len());
-    // 12 parameters per row.
-    for chunk in rows.chunks(500) {
+    crate::storage::sqlite::for_each_chunk!(rows, chunk => {
         let returned: Vec<(i64, String)> = diesel::insert_into(customers::table)
             .values(chunk)
             .on_conflict_do_nothing()
             .returning((customers::id, customers::account_number))
             .get_results(conn)?;
         inserted.extend(returned);
-    }
+    });
     Ok(inserted)
 }

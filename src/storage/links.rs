@@ -247,8 +247,7 @@ pub fn insert_skipping_taken(
         DbConn::Sqlite(c) => c,
     };
     let mut inserted = Vec::with_capacity(rows.len());
-    // 9 parameters per row.
-    for chunk in rows.chunks(500) {
+    crate::storage::sqlite::for_each_chunk!(rows, chunk => {
         let returned: Vec<(i64, String, String)> = diesel::insert_into(identity_links::table)
             .values(chunk)
             .on_conflict_do_nothing()
@@ -259,6 +258,6 @@ pub fn insert_skipping_taken(
             ))
             .get_results(conn)?;
         inserted.extend(returned);
-    }
+    });
     Ok(inserted)
 }

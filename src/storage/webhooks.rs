@@ -26,13 +26,13 @@ pub const FAILED: &str = "failed";
 /// [`super::postgres::unnest`]).
 #[derive(Insertable)]
 #[diesel(table_name = webhook_events, treat_none_as_default_value = false)]
-pub(crate) struct NewEvent<'a> {
+pub(crate) struct NewEvent {
     pub position: i64,
     pub event_id: String,
-    pub kind: &'a str,
+    pub kind: &'static str,
     pub at: NaiveDateTime,
     pub data: String,
-    pub email: Option<&'a str>,
+    pub email: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -53,7 +53,7 @@ struct NewDelivery<'a> {
 /// the commit order).
 pub fn append(
     conn: &mut DbConn,
-    events: Vec<Event>,
+    mut events: Vec<Event>,
     subscribers: &[Subscriber],
 ) -> Result<(), StorageError> {
     let count = events.len() as i64;
@@ -63,36 +63,30 @@ pub fn append(
         .get_result(c))?;
     let first = last - count + 1;
     let now = super::now();
-    let receivers = |event| receivers(subscribers, event);
-    let rows: Vec<NewEvent<'_>> = events
-        .iter()
+    let rows: Vec<NewEvent> = events
+        .iter_mut()
         .enumerate()
-        .map(|(n, event)| NewEvent {
+        .map(|(n, event)| (n, std::mem::take(&mut event.data), &*event))
+        .map(|(n, data, event)| NewEvent {
             position: first + n as i64,
             // Time-ordered (UUIDv7): new ids go to the end of the unique index, not to a
             // random page of it.
             event_id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
             kind: event.kind.as_str(),
             at: now,
-            data: serde_json::Value::Object(event.data.clone()).to_string(),
+            data: serde_json::Value::Object(data).to_string(),
             // Kept only for an endpoint that is sent it.
             email: event
                 .email
-                .as_deref()
-                .filter(|_| receivers(event).any(|s| s.include_email)),
+                .clone()
+                .filter(|_| receivers(subscribers, event).any(|s| s.include_email)),
         })
         .collect();
     match conn {
         DbConn::Postgres(c) => super::postgres::unnest::insert_outbox(c, &rows)?,
-        DbConn::Sqlite(c) => {
-            // 6 parameters per row.
-            for chunk in rows.chunks(500) {
-                diesel::insert_into(webhook_events::table)
-                    .values(chunk)
-                    .execute(c)?;
-            }
-        }
+        DbConn::Sqlite(c) => insert_events(c, &rows)?,
     }
+    let receivers = |event| receivers(subscribers, event);
     let deliveries: Vec<NewDelivery<'_>> = events
         .iter()
         .enumerate()
@@ -115,6 +109,19 @@ pub fn append(
             .values(chunk)
             .execute(c))?;
     }
+    Ok(())
+}
+
+/// SQLite: the outbox's rows, in inserts of fixed numbers of rows (prepared once).
+fn insert_events(
+    conn: &mut diesel::SqliteConnection,
+    rows: &[NewEvent],
+) -> Result<(), StorageError> {
+    super::sqlite::for_each_chunk!(rows, chunk => {
+        diesel::insert_into(webhook_events::table)
+            .values(chunk)
+            .execute(conn)?;
+    });
     Ok(())
 }
 

@@ -66,20 +66,12 @@ pub fn insert(conn: &mut DbConn, events: &[AuditEvent]) -> Result<(), StorageErr
         DbConn::Postgres(c) => return crate::storage::postgres::unnest::insert_events(c, events),
         DbConn::Sqlite(c) => c,
     };
-    // One event (a link's, in its transaction): a single-row insert, whose prepared statement
-    // diesel caches on the concrete connection; a multi-row insert is prepared anew each time.
-    if let [event] = events {
-        diesel::insert_into(audit_events::table)
-            .values(event)
-            .execute(conn)?;
-        return Ok(());
-    }
-    // 13 parameters per row; stay far below SQLite's limit of bound parameters.
-    for chunk in events.chunks(500) {
+    // Inserts of fixed numbers of rows, whose prepared statements diesel keeps.
+    crate::storage::sqlite::for_each_chunk!(events, chunk => {
         diesel::insert_into(audit_events::table)
             .values(chunk)
             .execute(conn)?;
-    }
+    });
     Ok(())
 }
 

@@ -206,7 +206,7 @@ pub(crate) fn insert_events(
 /// Appends the outbox's events (their positions taken by the caller).
 pub(crate) fn insert_outbox(
     conn: &mut PgConnection,
-    events: &[NewEvent<'_>],
+    events: &[NewEvent],
 ) -> Result<(), StorageError> {
     if events.is_empty() {
         return Ok(());
@@ -217,7 +217,7 @@ pub(crate) fn insert_outbox(
         column::<_, _, Text>(events, |e| e.kind),
         column::<_, _, Timestamp>(events, |e| e.at),
         column::<_, _, Text>(events, |e| e.data.as_str()),
-        column::<_, _, Nullable<Text>>(events, |e| e.email),
+        column::<_, _, Nullable<Text>>(events, |e| e.email.as_deref()),
     ));
     insert.execute(conn)?;
     Ok(())
@@ -336,7 +336,7 @@ mod tests {
             kind: "identity.linked",
             at: now,
             data: format!("{{\"linkId\":{i}}}"),
-            email: (i == 1).then_some("u1@example.com"),
+            email: (i == 1).then(|| "u1@example.com".to_string()),
         };
         for group in [&[0][..], &[1, 2], &[3, 4, 5]] {
             let rows: Vec<NewEvent> = group.iter().map(|&i| outbox(i)).collect();
