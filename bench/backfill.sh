@@ -12,12 +12,15 @@
 # timed run): `autolink backfill --channel web --report FILE PAGES...`, timed with
 # /usr/bin/time -v (wall time of the whole process, both passes, and its peak resident memory,
 # VmHWM). After the last run: the second run on the same database (every user AlreadyLinked)
-# and, on a fresh database, the dry run. Reports users/s (users / wall time) and the medians.
+# and, on a fresh database, the dry run; on SQLite, on another fresh database, the floor
+# (examples/backfill_floor.rs: the same reads and rows through statements prepared once, and
+# nothing else). Reports users/s (users / wall time) and the medians.
 #
 # Knobs (environment): BENCH_USERS (1000000), BENCH_REPS (3), BENCH_BACKENDS ("sqlite postgres"),
 # BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/postgres; its user creates and drops
 # a database of its own), BENCH_KEEP=1 keeps the temporary folder, BENCH_BINARIES (a folder
-# holding an autolink built earlier: used instead of building; BENCH_CODE names its code). Needs: cargo, awk, psql,
+# holding autolink and backfill_floor built earlier: used instead of building; BENCH_CODE names
+# their code). Needs: cargo, awk, psql,
 # /usr/bin/time (Debian package `time`).
 set -euo pipefail
 
@@ -44,15 +47,19 @@ for tool in cargo awk; do command -v "$tool" >/dev/null || die "$tool is missing
 [[ " $BACKENDS " != *" postgres "* ]] || command -v psql >/dev/null || die "psql is missing"
 
 if [[ -n ${BENCH_BINARIES:-} ]]; then
-    # A binary built earlier (autolink in that folder); BENCH_CODE says which code it is.
-    say "using $BENCH_BINARIES/autolink (not built)"
+    # Binaries built earlier (autolink and backfill_floor in that folder); BENCH_CODE says which
+    # code they are.
+    say "using $BENCH_BINARIES/autolink and backfill_floor (not built)"
     BUILT=$BENCH_BINARIES/autolink
+    BUILT_FLOOR=$BENCH_BINARIES/backfill_floor
 else
-    say "cargo build --release --bin autolink"
-    cargo build --release --bin autolink
+    say "cargo build --release --bin autolink --example backfill_floor"
+    cargo build --release --bin autolink --example backfill_floor
     BUILT=${CARGO_TARGET_DIR:-$ROOT/target}/release/autolink
+    BUILT_FLOOR=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/backfill_floor
 fi
 [[ -x $BUILT ]] || die "$BUILT is missing"
+[[ " $BACKENDS " != *" sqlite "* || -x $BUILT_FLOOR ]] || die "$BUILT_FLOOR is missing"
 WORK=$(mktemp -d /tmp/autolink-backfill.XXXXXX)
 PG_DBS=()
 cleanup() {
@@ -65,6 +72,8 @@ trap cleanup EXIT
 # A copy, so that a build by someone else during the run cannot swap the binary.
 AUTOLINK=$WORK/autolink
 cp "$BUILT" "$AUTOLINK"
+FLOOR=$WORK/backfill_floor
+[[ " $BACKENDS " != *" sqlite "* ]] || cp "$BUILT_FLOOR" "$FLOOR"
 BUILD_TREE=${BENCH_CODE:-}
 [[ -n $BUILD_TREE ]] || BUILD_TREE="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' with uncommitted changes in src/Cargo/migrations')"
 
@@ -165,6 +174,14 @@ for backend in $BACKENDS; do
     read -r dry_wall dry_peak < <(run_backfill "$url" "${backend}_dry" --dry-run)
     expect "${backend}_dry" "WouldLink: $((USERS / 2))"
     expect "${backend}_dry" "WouldCreate: $((USERS - USERS / 2))"
+    floor_wall=
+    if [[ $backend == sqlite ]]; then
+        # The floor: the same SQLite work with nothing else (examples/backfill_floor.rs).
+        url=$(fresh_db sqlite sqlite_floor)
+        floor_line=$("$FLOOR" "${url#sqlite://}" "$USERS") || die "backfill_floor failed"
+        say "$floor_line"
+        floor_wall=$(sed -E 's/.* users in ([0-9.]+) s .*/\1/' <<<"$floor_line")
+    fi
     MWALL=$(median "${WALLS[@]}")
     MPEAK=$(median "${PEAKS[@]}")
     MAXPEAK=$(printf '%s\n' "${PEAKS[@]}" "$again_peak" "$dry_peak" | sort -g | tail -1)
@@ -180,9 +197,15 @@ for backend in $BACKENDS; do
         echo "| **median** | **$MWALL** | **$(rate "$MWALL")** | **$(mib "$MPEAK")** |"
         echo "| second run (all AlreadyLinked) | $again_wall | $(rate "$again_wall") | $(mib "$again_peak") |"
         echo "| dry run | $dry_wall | $(rate "$dry_wall") | $(mib "$dry_peak") |"
+        if [[ -n $floor_wall ]]; then
+            echo "| floor: the same SQLite work and nothing else (examples/backfill_floor.rs) | $floor_wall | $(rate "$floor_wall") | |"
+        fi
         echo
         echo "- users/s: $(verdict "$(rate "$MWALL") >= $target") (median $(rate "$MWALL"), target $target)"
         echo "- peak RSS over every run: $(verdict "$MAXPEAK < 153600") ($(mib "$MAXPEAK") MiB)"
+        if [[ -n $floor_wall ]]; then
+            echo "- the median run takes $(awk -v m="$MWALL" -v f="$floor_wall" 'BEGIN { printf "%.2f", m / f }') times the floor; the floor itself: $(verdict "$(rate "$floor_wall") >= $target") for $target users/s"
+        fi
     } >>"$RESULTS"
 done
 cat "$RESULTS"
