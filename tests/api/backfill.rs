@@ -1,6 +1,7 @@
 //! `autolink backfill`: the real binary on a Graph export, on SQLite, or on PostgreSQL when
 //! `AUTOLINK_TEST_POSTGRES_URL` is set. The dry run, the real run, the second run, a run killed
-//! with SIGKILL and run again, and sign-ups through the server during a backfill.
+//! with SIGKILL and run again, a run that the database fails in the middle and run again, and
+//! sign-ups through the server during a backfill.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -782,4 +783,140 @@ async fn users_of_one_address_in_one_batch_are_decided_in_the_export_s_order() {
     }
     assert_eq!(app.customer_count(), 100, "one customer per address");
     assert_eq!(app.active_links(), 300);
+}
+
+/// Makes the database refuse the link of `subject` (a trigger that raises), as a failing disk or
+/// a constraint the service does not know of would.
+fn refuse_link_of(app: &TestApp, subject: &str) {
+    let mut conn = app.db().get().unwrap();
+    let statements = match app.db().backend() {
+        autolink::storage::BackendKind::Sqlite => vec![format!(
+            "CREATE TRIGGER refuse_one_link BEFORE INSERT ON identity_links \
+             WHEN NEW.subject = '{subject}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )],
+        autolink::storage::BackendKind::Postgres => vec![
+            "CREATE FUNCTION refuse_one_link() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+                .to_string(),
+            format!(
+                "CREATE TRIGGER refuse_one_link BEFORE INSERT ON identity_links FOR EACH ROW \
+                 WHEN (NEW.subject = '{subject}') EXECUTE FUNCTION refuse_one_link()"
+            ),
+        ],
+    };
+    for statement in statements {
+        diesel::sql_query(statement).execute(&mut *conn).unwrap();
+    }
+}
+
+fn drop_refusal(app: &TestApp) {
+    let mut conn = app.db().get().unwrap();
+    let statement = match app.db().backend() {
+        autolink::storage::BackendKind::Sqlite => "DROP TRIGGER refuse_one_link",
+        autolink::storage::BackendKind::Postgres => {
+            "DROP TRIGGER refuse_one_link ON identity_links"
+        }
+    };
+    diesel::sql_query(statement).execute(&mut *conn).unwrap();
+}
+
+#[tokio::test]
+async fn a_database_failure_stops_the_run_with_status_1_after_whole_users_and_a_rerun_finishes_it()
+{
+    let app = spawn_app().await;
+    let n = 4000;
+    import_even(&app, n);
+    let dir = tempfile::tempdir().unwrap();
+    let files = large_export(dir.path(), n);
+    // A new user (odd: no imported customer) in the 21st batch of 100: its customer is written
+    // before its link fails.
+    let failing = 2051;
+    refuse_link_of(&app, &format!("big-{failing:06}"));
+    let report = dir.path().join("report.jsonl");
+    let output = backfill(&app.db.url)
+        .args([
+            "--channel",
+            "fabrikam-web",
+            "--batch-size",
+            "100",
+            "--report",
+        ])
+        .arg(&report)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reported: usize = stderr
+        .split("the database failed after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no count of the users written: {}", text(&output)));
+    assert!(
+        stderr.contains("run the backfill again"),
+        "{}",
+        text(&output)
+    );
+
+    let mut conn = app.db().get().unwrap();
+    let linked: Vec<String> = identity_links::table
+        .select(identity_links::subject)
+        .load(&mut *conn)
+        .unwrap();
+    let linked: std::collections::BTreeSet<usize> = linked
+        .iter()
+        .map(|s| s.trim_start_matches("big-").parse().unwrap())
+        .collect();
+    // Every user the run reported before it stopped is linked; the failing one is not, nor any
+    // of the batches after those that were being written when it failed (one batch on SQLite,
+    // at most three on PostgreSQL's two lanes, see src/backfill/lanes.rs).
+    assert!(reported <= failing / 100 * 100, "{reported} reported");
+    for user in 0..reported {
+        assert!(
+            linked.contains(&user),
+            "user {user} was reported but is not linked"
+        );
+    }
+    assert!(!linked.contains(&failing));
+    let beyond = linked.iter().filter(|&&user| user >= 2300).count();
+    assert_eq!(beyond, 0, "users linked after the run stopped");
+    // Whole users: no customer without its link, no link without its audit event.
+    let orphans: i64 = customers::table
+        .filter(customers::origin.eq("autolink"))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            identity_links::table.filter(identity_links::customer_id.eq(customers::id)),
+        )))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(orphans, 0, "customers created without their link");
+    let link_events: i64 = audit_events::table
+        .filter(audit_events::source.eq("backfill"))
+        .filter(audit_events::outcome.eq_any(["Linked", "Created"]))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(
+        link_events as usize,
+        linked.len(),
+        "links without their event"
+    );
+    drop(conn);
+
+    // Once the database accepts it again, a rerun finishes.
+    drop_refusal(&app);
+    let (_, lines) = run_in_batches(&app, 1000, &[], &files);
+    let lines = by_id(&lines);
+    assert_eq!(lines.len(), n);
+    for user in &linked {
+        assert_eq!(
+            lines[&format!("big-{user:06}")]["outcome"],
+            "AlreadyLinked",
+            "{user}"
+        );
+    }
+    assert_eq!(lines[&format!("big-{failing:06}")]["outcome"], "Created");
+    assert_eq!(app.active_links() as usize, n);
+    assert_eq!(app.customer_count() as usize, n, "one customer per address");
 }
