@@ -23,7 +23,8 @@ pub const DELIVERED: &str = "delivered";
 pub const FAILED: &str = "failed";
 
 /// An event of the outbox, as written (on PostgreSQL by one statement for any number of events,
-/// [`super::postgres::unnest`]).
+/// [`super::postgres::unnest`]). It borrows nothing: diesel keeps the prepared SQLite insert of an
+/// array of rows only when their type has no borrowed lifetime ([`insert_events`]).
 #[derive(Insertable)]
 #[diesel(table_name = webhook_events, treat_none_as_default_value = false)]
 pub(crate) struct NewEvent {
