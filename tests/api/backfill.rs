@@ -535,6 +535,22 @@ fn large_export(dir: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The backfill of `files` on the web channel in batches of 100, with its report at `report`.
+fn backfill_by_hundreds(app: &TestApp, report: &Path, files: &[PathBuf]) -> Command {
+    let mut command = backfill(&app.db.url);
+    command
+        .args([
+            "--channel",
+            "fabrikam-web",
+            "--batch-size",
+            "100",
+            "--report",
+        ])
+        .arg(report)
+        .args(files);
+    command
+}
+
 fn import_even(app: &TestApp, n: usize) {
     let rows: Vec<String> = (0..n)
         .step_by(2)
@@ -542,6 +558,31 @@ fn import_even(app: &TestApp, n: usize) {
         .collect();
     let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
     app.import_csv(&csv(&rows));
+}
+
+/// Whole users after a run that stopped with `linked` links: every customer the run created holds
+/// its link, every link its audit event.
+fn assert_whole_users(app: &TestApp, linked: usize) {
+    let mut conn = app.db().get().unwrap();
+    let orphans: i64 = customers::table
+        .filter(customers::origin.eq("autolink"))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            identity_links::table.filter(identity_links::customer_id.eq(customers::id)),
+        )))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(orphans, 0, "customers created without their link");
+    let link_events: i64 = audit_events::table
+        .filter(audit_events::source.eq("backfill"))
+        .filter(audit_events::outcome.eq_any(["Linked", "Created"]))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(
+        link_events as usize, linked,
+        "links without their audit event"
+    );
 }
 
 #[tokio::test]
@@ -593,27 +634,8 @@ async fn a_run_killed_in_the_middle_leaves_whole_users_and_a_rerun_finishes_it()
         "killed after {linked} of {n} links: not in the middle"
     );
 
-    // Whole users: every customer the run created holds its link, every link its audit event.
+    assert_whole_users(&app, linked);
     let mut conn = app.db().get().unwrap();
-    let orphans: i64 = customers::table
-        .filter(customers::origin.eq("autolink"))
-        .filter(diesel::dsl::not(diesel::dsl::exists(
-            identity_links::table.filter(identity_links::customer_id.eq(customers::id)),
-        )))
-        .count()
-        .get_result(&mut *conn)
-        .unwrap();
-    assert_eq!(orphans, 0, "customers created without their link");
-    let link_events: i64 = audit_events::table
-        .filter(audit_events::source.eq("backfill"))
-        .filter(audit_events::outcome.eq_any(["Linked", "Created"]))
-        .count()
-        .get_result(&mut *conn)
-        .unwrap();
-    assert_eq!(
-        link_events as usize, linked,
-        "links without their audit event"
-    );
     let linked_before: Vec<String> = identity_links::table
         .select(identity_links::subject)
         .load(&mut *conn)
@@ -654,16 +676,7 @@ async fn sign_ups_during_a_backfill_get_the_same_answers_as_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let files = large_export(dir.path(), n);
     let report = dir.path().join("report.jsonl");
-    let child = backfill(&app.db.url)
-        .args([
-            "--channel",
-            "fabrikam-web",
-            "--batch-size",
-            "100",
-            "--report",
-        ])
-        .arg(&report)
-        .args(&files)
+    let child = backfill_by_hundreds(&app, &report, &files)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -833,16 +846,7 @@ async fn a_database_failure_stops_the_run_with_status_1_after_whole_users_and_a_
     let failing = 2051;
     refuse_link_of(&app, &format!("big-{failing:06}"));
     let report = dir.path().join("report.jsonl");
-    let output = backfill(&app.db.url)
-        .args([
-            "--channel",
-            "fabrikam-web",
-            "--batch-size",
-            "100",
-            "--report",
-        ])
-        .arg(&report)
-        .args(&files)
+    let output = backfill_by_hundreds(&app, &report, &files)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
@@ -881,28 +885,8 @@ async fn a_database_failure_stops_the_run_with_status_1_after_whole_users_and_a_
     assert!(!linked.contains(&failing));
     let beyond = linked.iter().filter(|&&user| user >= 2300).count();
     assert_eq!(beyond, 0, "users linked after the run stopped");
-    // Whole users: no customer without its link, no link without its audit event.
-    let orphans: i64 = customers::table
-        .filter(customers::origin.eq("autolink"))
-        .filter(diesel::dsl::not(diesel::dsl::exists(
-            identity_links::table.filter(identity_links::customer_id.eq(customers::id)),
-        )))
-        .count()
-        .get_result(&mut *conn)
-        .unwrap();
-    assert_eq!(orphans, 0, "customers created without their link");
-    let link_events: i64 = audit_events::table
-        .filter(audit_events::source.eq("backfill"))
-        .filter(audit_events::outcome.eq_any(["Linked", "Created"]))
-        .count()
-        .get_result(&mut *conn)
-        .unwrap();
-    assert_eq!(
-        link_events as usize,
-        linked.len(),
-        "links without their event"
-    );
     drop(conn);
+    assert_whole_users(&app, linked.len());
 
     // Once the database accepts it again, a rerun finishes.
     drop_refusal(&app);
