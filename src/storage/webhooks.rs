@@ -67,20 +67,21 @@ pub fn append(
     let rows: Vec<NewEvent> = events
         .iter_mut()
         .enumerate()
-        .map(|(n, event)| (n, std::mem::take(&mut event.data), &*event))
-        .map(|(n, data, event)| NewEvent {
+        .map(|(n, event)| NewEvent {
             position: first + n as i64,
             // Time-ordered (UUIDv7): new ids go to the end of the unique index, not to a
             // random page of it.
             event_id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
             kind: event.kind.as_str(),
             at: now,
-            data: serde_json::Value::Object(data).to_string(),
+            // The data is not needed after this: serialised without a copy.
+            data: serde_json::Value::Object(std::mem::take(&mut event.data)).to_string(),
             // Kept only for an endpoint that is sent it.
             email: event
                 .email
-                .clone()
-                .filter(|_| receivers(subscribers, event).any(|s| s.include_email)),
+                .as_ref()
+                .filter(|_| receivers(subscribers, event).any(|s| s.include_email))
+                .cloned(),
         })
         .collect();
     match conn {
