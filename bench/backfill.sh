@@ -180,6 +180,8 @@ for backend in $BACKENDS; do
         url=$(fresh_db sqlite sqlite_floor)
         floor_line=$("$FLOOR" "${url#sqlite://}" "$USERS") || die "backfill_floor failed"
         say "$floor_line"
+        grep -q "Linked $((USERS / 2)), Created $((USERS - USERS / 2));" <<<"$floor_line" ||
+            die "backfill_floor did not link and create what the backfill does: $floor_line"
         floor_wall=$(sed -E 's/.* users in ([0-9.]+) s .*/\1/' <<<"$floor_line")
     fi
     MWALL=$(median "${WALLS[@]}")
